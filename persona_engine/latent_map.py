@@ -1,0 +1,214 @@
+"""The latent map: a 2-D (or 3-D) picture of the persona space, and its way back.
+
+UMAP lays the respondents' embeddings out on a plane. UMAP itself cannot be
+saved without pickle and its own inverse transform is slow and needs the fitted
+object, so both directions between the map and the latent space are done by
+kernel-weighted nearest-neighbour interpolation over the respondents, which
+needs only two arrays (the map coordinates and the latent vectors):
+
+* ``inverse_transform(points)``: any spot on the map becomes a latent vector,
+  the Gaussian-weighted mean of the latent vectors of the respondents drawn
+  nearest to it. Moving the cursor moves the persona smoothly; a spot far from
+  every respondent gets its nearest respondents' mean, and
+  :meth:`LatentMap.distance_to_data` tells how far out it is.
+* ``transform(vectors)``: any latent vector (a cohort centroid, a new person
+  placed by fold-in) is drawn where its nearest respondents in latent space
+  are drawn.
+
+UMAP takes ~25 s of numba compilation on its first call in a process, so the
+map is computed once when a study is fitted and stored with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from persona_engine.errors import DataError
+
+
+class LatentMap:
+    """UMAP layout of embeddings with array-only forward and inverse maps.
+
+    Parameters
+    ----------
+    n_components:
+        2 for the map, 3 for an optional 3-D view.
+    n_neighbors, min_dist, metric:
+        UMAP's own knobs (clamped for very small studies).
+    interpolation_neighbors:
+        How many respondents each interpolated point is averaged over.
+    random_state:
+        Seed for UMAP; with a seed the layout is reproducible.
+
+    Attributes
+    ----------
+    coords_:
+        ``(n_respondents, n_components)`` float32 map coordinates.
+    embeddings_:
+        ``(n_respondents, dim)`` float32 latent vectors the map was fitted on.
+    bandwidth_map_, bandwidth_latent_:
+        Kernel widths (map units and latent units) used by the interpolation:
+        the median distance from a respondent to its
+        ``interpolation_neighbors``-th neighbour.
+    method_:
+        ``"umap"``, or ``"pca"`` for studies too small for UMAP.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        metric: str = "euclidean",
+        interpolation_neighbors: int = 10,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.interpolation_neighbors = interpolation_neighbors
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, embeddings: np.ndarray) -> "LatentMap":
+        """Lay out ``embeddings`` (n_respondents, dim) on the map."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) < 3:
+            raise DataError(
+                f"a map needs at least 3 respondents, got {len(embeddings)}",
+                expected="a study with more respondents",
+            )
+        n = len(embeddings)
+        if n < 10:
+            coords, self.method_ = self._pca(embeddings), "pca"
+        else:
+            import umap  # imported here: it costs seconds and numba compilation
+
+            reducer = umap.UMAP(
+                n_components=self.n_components,
+                n_neighbors=min(self.n_neighbors, n - 1),
+                min_dist=self.min_dist,
+                metric=self.metric,
+                random_state=self.random_state,
+                # a seed makes UMAP single-threaded; without one it cannot be reproduced
+                n_jobs=1 if self.random_state is not None else -1,
+            )
+            coords, self.method_ = reducer.fit_transform(embeddings), "umap"
+        self.coords_ = np.asarray(coords, dtype=np.float32)
+        self.embeddings_ = embeddings
+        self._set_bandwidths()
+        return self
+
+    def _pca(self, embeddings: np.ndarray) -> np.ndarray:
+        centred = embeddings - embeddings.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        coords = centred @ vt[: self.n_components].T
+        if coords.shape[1] < self.n_components:  # fewer latent dims than map dims
+            coords = np.pad(coords, ((0, 0), (0, self.n_components - coords.shape[1])))
+        return coords
+
+    def _set_bandwidths(self) -> None:
+        k = self._k()
+        self.bandwidth_map_ = self._kth_distance(self.coords_, k)
+        self.bandwidth_latent_ = self._kth_distance(self.embeddings_, k)
+
+    def _k(self) -> int:
+        return int(max(1, min(self.interpolation_neighbors, len(self.coords_) - 1)))
+
+    @staticmethod
+    def _kth_distance(points: np.ndarray, k: int) -> float:
+        # +1 because each point is its own nearest neighbour
+        distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+        width = float(np.median(distances[:, -1]))
+        return width if width > 0 else 1.0
+
+    # ----------------------------------------------------------- directions
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Map coordinates ``(m, n_components)`` for latent ``vectors`` ``(m, dim)``."""
+        self._check_fitted()
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if vectors.shape[1] != self.embeddings_.shape[1]:
+            raise DataError(
+                f"vectors have {vectors.shape[1]} dimensions, the map was fitted on "
+                f"{self.embeddings_.shape[1]}"
+            )
+        return _interpolate(vectors, self.embeddings_, self.coords_, self._k(), self.bandwidth_latent_)
+
+    def inverse_transform(self, points: np.ndarray) -> np.ndarray:
+        """Latent vectors ``(m, dim)`` for map ``points`` ``(m, n_components)``."""
+        self._check_fitted()
+        points = np.atleast_2d(np.asarray(points, dtype=np.float32))
+        if points.shape[1] != self.coords_.shape[1]:
+            raise DataError(
+                f"points have {points.shape[1]} coordinates, the map has {self.coords_.shape[1]}"
+            )
+        return _interpolate(points, self.coords_, self.embeddings_, self._k(), self.bandwidth_map_)
+
+    def distance_to_data(self, points: np.ndarray) -> np.ndarray:
+        """How far each map point is from its nearest respondent, in kernel widths.
+
+        Shape ``(m,)``. Below ~1 the point sits among respondents; well above
+        it, the persona there is an extrapolation from the nearest ones.
+        """
+        self._check_fitted()
+        points = np.atleast_2d(np.asarray(points, dtype=np.float32))
+        distances, _ = NearestNeighbors(n_neighbors=1).fit(self.coords_).kneighbors(points)
+        return distances[:, 0] / self.bandwidth_map_
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coords_"):
+            raise DataError("the map has not been fitted yet", expected="fit() or a saved study")
+
+    # --------------------------------------------------------------- saving
+    def get_config(self) -> dict:
+        """JSON-able hyper-parameters and fitted scalars."""
+        config = {
+            "n_components": self.n_components,
+            "n_neighbors": self.n_neighbors,
+            "min_dist": self.min_dist,
+            "metric": self.metric,
+            "interpolation_neighbors": self.interpolation_neighbors,
+            "random_state": self.random_state,
+        }
+        if hasattr(self, "coords_"):
+            config.update(
+                method=self.method_,
+                bandwidth_map=self.bandwidth_map_,
+                bandwidth_latent=self.bandwidth_latent_,
+            )
+        return config
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return {"coords": self.coords_, "embeddings": self.embeddings_}
+
+    @classmethod
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> "LatentMap":
+        fitted = {k: config[k] for k in ("method", "bandwidth_map", "bandwidth_latent") if k in config}
+        params = {k: v for k, v in config.items() if k not in fitted}
+        latent_map = cls(**params)
+        latent_map.coords_ = np.asarray(arrays["coords"], dtype=np.float32)
+        latent_map.embeddings_ = np.asarray(arrays["embeddings"], dtype=np.float32)
+        if len(latent_map.coords_) != len(latent_map.embeddings_):
+            raise DataError("the saved map's coordinates and vectors have different lengths")
+        latent_map.method_ = fitted.get("method", "umap")
+        if "bandwidth_map" in fitted:
+            latent_map.bandwidth_map_ = float(fitted["bandwidth_map"])
+            latent_map.bandwidth_latent_ = float(fitted["bandwidth_latent"])
+        else:
+            latent_map._set_bandwidths()
+        return latent_map
+
+
+def _interpolate(
+    queries: np.ndarray, sources: np.ndarray, targets: np.ndarray, k: int, bandwidth: float
+) -> np.ndarray:
+    """Gaussian-weighted mean of ``targets`` at the ``k`` nearest ``sources`` of each query."""
+    distances, index = NearestNeighbors(n_neighbors=k).fit(sources).kneighbors(queries)
+    # Shift by the nearest distance so far-away queries do not underflow to all-zero weights.
+    scaled = (distances - distances[:, :1]) / bandwidth
+    weights = np.exp(-0.5 * scaled**2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("mk,mkd->md", weights, targets[index]).astype(np.float32)
