@@ -1,0 +1,408 @@
+"""A study: one dataset and everything fitted on it, saved as one folder.
+
+:func:`fit_study` runs the pipeline top to bottom, like a paper's method
+section: opinions → collaborative-filtering embeddings → cohorts → latent map.
+:class:`Study` holds the result; ``save`` writes it as a folder of JSON,
+parquet and safetensors (never pickle, since study folders are shared between
+people), and ``Study.load`` reads it back in one call.
+
+Folder layout::
+
+    manifest.json            format version, source files and hashes, parameters,
+                             library versions, seeds, metrics
+    questions.json           questions with their ordered options
+    respondents.parquet      respondent ids, metadata, weights, and for reading
+                             outside Python a copy of each cohort and map position
+    answers.safetensors      answers (n_respondents, n_questions) int16, -1 missing
+    embedding/               config.json + model.safetensors (collaborative filter)
+    cohorts/                 config.json + model.safetensors + selection.parquet
+    map/                     config.json + model.safetensors (coordinates + vectors)
+
+Saving is atomic: the folder is written beside its destination and renamed
+into place, so a fit killed mid-way never corrupts an existing study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
+
+from persona_engine.embed import EMBEDDERS, embedder_from_state
+from persona_engine.cohorts import CohortFinder
+from persona_engine.errors import DataError
+from persona_engine.latent_map import LatentMap
+from persona_engine.opinion_data import OpinionData, Question, Source
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+StudyProgress = Callable[[str, int, int], None]
+"""``progress(stage, step, total)``: stage is 'embedding', 'cohorts' or 'map'."""
+
+
+@dataclass
+class Study:
+    """Opinions and everything fitted on them.
+
+    Attributes
+    ----------
+    data:
+        The respondents' answers (:class:`OpinionData`).
+    embedder:
+        The fitted collaborative filter; ``embedder.respondent_factors_`` has
+        shape ``(n_respondents, dim)``.
+    cohorts:
+        The fitted :class:`CohortFinder`; ``labels_`` ``(n_respondents,)``,
+        ``centroids_`` ``(n_cohorts, dim)``.
+    latent_map:
+        The fitted :class:`LatentMap`; ``coords_`` ``(n_respondents, 2)``.
+    manifest:
+        Provenance and parameters (what ``manifest.json`` holds).
+    path:
+        Where the study was loaded from or last saved, if anywhere.
+    """
+
+    data: OpinionData
+    embedder: object
+    cohorts: CohortFinder
+    latent_map: LatentMap
+    manifest: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    # ------------------------------------------------------------ accessors
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``(n_respondents, dim)`` respondent vectors."""
+        return self.embedder.respondent_factors_
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(n_respondents,)`` cohort of each respondent."""
+        return self.cohorts.labels_
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """``(n_cohorts, dim)`` cohort personas."""
+        return self.cohorts.centroids_
+
+    @property
+    def n_cohorts(self) -> int:
+        return int(len(self.cohorts.centroids_))
+
+    def respondents(self) -> pd.DataFrame:
+        """One row per respondent: id, cohort, map position, then metadata."""
+        frame = pd.DataFrame(
+            {
+                "respondent_id": self.data.respondent_ids.astype(str),
+                "cohort": self.labels.astype(np.int64),
+                "map_x": self.latent_map.coords_[:, 0],
+                "map_y": self.latent_map.coords_[:, 1],
+                "n_answers": self.data.observed.sum(axis=1),
+            }
+        )
+        if self.data.weights is not None:
+            frame["weight"] = self.data.weights
+        meta = self.data.metadata.reset_index(drop=True)
+        meta = meta[[c for c in meta.columns if c not in frame.columns]]
+        return pd.concat([frame, meta], axis=1)
+
+    def centroid_coords(self) -> np.ndarray:
+        """``(n_cohorts, 2)``: where each cohort persona sits on the map."""
+        return self.latent_map.transform(self.centroids)
+
+    def summary(self) -> dict:
+        """What ``persona-engine info`` prints."""
+        sizes = np.bincount(self.labels, minlength=self.n_cohorts)
+        return {
+            **self.data.summary(),
+            "embedding": self.manifest.get("parameters", {}).get("model"),
+            "dim": int(self.embeddings.shape[1]),
+            "cohorts": self.n_cohorts,
+            "cohort_sizes": sizes.tolist(),
+            "map": self.latent_map.method_,
+            "created": self.manifest.get("created"),
+            "seed": self.manifest.get("parameters", {}).get("random_state"),
+        }
+
+    # ---------------------------------------------------------------- save
+    def save(self, path: str | Path) -> Path:
+        """Write the study folder at ``path`` atomically and return the path."""
+        path = Path(path)
+        _write_folder_atomically(path, self._write_into)
+        self.path = path
+        return path
+
+    def _write_into(self, folder: Path) -> None:
+        _write_json(folder / MANIFEST, self.manifest)
+        _write_json(folder / "questions.json", [_question_to_dict(q) for q in self.data.questions])
+        _table_for_parquet(self.respondents()).to_parquet(folder / "respondents.parquet", index=False)
+        save_file({"answers": self.data.answers}, str(folder / "answers.safetensors"))
+        _save_component(folder / "embedding", self.embedder.get_config(), self.embedder.state_arrays())
+        _save_component(folder / "cohorts", self.cohorts.get_config(), self.cohorts.state_arrays())
+        self.cohorts.selection_.to_parquet(folder / "cohorts" / "selection.parquet", index=False)
+        _save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
+
+    # ---------------------------------------------------------------- load
+    @classmethod
+    def load(cls, path: str | Path) -> "Study":
+        """Read a study folder written by :meth:`save`."""
+        path = Path(path)
+        _recover_interrupted_swap(path)
+        if not (path / MANIFEST).is_file():
+            raise DataError(
+                "not a Persona Engine study folder (no manifest.json)",
+                file=path, expected="a folder written by 'persona-engine fit'",
+            )
+        manifest = _read_json(path / MANIFEST)
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"study format version {version} is not supported by this version of Persona Engine",
+                file=path / MANIFEST, expected=f"format_version {FORMAT_VERSION}",
+            )
+        questions = tuple(_question_from_dict(q) for q in _read_json(path / "questions.json"))
+        table = pd.read_parquet(path / "respondents.parquet")
+        answers = _load_arrays(path / "answers.safetensors")["answers"]
+        derived = {"respondent_id", "cohort", "map_x", "map_y", "n_answers", "weight"}
+        source = manifest.get("source", {})
+        data = OpinionData(
+            respondent_ids=table["respondent_id"].to_numpy(),
+            questions=questions,
+            answers=answers,
+            metadata=table[[c for c in table.columns if c not in derived]],
+            weights=table["weight"].to_numpy() if "weight" in table else None,
+            source=Source(
+                name=source.get("name", path.name),
+                format=source.get("format", "study"),
+                files=tuple(f["name"] for f in source.get("files", [])),
+            ),
+        )
+        embedder = embedder_from_state(*_load_component(path / "embedding"))
+        cohort_config, cohort_arrays = _load_component(path / "cohorts")
+        cohorts = CohortFinder.from_state(
+            cohort_config, cohort_arrays, pd.read_parquet(path / "cohorts" / "selection.parquet")
+        )
+        latent_map = LatentMap.from_state(*_load_component(path / "map"))
+        return cls(data, embedder, cohorts, latent_map, manifest, path)
+
+
+# ------------------------------------------------------------------- pipeline
+def fit_study(
+    data: OpinionData,
+    *,
+    model: str = "softmax",
+    dim: int = 16,
+    n_cohorts: int | str = "auto",
+    cohort_method: str = "kmeans",
+    min_cohort_size: int | None = None,
+    random_state: int = 0,
+    progress: StudyProgress | None = None,
+) -> Study:
+    """Fit embeddings, cohorts and the map on ``data`` and return the study.
+
+    ``model`` is ``"softmax"`` (the default collaborative filter) or
+    ``"paper"`` (Li et al.'s MSE factorization of answers scaled to [0, 1]).
+    The same data and ``random_state`` give the same study.
+    """
+    if model not in EMBEDDERS:
+        raise DataError(f"unknown embedding model '{model}'", expected=" or ".join(EMBEDDERS))
+    report = progress or (lambda stage, step, total: None)
+
+    embedder = EMBEDDERS[model](dim=dim, random_state=random_state).fit(
+        data, progress=lambda step, total, info: report("embedding", step, total)
+    )
+    embeddings = embedder.respondent_factors_
+
+    report("cohorts", 0, 1)
+    finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
+    cohorts = CohortFinder(
+        method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs
+    ).fit(embeddings)
+    report("cohorts", 1, 1)
+
+    report("map", 0, 1)
+    latent_map = LatentMap(random_state=random_state).fit(embeddings)
+    report("map", 1, 1)
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": _describe_source(data.source),
+        "data": data.summary(),
+        "parameters": {
+            "model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
+            "min_cohort_size": min_cohort_size, "random_state": random_state,
+        },
+        "fitted": {
+            "embedding_reg": float(embedder.reg_),
+            "embedding_validation": _jsonable(embedder.validation_scores_),
+            "n_cohorts": int(len(cohorts.centroids_)),
+            "map_method": latent_map.method_,
+        },
+        "versions": _library_versions(),
+    }
+    return Study(data, embedder, cohorts, latent_map, manifest)
+
+
+# ----------------------------------------------------------- folder writing
+def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a folder with ``write(tmp)`` beside ``path``, then swap it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not (path / MANIFEST).is_file() and any(path.iterdir()):
+        raise DataError(
+            "folder exists and is not a study; refusing to overwrite it",
+            file=path, expected="a new folder name or an existing study",
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        # Two renames: a crash between them leaves the old study as .NAME.old-*,
+        # which Study.load puts back (see _recover_interrupted_swap).
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
+def _recover_interrupted_swap(path: Path) -> None:
+    if path.exists():
+        return
+    leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
+    if leftovers and (leftovers[-1] / MANIFEST).is_file():
+        os.rename(leftovers[-1], path)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file to disk and give the folder ordinary permissions.
+
+    mkdtemp and safetensors create owner-only files; a study is meant to be shared.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.rglob("*"):
+        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+        if item.is_file():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _save_component(folder: Path, config: dict, arrays: dict[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "config.json", _jsonable(config))
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "model.safetensors"))
+
+
+def _load_component(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    return _read_json(folder / "config.json"), _load_arrays(folder / "model.safetensors")
+
+
+def _load_arrays(file: Path) -> dict[str, np.ndarray]:
+    if not file.is_file():
+        raise DataError("file is missing from the study folder", file=file)
+    try:
+        return load_file(str(file))
+    except Exception as error:  # safetensors raises its own types for damaged files
+        raise DataError(f"cannot read arrays ({error})", file=file) from None
+
+
+def _write_json(file: Path, value) -> None:
+    file.write_text(json.dumps(_jsonable(value), indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _read_json(file: Path):
+    if not file.is_file():
+        raise DataError("file is missing from the study folder", file=file)
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"not valid JSON ({error})", file=file) from None
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _question_to_dict(question: Question) -> dict:
+    return {
+        "id": question.id, "text": question.text, "options": list(question.options),
+        "ordinal": question.ordinal,
+        "option_values": None if question.option_values is None else list(question.option_values),
+    }
+
+
+def _question_from_dict(entry: dict) -> Question:
+    return Question(
+        id=entry["id"], text=entry["text"], options=tuple(entry["options"]),
+        ordinal=bool(entry.get("ordinal", True)),
+        option_values=None if entry.get("option_values") is None else tuple(entry["option_values"]),
+    )
+
+
+def _table_for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mixed-type object columns (common in metadata) become strings parquet can hold."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda v: None if pd.isna(v) else str(v))
+    return frame
+
+
+def _describe_source(source: Source) -> dict:
+    files = []
+    for name in source.files:
+        entry = {"name": str(name)}
+        file = Path(name)
+        if file.is_file():
+            entry["bytes"] = file.stat().st_size
+            entry["sha256"] = _sha256(file)
+        files.append(entry)
+    return {"name": source.name, "format": source.format, "files": files}
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict:
+    versions = {}
+    for package in ("persona-engine", "numpy", "pandas", "scikit-learn", "umap-learn", "torch", "safetensors"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from persona_engine.cli import main
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def study_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "brexit"
+    assert main(["fit", str(SAMPLE / "polis" / "brexit-consensus"), "--out", str(folder), "--seed", "1"]) == 0
+    return folder
+
+
+def test_fit_writes_a_study_that_info_and_profile_read(study_folder, capsys):
+    assert (study_folder / "manifest.json").is_file()
+    capsys.readouterr()
+    assert main(["info", str(study_folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["respondents"] == 204 and info["questions"] == 50
+    assert info["manifest"]["parameters"]["random_state"] == 1
+    assert main(["profile", str(study_folder), "--cohort", "0", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Cohort 0: most distinctive answers" in out and "Cohort 1:" not in out
+
+
+def test_evaluate_prints_the_quality_table_as_json(capsys):
+    assert main(["evaluate", str(SAMPLE / "polis" / "brexit-consensus"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["method"]: row["accuracy"] for row in result["results"]}
+    assert set(rows) == {"question majority", "Polis cohorts", "paper MF", "softmax MF (default)", "our cohorts"}
+    assert all(0.0 <= a <= 1.0 for a in rows.values())
+    assert rows["softmax MF (default)"] > rows["question majority"]
+
+
+def test_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("persona-engine: error:") and "missing.csv" in err
+    assert len(err.splitlines()) == 1
+    assert main(["profile", str(tmp_path)]) == 2
+    assert "not a Persona Engine study" in capsys.readouterr().err
+    assert main(["fit", str(SAMPLE / "gss_spending"), "--out", str(tmp_path / "s"), "--k", "many"]) == 2
+    assert "--k must be" in capsys.readouterr().err
+
+
+def test_every_command_has_help(capsys):
+    for command in ["fit", "evaluate", "profile", "info"]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: persona-engine " + command in capsys.readouterr().out
