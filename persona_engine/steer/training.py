@@ -1,0 +1,299 @@
+"""Training a soft-prompting model on a study's answers.
+
+Each example is one known answer: (respondent embedding, question with
+lettered options, the option the respondent chose). The loss is the
+cross-entropy of the chosen letter against the LLM's next-token logits
+restricted to the question's option letters. A share of the examples
+(``words_share``) can instead ask the question in free form and teach the
+answer said in words (:data:`~persona_engine.steer.prompts.REPLY`), so that
+the persona carries over to free conversation, not only to letters.
+
+The LLM stays frozen: only the SPM's ~0.4 M parameters learn (AdamW, lr
+1e-3, weight decay 1e-3, as in Li et al.). A random share of the examples
+is held back for early stopping.
+
+Pass the study's *training* answer matrix (held-out cells set to
+``MISSING``) so that held-out answers stay held out.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from persona_engine.errors import DataError
+from persona_engine.opinion_data import MISSING, Question
+from persona_engine.steer.injection import Context, encode_context, left_pad, steered_forward
+from persona_engine.steer.persona import letter_logits
+from persona_engine.steer.prompts import EncodedQuestions, encode_questions, reply_ids
+
+
+@dataclass
+class TrainingResult:
+    """What happened during :func:`train_soft_prompt`.
+
+    Attributes
+    ----------
+    history:
+        One dict per evaluation: ``step``, ``train_loss`` (mean since the last
+        evaluation), ``val_loss``, ``val_accuracy`` (of the validation
+        examples asked with letters), ``seconds``.
+    best_val_loss:
+        The validation loss of the weights the SPM ends with.
+    steps:
+        Optimizer steps taken.
+    stopped:
+        ``"finished"``, ``"early_stopping"`` or ``"cancelled"``.
+    seconds_per_step:
+        Mean wall time of a training step.
+    """
+
+    history: list[dict] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    steps: int = 0
+    stopped: str = "finished"
+    seconds_per_step: float = 0.0
+    n_train: int = 0
+    n_val: int = 0
+
+
+def answer_examples(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The known cells of an answer matrix ``(n_respondents, n_questions)`` as examples.
+
+    Returns ``(respondent, question, answer)`` index arrays, each ``(n_examples,)``.
+    """
+    respondent, question = np.nonzero(np.asarray(answers) != MISSING)
+    return respondent, question, np.asarray(answers)[respondent, question].astype(np.int64)
+
+
+def train_soft_prompt(
+    llm,
+    soft_prompt,
+    embeddings: np.ndarray,
+    questions: Sequence[Question],
+    answers: np.ndarray,
+    *,
+    epochs: float = 3.0,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    validation: float = 0.1,
+    eval_every: int | None = None,
+    patience: int = 3,
+    max_examples: int | None = None,
+    max_val_examples: int = 256,
+    max_steps: int | None = None,
+    words_share: float = 0.0,
+    system: str | None = None,
+    random_state: int = 0,
+    progress: Callable[[int, int, dict], None] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    checkpoint: str | Path | None = None,
+) -> TrainingResult:
+    """Fit ``soft_prompt`` (a :class:`~persona_engine.steer.SoftPromptModel`) in place.
+
+    Parameters
+    ----------
+    embeddings:
+        Shape ``(n_respondents, dim)``: one embedding per row of ``answers``.
+    answers:
+        Shape ``(n_respondents, n_questions)`` option indices, ``MISSING``
+        where unknown or held out.
+    epochs:
+        Passes over the training examples (fractions allowed).
+    eval_every:
+        Steps between validation checks; ``None``: about 10 per run.
+    patience:
+        Validation checks without improvement before stopping early.
+    max_examples:
+        Subsample this many training examples (for speed on a CPU).
+    max_steps:
+        Stop after this many steps whatever ``epochs`` says.
+    words_share:
+        Share of training examples asked in free form with the answer in
+        words as the target (validation always uses letters).
+    progress:
+        ``callable(step, total_steps, info)``; ``info`` holds ``loss``,
+        ``eta_seconds`` (from the mean step time so far) and, after a
+        validation check, ``val_loss`` and ``val_accuracy``.
+    cancel:
+        A ``threading.Event`` (or a callable returning True) checked every
+        step; on cancel the SPM keeps its best weights so far.
+    checkpoint:
+        Folder where the best SPM so far is saved (``save_pretrained``) at
+        each improvement, so that an interrupted run leaves a usable model,
+        and at the end. Resume by loading it with ``from_pretrained`` and
+        training again (the optimizer starts afresh).
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    answers = np.asarray(answers)
+    if embeddings.shape[0] != answers.shape[0] or answers.shape[1] != len(questions):
+        raise DataError(f"{embeddings.shape[0]} embeddings and {len(questions)} questions for an answer "
+                        f"matrix of shape {answers.shape}", expected="one embedding per respondent row")
+    rng = np.random.default_rng(random_state)
+    respondent, question, answer = answer_examples(answers)
+    order = rng.permutation(len(answer))
+    n_val = min(int(round(validation * len(order))), max_val_examples) if len(order) > 1 else 0
+    val, train = order[:n_val], order[n_val:]
+    if max_examples is not None:
+        train = train[:max_examples]
+    if len(train) == 0:
+        raise DataError("no answers to train the soft prompt on", expected="a study with known answers")
+
+    encoded = encode_questions(llm.tokenizer, questions, system)
+    context = encode_context(llm, encoded.context_ids)  # persona-independent: computed once
+    spm = soft_prompt.to(llm.device).train()
+    if not spm.embedding_scaled:  # a fresh SPM; a resumed one keeps its input scale
+        spm.set_embedding_scale(embeddings[np.unique(respondent[train])])
+    kind = spm.config.kind
+    x = torch.as_tensor(embeddings, device=llm.device)
+    y = torch.as_tensor(answer, device=llm.device)
+    spoken = rng.random(len(answer)) < words_share  # examples taught in words
+    if spoken.any():
+        free = encode_questions(llm.tokenizer, questions, system, lettered=False)
+        replies = reply_ids(llm.tokenizer, questions)
+
+    def loss_on(rows: np.ndarray) -> tuple[torch.Tensor, int, int]:
+        """Mean loss over ``rows``, and letter hits and letter examples among them."""
+        letters, words = rows[~spoken[rows]], rows[spoken[rows]]
+        loss, hits = 0.0, 0
+        if len(letters):
+            logits = letter_logits(llm, context, encoded, question[letters], spm(x[respondent[letters]]),
+                                   kind=kind)
+            loss = loss + F.cross_entropy(logits, y[letters], reduction="sum")
+            hits = int((logits.argmax(-1) == y[letters]).sum())
+        if len(words):
+            loss = loss + len(words) * reply_loss(
+                llm, context, free, [replies[q][a] for q, a in zip(question[words], answer[words])],
+                question[words], spm(x[respondent[words]]), kind=kind)
+        return loss / len(rows), hits, len(letters)
+
+    def evaluate() -> tuple[float, float]:
+        if n_val == 0:
+            return math.nan, math.nan
+        spm.eval()
+        total_loss, hits, asked = 0.0, 0, 0
+        with torch.no_grad():
+            for start in range(0, n_val, batch_size):
+                rows = val[start:start + batch_size]
+                loss, batch_hits, batch_asked = loss_on(rows)
+                total_loss += loss.item() * len(rows)
+                hits, asked = hits + batch_hits, asked + batch_asked
+        spm.train()
+        return total_loss / n_val, hits / asked if asked else math.nan
+
+    optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total = max(1, math.ceil(epochs * steps_per_epoch))
+    if max_steps is not None:
+        total = min(total, max_steps)
+    eval_every = eval_every or max(1, total // 10)
+    result = TrainingResult(n_train=len(train), n_val=n_val)
+    best_state, bad_checks, running, step_seconds = None, 0, [], 0.0
+    result.best_val_loss, _ = evaluate()
+    if not math.isnan(result.best_val_loss):
+        best_state = copy.deepcopy(spm.state_dict())
+    started = time.perf_counter()
+
+    for step in range(total):
+        if _cancelled(cancel):
+            result.stopped = "cancelled"
+            break
+        epoch_step = step % steps_per_epoch
+        if epoch_step == 0:
+            train = rng.permutation(train)
+        tick = time.perf_counter()
+        loss, _, _ = loss_on(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        step_seconds += time.perf_counter() - tick
+        result.steps = step + 1
+        result.seconds_per_step = step_seconds / result.steps
+        # Wall time per step so far includes the validation checks.
+        info = {"loss": running[-1],
+                "eta_seconds": (time.perf_counter() - started) / result.steps * (total - result.steps)}
+
+        if (step + 1) % eval_every == 0 or step + 1 == total:
+            val_loss, val_accuracy = evaluate()
+            info.update(val_loss=val_loss, val_accuracy=val_accuracy)
+            result.history.append({"step": step + 1, "train_loss": float(np.mean(running)),
+                                   "val_loss": val_loss, "val_accuracy": val_accuracy,
+                                   "seconds": time.perf_counter() - started})
+            running = []
+            if n_val and val_loss < result.best_val_loss:
+                result.best_val_loss, bad_checks = val_loss, 0
+                best_state = copy.deepcopy(spm.state_dict())
+                if checkpoint is not None:
+                    spm.save_pretrained(checkpoint)
+            elif n_val:
+                bad_checks += 1
+        if progress is not None:
+            progress(step + 1, total, info)
+        if n_val and bad_checks >= patience:
+            result.stopped = "early_stopping"
+            break
+
+    if best_state is not None:  # the best validated weights, also after a cancel
+        spm.load_state_dict(best_state)
+    if checkpoint is not None:
+        spm.save_pretrained(checkpoint)
+    spm.eval()
+    return result
+
+
+def reply_loss(llm, context: Context, free: EncodedQuestions, replies: Sequence[Sequence[int]],
+               question_index: np.ndarray, soft_prompt: torch.Tensor | None, *,
+               kind: str = "prefix") -> torch.Tensor:
+    """Mean cross-entropy of the reply tokens, teacher-forced after each free-form question.
+
+    ``replies[i]`` are the token ids the assistant should say after question
+    ``question_index[i]``; sequences are left-padded, so every reply ends at
+    the last position and its predictions are in the last ``max_len + 1``.
+    """
+    longest = max(len(r) for r in replies)
+    ids, mask = left_pad([tuple(free.body_ids[q]) + tuple(r) for q, r in zip(question_index, replies)],
+                         llm.tokenizer.pad_token_id, llm.device)
+    logits = steered_forward(llm, context, ids, mask, soft_prompt, kind=kind, n_positions=longest + 1).logits
+    # The logits at window index t predict the token at t + 1.
+    targets = torch.full((len(replies), longest + 1), -100, dtype=torch.long, device=llm.device)
+    for row, reply in enumerate(replies):
+        targets[row, longest - len(reply):longest] = torch.as_tensor(list(reply))
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-100)
+
+
+def _cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, *, probe_steps: int = 2,
+                              **options) -> float:
+    """Seconds :func:`train_soft_prompt` would take with ``options``, from a few timed steps on a copy."""
+    probe = copy.deepcopy(soft_prompt)
+    timed = train_soft_prompt(llm, probe, embeddings, questions, answers, **{
+        **options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None, "progress": None})
+    n_examples = timed.n_train
+    batch_size = options.get("batch_size", 16)
+    steps = math.ceil(options.get("epochs", 3.0) * math.ceil(n_examples / batch_size))
+    if options.get("max_steps") is not None:
+        steps = min(steps, options["max_steps"])
+    # Validation: ~10 checks of forward-only batches, about a third of a training step each.
+    n_val = min(int(round(options.get("validation", 0.1) * len(answer_examples(answers)[0]))),
+                options.get("max_val_examples", 256))
+    checks = min(steps, 10) + 1
+    return timed.seconds_per_step * (steps + checks * math.ceil(n_val / batch_size) / 3)

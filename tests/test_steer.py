@@ -1,0 +1,377 @@
+"""Steering mechanics on a tiny random Llama, and one run on the real default model."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from persona_engine.errors import DataError
+from persona_engine.opinion_data import MISSING, Question
+from persona_engine.steer import (
+    SoftPromptModel,
+    answer,
+    calibrate_letters,
+    chat,
+    encode_questions,
+    estimate_training_seconds,
+    question_text,
+    train_soft_prompt,
+)
+from persona_engine.steer.injection import encode_context
+from persona_engine.steer.persona import letter_logits
+from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
+from persona_engine.steer.training import reply_loss
+from tiny_llm import tiny_llm
+
+torch.set_num_threads(1)
+GSS = Path(__file__).resolve().parents[1] / "sample_data" / "gss_spending"
+KINDS = [("prefix", 1), ("prompt", 3)]
+
+
+def gss_questions(n: int | None = None) -> list[Question]:
+    """The GSS spending items, with their options in the data's order (-1, 0, 1)."""
+    meta = json.loads((GSS / "questions.json").read_text())
+    options = ("spending too much", "about the right amount", "spending too little")
+    items = list(meta["items"].items())[:n]
+    return [Question(qid, text, options, option_values=(-1, 0, 1)) for qid, text in items]
+
+
+def gss_answers(questions: list[Question], n_respondents: int) -> np.ndarray:
+    """Real GSS answers ``(n_respondents, n_questions)`` as option indices."""
+    table = pd.read_csv(GSS / "gss_spending.csv").head(n_respondents)
+    codes = table[[q.id for q in questions]].to_numpy(dtype=float)
+    return np.where(np.isnan(codes), MISSING, codes + 1).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return tiny_llm()
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return gss_questions(3) + [Question("short", "Tea?", ("yes", "no"), ordinal=False)]
+
+
+def spm_for(llm, kind, n_virtual, dim=4, seed=0):
+    spm = SoftPromptModel.for_llm(llm, dim, kind=kind, n_virtual_tokens=n_virtual, study="test")
+    # A trained SPM's outputs vary with the persona; the fresh one barely does.
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(spm.mlp[2].weight, std=0.5)
+    return spm
+
+
+def finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.nan_to_num(x, neginf=0.0)
+
+
+# ------------------------------------------------------------------ prompts
+def test_question_text_letters_every_option(questions):
+    text = question_text(questions[0])
+    assert "A. spending too much" in text and "C. spending too little" in text
+    assert "D." not in text
+    with pytest.raises(DataError, match="at most 26"):
+        question_text(Question("big", "Pick", tuple(str(i) for i in range(27))))
+
+
+def test_context_is_shared_and_body_holds_the_question(llm, questions):
+    context, body = split_chat(llm.tokenizer, [{"role": "user", "content": "Hello"}])
+    assert context.startswith("<s>") and context.endswith("<|im_start|>user\n")
+    assert body.startswith("Hello") and body.endswith("<|im_start|>assistant\n")
+    encoded = encode_questions(llm.tokenizer, questions)
+    assert llm.tokenizer.decode(encoded.context_ids) == context
+    assert llm.tokenizer.decode(encoded.body_ids[3]).startswith("Tea?")
+    assert encoded.n_options == (3, 3, 3, 2)
+    letters = letter_ids(llm.tokenizer, 3)
+    assert [llm.tokenizer.decode([i]) for i in letters] == ["A", "B", "C"]
+
+
+# ------------------------------------------------------------------ mechanics
+@pytest.mark.parametrize("kind,n_virtual", KINDS)
+def test_gradients_reach_only_the_soft_prompt_model(llm, questions, kind, n_virtual):
+    spm = spm_for(llm, kind, n_virtual)
+    encoded = encode_questions(llm.tokenizer, questions)
+    context = encode_context(llm, encoded.context_ids)
+    logits = letter_logits(llm, context, encoded, [0, 3], spm(torch.randn(2, 4)), kind=kind)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([2, 1])).backward()
+    assert all(p.grad is None and not p.requires_grad for p in llm.model.parameters())
+    grads = [p.grad for p in spm.parameters()]
+    assert all(g is not None for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("kind,n_virtual", KINDS)
+def test_batched_equals_unbatched(llm, questions, kind, n_virtual):
+    spm = spm_for(llm, kind, n_virtual)
+    encoded = encode_questions(llm.tokenizer, questions)
+    context = encode_context(llm, encoded.context_ids)
+    personas = torch.randn(4, 4)
+    rows = [3, 0, 2, 1]  # questions of different lengths: left padding in the batch
+    with torch.no_grad():
+        soft = spm(personas)
+        batched = letter_logits(llm, context, encoded, rows, soft, kind=kind)
+        single = torch.cat([letter_logits(llm, context, encoded, [q], soft[i:i + 1], kind=kind)
+                            for i, q in enumerate(rows)])
+    torch.testing.assert_close(finite(batched), finite(single), rtol=1e-5, atol=1e-5)
+    assert torch.isinf(batched[0, 2]) and torch.isfinite(batched[1, 2])  # 2 options vs 3
+
+
+@pytest.mark.parametrize("kind,n_virtual", KINDS)
+def test_strength_zero_is_the_unsteered_model(llm, questions, kind, n_virtual):
+    spm = spm_for(llm, kind, n_virtual)
+    encoded = encode_questions(llm.tokenizer, questions)
+    context = encode_context(llm, encoded.context_ids)
+    rows = [0, 3]
+    letters = list(encoded.letter_ids)
+    with torch.no_grad():
+        soft = spm(torch.randn(2, 4))
+        # The plain model on the whole prompt in one piece, no splitting, no padding.
+        plain = [llm.model(input_ids=torch.tensor([encoded.context_ids + encoded.body_ids[q]])).logits[0, -1]
+                 for q in rows]
+        zero = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=0.0)
+        full = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=1.0)
+        faint = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=1e-6)
+    for i, q in enumerate(rows):
+        k = encoded.n_options[q]
+        torch.testing.assert_close(zero[i, :k], plain[i][letters[:k]], rtol=1e-5, atol=1e-5)
+        if kind == "prefix":  # prefix keys take no position: strength fades exactly into unsteered
+            torch.testing.assert_close(faint[i, :k], plain[i][letters[:k]], rtol=1e-4, atol=1e-4)
+    gap_full = (finite(full) - finite(zero)).abs().max()
+    assert gap_full > 1e-3  # the soft prompt does something
+    assert (finite(faint) - finite(zero)).abs().max() < gap_full
+
+
+def test_save_and_load_round_trip(llm, tmp_path):
+    spm = spm_for(llm, "prefix", 1, dim=5)
+    spm.set_embedding_scale(torch.randn(10, 5) * 3 + 1)
+    folder = spm.save_pretrained(tmp_path / "spm")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["base_model"] == llm.name and config["embedding_dim"] == 5 and config["study"] == "test"
+    loaded = SoftPromptModel.from_pretrained(folder, llm)
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), spm(x), rtol=0, atol=0)
+
+
+def test_another_base_model_is_refused(llm, tmp_path):
+    folder = spm_for(llm, "prefix", 1).save_pretrained(tmp_path / "spm")
+    other = tiny_llm(name="another-model", seed=1)
+    with pytest.raises(DataError, match="trained for the language model 'tiny-llama'"):
+        SoftPromptModel.from_pretrained(folder, other)
+    with pytest.raises(DataError, match="not a saved soft-prompting model"):
+        SoftPromptModel.from_pretrained(tmp_path, llm)
+
+
+# ------------------------------------------------------------------ answers
+def test_answer_gives_one_distribution_per_persona(llm, questions):
+    spm = spm_for(llm, "prefix", 1)
+    personas = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    probs = answer(llm, questions[0], spm, personas)
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
+    assert not np.allclose(probs[0], probs[1], atol=1e-4)  # different personas, different answers
+    np.testing.assert_allclose(answer(llm, questions[0], spm, personas[1]), probs[1], atol=1e-5)
+    unsteered = answer(llm, questions[0])
+    np.testing.assert_allclose(answer(llm, questions[0], spm, personas, strength=0.0),
+                               np.tile(unsteered, (3, 1)), atol=1e-5)
+
+
+def test_calibration_removes_the_average_letter_bias(llm):
+    questions = gss_questions()
+    calibration = calibrate_letters(llm, questions)
+    assert set(calibration.offsets) == {3}
+    raw = np.array([answer(llm, q) for q in questions])
+    fixed = np.array([answer(llm, q, calibration=calibration) for q in questions])
+    # After calibration every letter has the same mean log-probability.
+    centered = np.log(fixed) - np.log(fixed).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(centered.mean(axis=0), 0, atol=1e-6)
+    raw_centered = np.log(raw) - np.log(raw).mean(axis=1, keepdims=True)
+    assert np.abs(raw_centered.mean(axis=0)).max() > 1e-3
+
+
+# ------------------------------------------------------------------ training
+SHORT = [Question(f"q{i}", text, ("yes", "no", "maybe")) for i, text in
+         enumerate(["Tea?", "Raise taxes?", "More parks?", "Less war?"])]
+
+
+def two_camps(n: int = 24, dim: int = 4):
+    """Respondents in two camps that answer every question oppositely."""
+    rng = np.random.default_rng(0)
+    camp = np.arange(n) % 2
+    embeddings = rng.normal(size=(n, dim)).astype(np.float32) + camp[:, None] * 2.0
+    return embeddings, camp
+
+
+@pytest.mark.parametrize("kind,n_virtual", KINDS)
+def test_training_learns_the_camps_answers(llm, kind, n_virtual):
+    questions = SHORT  # byte-level tokens: short questions keep the tiny test fast
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(len(questions), axis=1).astype(np.int16)
+    answers[0, 1] = MISSING  # unknown cells are not examples
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1], kind=kind, n_virtual_tokens=n_virtual)
+    before = answer(llm, questions[0], spm, embeddings)
+    calls = []
+    result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=15, batch_size=16, lr=1e-2,
+                               progress=lambda step, total, info: calls.append((step, total, info)))
+    after = answer(llm, questions[0], spm, embeddings)
+    assert result.n_train + result.n_val == answers.size - 1
+    assert [c[0] for c in calls] == list(range(1, result.steps + 1))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    chosen = np.where(camp == 0, 0, 2)
+    gain = after[np.arange(len(camp)), chosen] - before[np.arange(len(camp)), chosen]
+    assert gain.mean() > 0.1
+    assert result.history[-1]["val_accuracy"] >= 0.9
+
+
+def test_reply_loss_is_teacher_forced_cross_entropy(llm):
+    free = encode_questions(llm.tokenizer, SHORT, lettered=False)
+    assert llm.tokenizer.decode(free.body_ids[1]).startswith("Raise taxes?<|im_end|>")
+    replies = reply_ids(llm.tokenizer, SHORT)
+    assert llm.tokenizer.decode(replies[0][2]) == "My answer: maybe."
+    pairs = [(0, 0), (1, 2), (3, 1)]  # (question, option): replies of different lengths
+    targets = [replies[q][a] for q, a in pairs]
+    with torch.no_grad():
+        loss = reply_loss(llm, encode_context(llm, free.context_ids), free, targets,
+                          np.array([q for q, _ in pairs]), None)
+        total, count = 0.0, 0
+        for (q, _), reply in zip(pairs, targets):
+            sequence = free.context_ids + free.body_ids[q] + reply
+            logits = llm.model(input_ids=torch.tensor([sequence])).logits[0]
+            total += torch.nn.functional.cross_entropy(
+                logits[-len(reply) - 1:-1], torch.tensor(reply), reduction="sum").item()
+            count += len(reply)
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+
+
+def test_training_in_words_lowers_the_reply_loss(llm):
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(len(SHORT), axis=1).astype(np.int16)
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1])
+    result = train_soft_prompt(llm, spm, embeddings, SHORT, answers, epochs=6, batch_size=16, lr=1e-2,
+                               words_share=1.0)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    assert np.isnan(result.history[-1]["val_accuracy"])  # no example was asked with letters
+
+
+def test_cancel_keeps_the_best_checkpoint(llm, tmp_path):
+    questions = SHORT[:2]
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1])
+    stop = threading.Event()
+
+    def progress(step, total, info):
+        if step == 6:
+            stop.set()
+
+    result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=50, batch_size=8,
+                               eval_every=2, lr=1e-2, progress=progress, cancel=stop,
+                               checkpoint=tmp_path / "best")
+    assert result.stopped == "cancelled" and result.steps == 6
+    saved = SoftPromptModel.from_pretrained(tmp_path / "best", llm)
+    x = torch.as_tensor(embeddings)
+    with torch.no_grad():
+        torch.testing.assert_close(saved(x), spm(x))  # what is kept is what was saved
+    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+    assert estimate_training_seconds(llm, spm, embeddings, questions, answers, epochs=1, batch_size=8) > 0
+
+
+# ------------------------------------------------------------------ chat
+def test_unsteered_chat_matches_generate(llm):
+    messages = [{"role": "user", "content": "Hello there"}]
+    pieces = list(chat(llm, messages, temperature=0, max_new_tokens=12, repetition_penalty=1.0))
+    assert len(pieces) >= 1
+    prompt = llm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([llm.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    out = llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                             eos_token_id=llm.tokenizer.eos_token_id, pad_token_id=llm.tokenizer.pad_token_id)
+    expected = llm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "".join(pieces) == expected
+
+
+def test_steered_chat_is_thread_safe_and_steered(llm):
+    spm = spm_for(llm, "prefix", 1, seed=3)
+    torch.nn.init.normal_(spm.mlp[2].bias, std=2.0)  # a strong soft prompt, to see it act
+    personas = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    messages = [{"role": "user", "content": "What do you think about taxes?"}]
+
+    def reply(i, strength=1.0):
+        return "".join(chat(llm, messages, spm, personas[i], temperature=0, max_new_tokens=16,
+                            strength=strength))
+
+    sequential = [reply(0), reply(1)]
+    together = [None, None]
+    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, reply(i))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == sequential
+    assert reply(0, strength=0.0) == "".join(chat(llm, messages, temperature=0, max_new_tokens=16))
+    assert sequential[0] != reply(0, strength=0.0)
+
+
+# ------------------------------------------------------------------ real model
+@pytest.mark.slow
+def test_real_model_learns_training_answers(tmp_path, monkeypatch):
+    from persona_engine.llm import load_llm
+
+    torch.set_num_threads(2)
+    llm = load_llm()
+    questions = gss_questions(2)
+    answers = gss_answers(gss_questions(), 400)
+    # An 18-dimensional stand-in embedding: each respondent's answers on all items.
+    embeddings = np.where(answers == MISSING, 0.0, answers - 1.0).astype(np.float32)
+    first = answers[:, :2]
+    # A handful of respondents who disagree with each other on the two questions.
+    rows = np.concatenate([np.flatnonzero(first[:, 0] == 0)[:6], np.flatnonzero(first[:, 0] == 2)[:6]])
+    embeddings, answers = embeddings[rows], first[rows]
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1], study="gss_spending")
+    encoded = encode_questions(llm.tokenizer, questions)
+    before = answer(llm, questions[0], spm, embeddings)
+    # Six steps; a higher learning rate than the default so that so few steps show.
+    result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=2, batch_size=8,
+                               validation=0.0, lr=2e-2, eval_every=1)
+    after = answer(llm, questions[0], spm, embeddings)
+    known = answers[:, 0] != MISSING
+    chosen = answers[known, 0]
+    assert len(encoded) == 2
+    losses = [h["train_loss"] for h in result.history]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    p_before = before[known][np.arange(known.sum()), chosen].mean()
+    p_after = after[known][np.arange(known.sum()), chosen].mean()
+    assert p_after > p_before + 0.05
+
+
+def test_letter_logits_are_the_same_through_either_head(questions):
+    fast, slow = tiny_llm(), tiny_llm()
+    slow.__dict__["plain_head"] = False  # as for a model whose head rescales logits
+    assert fast.plain_head
+    spm = spm_for(fast, "prefix", 1)
+    encoded = encode_questions(fast.tokenizer, questions)
+    with torch.no_grad():
+        soft = spm(torch.randn(2, 4))
+        a = letter_logits(fast, encode_context(fast, encoded.context_ids), encoded, [0, 3], soft)
+        b = letter_logits(slow, encode_context(slow, encoded.context_ids), encoded, [0, 3], soft)
+    torch.testing.assert_close(finite(a), finite(b), rtol=1e-5, atol=1e-5)
+
+
+def test_chat_stops_when_asked(llm):
+    messages = [{"role": "user", "content": "Tell me about parks."}]
+    full = "".join(chat(llm, messages, temperature=0, max_new_tokens=60))
+    stop, pieces = threading.Event(), []
+    for piece in chat(llm, messages, temperature=0, max_new_tokens=60, stop=stop):
+        pieces.append(piece)
+        stop.set()
+    assert 0 < len("".join(pieces)) < len(full)
+    replies = chat(llm, messages, temperature=0, max_new_tokens=60)
+    next(replies)
+    replies.close()  # a consumer that walks away ends the generation thread cleanly
+    assert not any(t.name == "persona-chat" for t in threading.enumerate())
