@@ -78,7 +78,9 @@ def quality_table(
         scores["softmax MF (default)"].append(score(default.predict(default.respondent_factors_)))
 
         cohorts = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=seed)
-        labels = cohorts.fit(default.respondent_factors_).labels_
+        # weighted by answers, so vectors resting on few answers pull the cohorts less
+        weight = (split.train_answers != -1).sum(axis=1)
+        labels = cohorts.fit(default.respondent_factors_, sample_weight=weight).labels_
         scores["our cohorts"].append(score(cohort_majority(split.train_answers, labels, n_options)))
     report("evaluate", len(seeds), len(seeds))
 

@@ -16,10 +16,15 @@ Folder layout::
     answers.safetensors      answers (n_respondents, n_questions) int16, -1 missing
     embedding/               config.json + model.safetensors (collaborative filter)
     cohorts/                 config.json + model.safetensors + selection.parquet
+                             (choice of k) + stability.parquet (per cohort)
     map/                     config.json + model.safetensors (coordinates + vectors)
+    steering/                optional: the soft-prompting model trained on this study
+                             (written by persona_engine.steer.study_steering)
 
 Saving is atomic: the folder is written beside its destination and renamed
-into place, so a fit killed mid-way never corrupts an existing study.
+into place, so a fit killed mid-way never corrupts an existing study. A
+re-save keeps ``steering/`` when it was trained on the same embeddings
+(:attr:`Study.fingerprint`), and drops it when a refit changed them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from persona_engine.embed import EMBEDDERS, embedder_from_state
+from persona_engine.cohort_quality import cohort_stability
 from persona_engine.cohorts import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.latent_map import LatentMap
@@ -48,6 +54,8 @@ from persona_engine.opinion_data import OpinionData, Question, Source
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+STEERING = "steering"
+"""Sub-folder holding the study's soft-prompting model."""
 
 StudyProgress = Callable[[str, int, int], None]
 """``progress(stage, step, total)``: stage is 'embedding', 'cohorts' or 'map'."""
@@ -69,6 +77,10 @@ class Study:
         ``centroids_`` ``(n_cohorts, dim)``.
     latent_map:
         The fitted :class:`LatentMap`; ``coords_`` ``(n_respondents, 2)``.
+    stability:
+        One row per cohort: ``cohort``, ``size``, ``jaccard`` (Hennig's
+        clusterboot: above 0.75 stable, below 0.5 the cohort dissolves) and
+        ``dissolved`` (share of bootstrap refits where it did).
     manifest:
         Provenance and parameters (what ``manifest.json`` holds).
     path:
@@ -79,6 +91,7 @@ class Study:
     embedder: object
     cohorts: CohortFinder
     latent_map: LatentMap
+    stability: pd.DataFrame
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -119,6 +132,21 @@ class Study:
         meta = meta[[c for c in meta.columns if c not in frame.columns]]
         return pd.concat([frame, meta], axis=1)
 
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the embeddings: what a soft prompt trained on this study records."""
+        vectors = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+        return hashlib.sha256(vectors.tobytes() + str(vectors.shape).encode()).hexdigest()[:16]
+
+    @property
+    def steering_path(self) -> Path | None:
+        """The saved soft-prompting model folder (``STUDY/steering``), or None if there is none."""
+        if self.path is None:
+            return None
+        _recover_interrupted_swap(self.path / STEERING, marker="config.json")
+        folder = self.path / STEERING
+        return folder if (folder / "config.json").is_file() else None
+
     def centroid_coords(self) -> np.ndarray:
         """``(n_cohorts, 2)``: where each cohort persona sits on the map."""
         return self.latent_map.transform(self.centroids)
@@ -132,6 +160,7 @@ class Study:
             "dim": int(self.embeddings.shape[1]),
             "cohorts": self.n_cohorts,
             "cohort_sizes": sizes.tolist(),
+            "cohort_stability_ari": self.manifest.get("fitted", {}).get("cohort_stability_ari"),
             "map": self.latent_map.method_,
             "created": self.manifest.get("created"),
             "seed": self.manifest.get("parameters", {}).get("random_state"),
@@ -141,9 +170,30 @@ class Study:
     def save(self, path: str | Path) -> Path:
         """Write the study folder at ``path`` atomically and return the path."""
         path = Path(path)
-        _write_folder_atomically(path, self._write_into)
+        steering = self._steering_to_keep(path)
+
+        def write(folder: Path) -> None:
+            self._write_into(folder)
+            if steering is not None:
+                shutil.copytree(steering, folder / STEERING)
+
+        _write_folder_atomically(path, write)
         self.path = path
         return path
+
+    def _steering_to_keep(self, path: Path) -> Path | None:
+        """A ``steering/`` folder (at ``path`` or where this study was loaded) trained on these embeddings."""
+        for study_folder in (path, self.path):
+            folder = None if study_folder is None else Path(study_folder) / STEERING
+            if folder is None or not (folder / "config.json").is_file():
+                continue
+            try:
+                trained_on = json.loads((folder / "config.json").read_text()).get("study_fingerprint")
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                continue
+            if trained_on == self.fingerprint:
+                return folder
+        return None
 
     def _write_into(self, folder: Path) -> None:
         _write_json(folder / MANIFEST, self.manifest)
@@ -153,6 +203,7 @@ class Study:
         _save_component(folder / "embedding", self.embedder.get_config(), self.embedder.state_arrays())
         _save_component(folder / "cohorts", self.cohorts.get_config(), self.cohorts.state_arrays())
         self.cohorts.selection_.to_parquet(folder / "cohorts" / "selection.parquet", index=False)
+        self.stability.to_parquet(folder / "cohorts" / "stability.parquet", index=False)
         _save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
 
     # ---------------------------------------------------------------- load
@@ -174,7 +225,7 @@ class Study:
                 file=path / MANIFEST, expected=f"format_version {FORMAT_VERSION}",
             )
         questions = tuple(_question_from_dict(q) for q in _read_json(path / "questions.json"))
-        table = pd.read_parquet(path / "respondents.parquet")
+        table = _read_table(path / "respondents.parquet")
         answers = _load_arrays(path / "answers.safetensors")["answers"]
         derived = {"respondent_id", "cohort", "map_x", "map_y", "n_answers", "weight"}
         source = manifest.get("source", {})
@@ -193,10 +244,11 @@ class Study:
         embedder = embedder_from_state(*_load_component(path / "embedding"))
         cohort_config, cohort_arrays = _load_component(path / "cohorts")
         cohorts = CohortFinder.from_state(
-            cohort_config, cohort_arrays, pd.read_parquet(path / "cohorts" / "selection.parquet")
+            cohort_config, cohort_arrays, _read_table(path / "cohorts" / "selection.parquet")
         )
         latent_map = LatentMap.from_state(*_load_component(path / "map"))
-        return cls(data, embedder, cohorts, latent_map, manifest, path)
+        stability = _read_table(path / "cohorts" / "stability.parquet")
+        return cls(data, embedder, cohorts, latent_map, stability, manifest, path)
 
 
 # ------------------------------------------------------------------- pipeline
@@ -226,12 +278,16 @@ def fit_study(
     )
     embeddings = embedder.respondent_factors_
 
-    report("cohorts", 0, 1)
+    report("cohorts", 0, 2)
+    # Weighted by answers: vectors resting on few answers pull the cohorts less.
+    weight = data.observed.sum(axis=1)
     finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
     cohorts = CohortFinder(
         method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs
-    ).fit(embeddings)
-    report("cohorts", 1, 1)
+    ).fit(embeddings, sample_weight=weight)
+    report("cohorts", 1, 2)
+    stability = cohort_stability(embeddings, cohorts, random_state=random_state, sample_weight=weight)
+    report("cohorts", 2, 2)
 
     report("map", 0, 1)
     latent_map = LatentMap(random_state=random_state).fit(embeddings)
@@ -250,21 +306,27 @@ def fit_study(
             "embedding_reg": float(embedder.reg_),
             "embedding_validation": _jsonable(embedder.validation_scores_),
             "n_cohorts": int(len(cohorts.centroids_)),
+            "cohort_stability_ari": round(stability.ari, 4),
             "map_method": latent_map.method_,
         },
         "versions": _library_versions(),
     }
-    return Study(data, embedder, cohorts, latent_map, manifest)
+    return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest)
 
 
 # ----------------------------------------------------------- folder writing
-def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder with ``write(tmp)`` beside ``path``, then swap it into place."""
+def _write_folder_atomically(path: Path, write: Callable[[Path], None], marker: str = MANIFEST) -> None:
+    """Write a folder with ``write(tmp)`` beside ``path``, then swap it into place.
+
+    ``marker`` is the file that identifies a folder of this kind (a study's
+    manifest, a soft prompt's config): any other non-empty folder is refused.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not (path / MANIFEST).is_file() and any(path.iterdir()):
+    if path.exists() and not (path / marker).is_file() and any(path.iterdir()):
+        what = "a study" if marker == MANIFEST else f"a folder with {marker}"
         raise DataError(
-            "folder exists and is not a study; refusing to overwrite it",
-            file=path, expected="a new folder name or an existing study",
+            f"folder exists and is not {what}; refusing to overwrite it",
+            file=path, expected=f"a new folder name or an existing {what.removeprefix('a ')}",
         )
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
@@ -284,11 +346,11 @@ def _write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
         os.rename(tmp, path)
 
 
-def _recover_interrupted_swap(path: Path) -> None:
+def _recover_interrupted_swap(path: Path, marker: str = MANIFEST) -> None:
     if path.exists():
         return
     leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
-    if leftovers and (leftovers[-1] / MANIFEST).is_file():
+    if leftovers and (leftovers[-1] / marker).is_file():
         os.rename(leftovers[-1], path)
 
 
@@ -324,6 +386,15 @@ def _load_arrays(file: Path) -> dict[str, np.ndarray]:
         return load_file(str(file))
     except Exception as error:  # safetensors raises its own types for damaged files
         raise DataError(f"cannot read arrays ({error})", file=file) from None
+
+
+def _read_table(file: Path) -> pd.DataFrame:
+    if not file.is_file():
+        raise DataError("file is missing from the study folder", file=file)
+    try:
+        return pd.read_parquet(file)
+    except Exception as error:  # pyarrow raises several types for damaged files
+        raise DataError(f"cannot read table ({error})", file=file) from None
 
 
 def _write_json(file: Path, value) -> None:

@@ -60,6 +60,8 @@ def test_saved_study_loads_back_identical(study, tmp_path):
     assert np.allclose(loaded.embedder.transform(study.data.answers[:5]),
                        study.embedder.transform(study.data.answers[:5]), atol=1e-5)
     assert np.array_equal(loaded.cohorts.predict(study.embeddings), study.cohorts.predict(study.embeddings))
+    assert loaded.stability.equals(study.stability)
+    assert loaded.stability["jaccard"].between(0, 1).all() and len(loaded.stability) == study.n_cohorts
     # nothing in the folder is a pickle: JSON, parquet and safetensors only
     suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".parquet", ".safetensors"}
