@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -163,12 +164,10 @@ def _train_steering(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from persona_engine.personas import predicted_answers
     from persona_engine.steer import answer
-    from persona_engine.steer.study_steering import load_steering
 
     study, persona = _study_and_persona(args)
     question, in_study = _question(study, args.question, args.options)
-    llm = _steering_llm(study, args)
-    soft_prompt = load_steering(study, llm)
+    llm, soft_prompt = _steered_llm(study, args)
     table = pd.DataFrame({
         "option": question.options,
         "steered": answer(llm, question, soft_prompt, persona.vector, strength=args.strength),
@@ -189,11 +188,9 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from persona_engine.steer import chat
-    from persona_engine.steer.study_steering import load_steering
 
     study, persona = _study_and_persona(args)
-    llm = _steering_llm(study, args)
-    soft_prompt = load_steering(study, llm)
+    llm, soft_prompt = _steered_llm(study, args)
     interactive = sys.stdin.isatty()
     print(f"Chatting with {persona.name} (strength {args.strength:g}) through {llm.name}. "
           "/quit or end of input leaves; Ctrl-C stops a reply.", file=sys.stderr)
@@ -218,10 +215,7 @@ def _chat(args: argparse.Namespace) -> int:
                               temperature=args.temperature, random_state=args.seed):
                 pieces.append(piece)
                 print(piece, end="", flush=True)
-        except BrokenPipeError:  # output piped into `head` and cut short: not an error
-        sys.stdout = open(os.devnull, "w")
-        return 0
-    except KeyboardInterrupt:  # stops this reply, not the conversation
+        except KeyboardInterrupt:  # stops this reply, not the conversation
             pieces.append(" ...")
         print(flush=True)
         messages.append({"role": "assistant", "content": "".join(pieces)})
@@ -253,19 +247,20 @@ def _load_llm(model: str | None, dtype: str | None):
     return load_llm(model, dtype=dtype)
 
 
-def _steering_llm(study, args: argparse.Namespace):
-    """The LLM the study's soft prompt was trained for, unless ``--model`` names another."""
+def _steered_llm(study, args: argparse.Namespace):
+    """The study's soft prompt and the LLM it was trained for (unless ``--model`` names another)."""
     from persona_engine.llm import DEFAULT_MODEL
-    from persona_engine.steer.study_steering import steering_base_model
+    from persona_engine.steer.study_steering import load_steering, steering_base_model
 
-    model = args.model or steering_base_model(study)
+    model = args.model or steering_base_model(study)  # fails fast if the study has no soft prompt
     try:
-        return _load_llm(model, args.dtype)
+        llm = _load_llm(model, args.dtype)
     except DataError as error:
-        if args.model or model in (None, DEFAULT_MODEL):
+        if args.model or model == DEFAULT_MODEL:
             raise
         raise DataError(f"the soft prompt was trained for '{model}', which cannot be loaded by that name "
                         f"({error.message})", expected="--model with that model's folder or id") from None
+    return llm, load_steering(study, llm)
 
 
 def _study_and_persona(args: argparse.Namespace):

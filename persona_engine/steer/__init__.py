@@ -8,7 +8,10 @@ study's answers (:func:`train_soft_prompt`), then asked questions
 
 Modules: ``prompts`` (question and chat formatting), ``soft_prompt`` (the
 SPM), ``injection`` (placing the soft prompt in the LLM, strength),
-``persona`` (answers and letter calibration), ``training``, ``chat``.
+``persona`` (answers and letter calibration), ``training``, ``chat``, and
+``study_steering`` (train on a saved study, keep the SPM in its folder; not
+imported here, so that ``persona_engine.steer`` stays free of the study
+stages). The personas themselves come from :mod:`persona_engine.personas`.
 """
 
 from persona_engine.steer.chat import chat

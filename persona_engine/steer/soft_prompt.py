@@ -20,6 +20,7 @@ records the base LLM it was trained for.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -40,7 +41,11 @@ class SoftPromptConfig:
     """Everything needed to rebuild a soft-prompting model, saved as ``config.json``.
 
     The LLM shape fields (``n_layers`` ... ``llm_hidden_size``) are read from
-    the base model by :meth:`SoftPromptModel.for_llm`.
+    the base model by :meth:`SoftPromptModel.for_llm`. ``study_fingerprint``
+    (:attr:`persona_engine.study.Study.fingerprint`) ties the model to the
+    embeddings it was trained on; ``holdout`` records how the study's answers
+    were split, so that held-out answers stay held out (see
+    :mod:`persona_engine.steer.study_steering`).
     """
 
     embedding_dim: int
@@ -53,6 +58,8 @@ class SoftPromptConfig:
     n_kv_heads: int = 0
     head_dim: int = 0
     llm_hidden_size: int = 0
+    study_fingerprint: str | None = None
+    holdout: dict | None = None
     format: str = "persona-engine-soft-prompt/1"
 
     def __post_init__(self) -> None:
@@ -154,9 +161,14 @@ class SoftPromptModel(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` to ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
+        # Each file is written under a temporary name and renamed, so a run
+        # killed while checkpointing never leaves a half-written file.
+        weights, config = folder / f".{WEIGHTS_NAME}.partial", folder / f".{CONFIG_NAME}.partial"
+        save_file(state, weights, metadata={"format": "pt"})
+        config.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        os.replace(weights, folder / WEIGHTS_NAME)
+        os.replace(config, folder / CONFIG_NAME)
         return folder
 
     @classmethod
@@ -176,7 +188,10 @@ class SoftPromptModel(nn.Module):
         if llm is not None:
             check_compatible(config, llm, where=folder)
         spm = cls(config)
-        spm.load_state_dict(load_file(weights_file))
+        try:
+            spm.load_state_dict(load_file(weights_file))
+        except Exception as error:  # safetensors and torch raise their own types for damaged files
+            raise DataError(f"cannot read the soft prompt's weights ({error})", file=weights_file) from None
         if llm is not None:
             spm.to(llm.device)
         return spm

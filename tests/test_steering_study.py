@@ -1,0 +1,322 @@
+"""A study's steering: trained on its training answers, saved in its folder, used from the CLI.
+
+The LLM is the tiny random Llama of ``tiny_llm`` (saved as a model folder for
+the CLI's ``--model``); the study is the Brexit Polis sample.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from persona_engine.cli import main
+from persona_engine.errors import DataError
+from persona_engine.ingest import read_opinions
+from persona_engine.llm import load_llm
+from persona_engine.opinion_data import MISSING
+from persona_engine.split import holdout_split
+from persona_engine.steer import study_steering
+from persona_engine.steer.study_steering import (
+    CHECKPOINT,
+    load_holdout,
+    load_steering,
+    train_steering,
+    training_runs,
+)
+from persona_engine.study import STEERING, Study, fit_study
+from tiny_llm import tiny_llm
+
+torch.set_num_threads(1)
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+FAST = dict(max_examples=48, epochs=1, batch_size=16, max_val_examples=32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_study(read_opinions(SAMPLE / "polis" / "brexit-consensus"), random_state=0)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "tiny-chat-model"
+    tiny = tiny_llm()
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llm(model_folder):
+    return load_llm(model_folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(fitted, llm, tmp_path_factory):
+    """A saved study with a soft prompt trained by train_steering, and the run's result."""
+    study = Study.load(fitted.save(tmp_path_factory.mktemp("studies") / "brexit"))
+    spm, result = train_steering(study, llm, **FAST)
+    return study, spm, result
+
+
+def test_train_steering_saves_a_folder_that_loads_back(trained, llm):
+    study, spm, result = trained
+    folder = study.path / STEERING
+    assert study.steering_path == folder
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "holdout.safetensors",
+                                                   "training.json"}
+    assert not (study.path / CHECKPOINT).exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["base_model"] == "tiny-chat-model" and config["study_fingerprint"] == study.fingerprint
+    assert config["holdout"] == {"method": "holdout_split", "fraction": 0.2, "min_answers": 5, "random_state": 0}
+    assert result.n_train == FAST["max_examples"] and result.steps == 3
+    runs = training_runs(study)
+    assert len(runs) == 1 and runs[0]["options"]["max_examples"] == FAST["max_examples"]
+    losses = [h["train_loss"] for h in runs[0]["result"]["history"]]
+    assert losses and all(np.isfinite(losses))
+    loaded = load_steering(study.path, llm)
+    personas = study.centroids
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(personas), spm(personas))
+
+
+def test_held_out_answers_are_recorded_and_never_trained_on(trained, llm, monkeypatch):
+    study, _, _ = trained
+    expected = holdout_split(study.data.answers, fraction=0.2, random_state=0).test_mask
+    assert np.array_equal(load_holdout(study), expected)
+    seen = {}
+
+    def spy(llm, spm, embeddings, questions, answers, **options):
+        seen["answers"] = answers
+        return real(llm, spm, embeddings, questions, answers, **{**options, "max_steps": 1})
+
+    real = study_steering.train_soft_prompt
+    monkeypatch.setattr(study_steering, "train_soft_prompt", spy)
+    copy = Study.load(study.path)
+    copy.save(study.path.parent / "held-out-questions")
+    train_steering(copy, llm, holdout=["0", "1"], **FAST)
+    assert (seen["answers"][:, :2] == MISSING).all()
+    assert (seen["answers"][:, 2:] == copy.data.answers[:, 2:]).all()
+    config = json.loads((copy.steering_path / "config.json").read_text())
+    assert config["holdout"] == {"method": "questions", "questions": ["0", "1"]}
+    with pytest.raises(DataError, match="no question with id"):
+        train_steering(copy, llm, holdout=["no such question"], **FAST)
+
+
+def test_another_base_model_or_a_refitted_study_is_refused(trained, fitted, tmp_path):
+    study, _, _ = trained
+    with pytest.raises(DataError, match="trained for the language model 'tiny-chat-model'"):
+        load_steering(study, tiny_llm(name="another-model"))
+    refit = fit_study(fitted.data, random_state=1)
+    refit.path = study.path  # the same folder, other embeddings
+    with pytest.raises(DataError, match="other embeddings"):
+        load_steering(refit, tiny_llm(name="tiny-chat-model"))
+    unsaved = fit_study(fitted.data, random_state=0)
+    with pytest.raises(DataError, match="not been saved"):
+        train_steering(unsaved, tiny_llm())
+    with pytest.raises(DataError, match="no soft-prompting model yet"):
+        load_steering(unsaved.save(tmp_path / "bare"), tiny_llm())
+
+
+def test_steering_survives_a_re_save_and_is_dropped_by_a_refit(trained, llm, tmp_path):
+    study, spm, _ = trained
+    copy = Study.load(study.path)
+    moved = copy.save(tmp_path / "moved")  # saved elsewhere: the steering comes along
+    copy.save(moved)  # saved over itself
+    assert Study.load(moved).steering_path == moved / STEERING
+    with torch.no_grad():
+        torch.testing.assert_close(load_steering(moved, llm)(study.centroids), spm(study.centroids))
+    refit = fit_study(study.data, random_state=1)
+    refit.save(moved)  # new embeddings: the old soft prompt no longer fits them
+    assert Study.load(moved).steering_path is None and not (moved / STEERING).exists()
+
+
+def test_cancel_keeps_the_best_weights_and_resume_continues(fitted, llm, tmp_path):
+    study = Study.load(fitted.save(tmp_path / "brexit"))
+    steps = []
+
+    def cancel():
+        return len(steps) >= 2
+
+    _, first = train_steering(study, llm, progress=lambda step, total, info: steps.append(step),
+                              max_examples=96, epochs=1, batch_size=16, max_val_examples=32)
+    assert first.steps == 6  # a whole run, to compare with
+    steps.clear()
+    _, stopped = train_steering(study, llm, progress=lambda step, total, info: steps.append(step),
+                                cancel=cancel, max_examples=96, epochs=1, batch_size=16, max_val_examples=32)
+    assert stopped.stopped == "cancelled" and stopped.steps == 2
+    assert [r["result"]["stopped"] for r in training_runs(study)] == ["cancelled"]
+    saved = load_steering(study, llm)  # the cancelled run left a usable model
+    _, resumed = train_steering(study, llm, resume=True, max_examples=32, epochs=1, batch_size=16,
+                                max_val_examples=32)
+    runs = training_runs(study)
+    assert [r["resumed"] for r in runs] == [False, True] and resumed.steps == 2
+    assert np.array_equal(load_holdout(study), holdout_split(study.data.answers, random_state=0).test_mask)
+    # Resuming starts from the saved weights, not from a fresh model.
+    assert resumed.history[0]["val_loss"] <= stopped.best_val_loss + 1e-6
+    assert saved.config.study_fingerprint == study.fingerprint
+    with pytest.raises(DataError, match="keeps its held-out answers"):
+        train_steering(study, llm, resume=True, holdout=["0"])
+    with pytest.raises(DataError, match="is 'prefix', not 'prompt'"):
+        train_steering(study, llm, resume=True, kind="prompt")
+
+
+def test_resume_prefers_an_interrupted_runs_checkpoint(trained, llm, tmp_path):
+    study, spm, _ = trained
+    copy = Study.load(Study.load(study.path).save(tmp_path / "copy"))
+    checkpoint = copy.path / CHECKPOINT
+    changed = load_steering(copy, llm)
+    with torch.no_grad():
+        changed.mlp[2].bias.add_(0.5)  # what a killed run might have reached
+    changed.save_pretrained(checkpoint)
+    study_steering._write_holdout(checkpoint, load_holdout(copy))
+    starts = []
+    real = study_steering.train_soft_prompt
+
+    def spy(llm, soft_prompt, *args, **options):
+        starts.append(soft_prompt.mlp[2].bias.detach().clone())
+        return real(llm, soft_prompt, *args, **{**options, "max_steps": 1})
+
+    study_steering.train_soft_prompt = spy
+    try:
+        train_steering(copy, llm, resume=True, **FAST)
+    finally:
+        study_steering.train_soft_prompt = real
+    torch.testing.assert_close(starts[0], changed.mlp[2].bias.detach())
+    assert not checkpoint.exists()
+
+
+# ------------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def cli_study(fitted, model_folder, tmp_path_factory):
+    folder = fitted.save(tmp_path_factory.mktemp("cli") / "brexit")
+    assert main(["train-steering", str(folder), "--model", str(model_folder), "--max-examples", "32",
+                 "--epochs", "1", "--seed", "3"]) == 0
+    return folder
+
+
+def test_train_steering_command_records_its_options(cli_study, capsys):
+    runs = training_runs(Study.load(cli_study))
+    assert len(runs) == 1 and runs[0]["options"]["random_state"] == 3
+    assert runs[0]["options"]["lr"] == 1e-2 and runs[0]["llm_dtype"] == "float32"
+
+
+def test_train_steering_prints_estimate_and_summary(fitted, model_folder, tmp_path, capsys):
+    folder = fitted.save(tmp_path / "brexit")
+    assert main(["train-steering", str(folder), "--model", str(model_folder), "--max-examples", "16",
+                 "--kind", "prompt", "--virtual-tokens", "2", "--dtype", "bfloat16"]) == 0
+    captured = capsys.readouterr()
+    assert "should take about" in captured.err
+    assert f"Saved the soft prompt to {folder / STEERING}" in captured.out
+    config = json.loads((folder / STEERING / "config.json").read_text())
+    assert config["kind"] == "prompt" and config["n_virtual_tokens"] == 2
+
+
+def test_ctrl_c_stops_training_and_keeps_the_best_weights(fitted, model_folder, tmp_path):
+    folder = replace(fitted, path=None).save(tmp_path / "brexit")
+    command = [sys.executable, "-m", "persona_engine.cli", "train-steering", str(folder), "--model",
+               str(model_folder), "--epochs", "50", "--max-examples", "256"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    # The checkpoint folder appears once the estimate is done and training has started.
+    while not (folder / CHECKPOINT / "model.safetensors").exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Stopping after this step" in err and "--resume" in err
+    runs = training_runs(Study.load(folder))
+    assert [r["result"]["stopped"] for r in runs] == ["cancelled"] and 0 < runs[0]["result"]["steps"] < 800
+    assert not (folder / CHECKPOINT).exists()
+
+
+def test_ask_prints_distributions_that_sum_to_one(cli_study, model_folder, capsys):
+    study = Study.load(cli_study)
+    question = study.data.questions[0]
+    capsys.readouterr()
+    assert main(["ask", str(cli_study), "--cohort", "1", "--model", str(model_folder), "--json",
+                 question.text]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["question_id"] == question.id and result["persona"] == "cohort 1"
+    columns = result["distributions"]
+    assert columns["option"] == list(question.options)
+    for name in ("steered", "unsteered", "predicted"):
+        assert len(columns[name]) == question.n_options
+        assert abs(sum(columns[name]) - 1.0) < 1e-6 and min(columns[name]) >= 0
+    point = ",".join(str(v) for v in study.latent_map.coords_[5])
+    assert main(["ask", str(cli_study), f"--point={point}", "--model", str(model_folder), "--strength", "2",
+                 "Do you like tea?", "--options", "yes | no | it depends"]) == 0
+    out = capsys.readouterr().out
+    assert "strength 2: Do you like tea?" in out
+    assert "it depends" in out and "steered" in out and "predicted" not in out
+
+
+def test_ask_and_chat_explain_what_is_missing(cli_study, fitted, model_folder, tmp_path, capsys):
+    capsys.readouterr()
+    cases = [
+        (["ask", str(cli_study), "--cohort", "0", "Is this a study question?"], "--options"),
+        (["ask", str(cli_study), "--cohort", "9", "--model", str(model_folder), "0"], "no cohort 9"),
+        (["ask", str(cli_study), "--respondent", "0", "0"], "--model with that model's folder"),
+        (["chat", str(replace(fitted, path=None).save(tmp_path / "bare")), "--cohort", "0", "--model",
+          str(model_folder)],
+         "train-steering"),
+        (["ask", str(cli_study), "--point", "1,x", "0"], "two numbers"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bar
+        assert err.startswith("persona-engine: error:") and message in err
+
+
+def test_chat_answers_piped_input_with_the_conversation_so_far(cli_study, model_folder, monkeypatch, capsys):
+    from persona_engine import steer
+
+    calls = []
+    real = steer.chat
+
+    def spy(llm, messages, soft_prompt, persona, **options):
+        calls.append(([dict(m) for m in messages], persona, options))
+        yield from real(llm, messages, soft_prompt, persona, **options)
+
+    monkeypatch.setattr(steer, "chat", spy)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n\nWhat do you think of Brexit?\n/quit\nignored\n"))
+    capsys.readouterr()
+    assert main(["chat", str(cli_study), "--respondent", "3", "--model", str(model_folder),
+                 "--max-new-tokens", "12", "--temperature", "0", "--system", "Be brief."]) == 0
+    out = capsys.readouterr().out
+    assert len(calls) == 2  # the blank line is skipped, /quit ends before 'ignored'
+    first, second = calls[0][0], calls[1][0]
+    assert first == [{"role": "user", "content": "Hello there"}]
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[1]["content"] and second[1]["content"] in out
+    study = Study.load(cli_study)
+    assert np.array_equal(calls[0][1], study.embeddings[study.data.respondent_index("3")])
+    assert calls[0][2]["system"] == "Be brief." and calls[0][2]["temperature"] == 0
+
+
+def test_chat_ends_at_end_of_input(cli_study, model_folder, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi"))  # no newline, no /quit
+    assert main(["chat", str(cli_study), "--cohort", "0", "--model", str(model_folder),
+                 "--max-new-tokens", "4", "--seed", "1"]) == 0
+    assert "Chatting with cohort 0" in capsys.readouterr().err
+
+
+def test_every_steering_command_has_help(capsys):
+    for command in ["train-steering", "ask", "chat"]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: persona-engine " + command in capsys.readouterr().out
