@@ -59,7 +59,7 @@ def _fit(args: argparse.Namespace) -> int:
         study = fit_study(
             data, model=args.model, dim=args.dim, n_cohorts=_k(args.k),
             cohort_method=args.cohort_method, min_cohort_size=args.min_cohort_size,
-            random_state=args.seed, progress=bars,
+            map_3d=args.map_3d, random_state=args.seed, progress=bars,
         )
     study.save(args.out)
     summary = study.summary()
@@ -99,24 +99,43 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from persona_engine.profiles import cohort_overview, distinctive_answers, consensus_questions
+    from persona_engine.profiles import (
+        cohort_overview, consensus_questions, distinctive_answers, metadata_composition,
+    )
     from persona_engine.study import Study
 
     study = Study.load(args.study)
-    overview = cohort_overview(study.data, study.labels)
-    cohorts = range(study.n_cohorts) if args.cohort is None else [args.cohort]
     if args.cohort is not None and not 0 <= args.cohort < study.n_cohorts:
         raise DataError(f"no cohort {args.cohort}", expected=f"0 to {study.n_cohorts - 1}")
+    cohorts = range(study.n_cohorts) if args.cohort is None else [args.cohort]
+    overview = cohort_overview(study.data, study.labels).merge(
+        study.stability[["cohort", "jaccard"]].rename(columns={"jaccard": "stability"}), on="cohort")
+    distinctive = distinctive_answers(study.data, study.labels, top=args.top)
+    composition = metadata_composition(study.data, study.labels)
     with pd.option_context("display.max_colwidth", 60, "display.width", 160):
-        print(overview.to_string(index=False))
-        distinctive = distinctive_answers(study.data, study.labels, top=args.top)
+        print(overview.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        print("(stability: Jaccard of the cohort with its best match in bootstrap refits; "
+              "above 0.75 stable, below 0.5 it dissolves)")
         for cohort in cohorts:
             print(f"\nCohort {cohort}: most distinctive answers")
             print(distinctive[distinctive["cohort"] == cohort].drop(columns="cohort").to_string(index=False))
+            if not composition.empty:
+                print(f"Cohort {cohort}: who is in it (share or mean in the cohort vs everyone)")
+                mix = _top_categories(composition[composition["cohort"] == cohort], per_column=3)
+                print(mix.drop(columns="cohort").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if args.cohort is None:
             print("\nConsensus questions (every cohort leans the same way)")
             print(consensus_questions(study.data, study.labels).head(args.top).to_string(index=False))
     return 0
+
+
+def _top_categories(composition: pd.DataFrame, per_column: int) -> pd.DataFrame:
+    """Per metadata column, the categories most over-represented in the cohort (means as they are)."""
+    composition = composition[composition["statistic"].isin(["share", "mean"])]
+    lift = composition["value"] - composition["overall"]
+    return (composition.assign(lift=lift).sort_values("lift", ascending=False)
+            .groupby("column", sort=False).head(per_column).sort_values(["column", "lift"], ascending=[True, False])
+            .drop(columns="lift"))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -408,6 +427,7 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", default="softmax", choices=["softmax", "paper"],
                      help="collaborative filter: softmax (default) or the paper's MSE factorization")
     fit.add_argument("--min-cohort-size", type=int, default=None, help="smallest allowed cohort")
+    fit.add_argument("--map-3d", action="store_true", help="also lay out a 3-D map")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.set_defaults(run=_fit)
 

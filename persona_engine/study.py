@@ -18,6 +18,7 @@ Folder layout::
     cohorts/                 config.json + model.safetensors + selection.parquet
                              (choice of k) + stability.parquet (per cohort)
     map/                     config.json + model.safetensors (coordinates + vectors)
+    map3d/                   the same for the optional 3-D map
     steering/                optional: the soft-prompting model trained on this study
                              (written by persona_engine.steer.study_steering)
 
@@ -94,6 +95,7 @@ class Study:
     stability: pd.DataFrame
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
+    latent_map_3d: LatentMap | None = None
 
     # ------------------------------------------------------------ accessors
     @property
@@ -205,6 +207,8 @@ class Study:
         self.cohorts.selection_.to_parquet(folder / "cohorts" / "selection.parquet", index=False)
         self.stability.to_parquet(folder / "cohorts" / "stability.parquet", index=False)
         _save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
+        if self.latent_map_3d is not None:
+            _save_component(folder / "map3d", self.latent_map_3d.get_config(), self.latent_map_3d.state_arrays())
 
     # ---------------------------------------------------------------- load
     @classmethod
@@ -248,7 +252,9 @@ class Study:
         )
         latent_map = LatentMap.from_state(*_load_component(path / "map"))
         stability = _read_table(path / "cohorts" / "stability.parquet")
-        return cls(data, embedder, cohorts, latent_map, stability, manifest, path)
+        latent_map_3d = (LatentMap.from_state(*_load_component(path / "map3d"))
+                         if (path / "map3d").is_dir() else None)
+        return cls(data, embedder, cohorts, latent_map, stability, manifest, path, latent_map_3d)
 
 
 # ------------------------------------------------------------------- pipeline
@@ -260,10 +266,13 @@ def fit_study(
     n_cohorts: int | str = "auto",
     cohort_method: str = "kmeans",
     min_cohort_size: int | None = None,
+    map_3d: bool = False,
     random_state: int = 0,
     progress: StudyProgress | None = None,
 ) -> Study:
     """Fit embeddings, cohorts and the map on ``data`` and return the study.
+
+    ``map_3d`` also lays out a 3-D map (another UMAP fit).
 
     ``model`` is ``"softmax"`` (the default collaborative filter) or
     ``"paper"`` (Li et al.'s MSE factorization of answers scaled to [0, 1]).
@@ -291,6 +300,7 @@ def fit_study(
 
     report("map", 0, 1)
     latent_map = LatentMap(random_state=random_state).fit(embeddings)
+    latent_map_3d = LatentMap(n_components=3, random_state=random_state).fit(embeddings) if map_3d else None
     report("map", 1, 1)
 
     manifest = {
@@ -300,7 +310,7 @@ def fit_study(
         "data": data.summary(),
         "parameters": {
             "model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
-            "min_cohort_size": min_cohort_size, "random_state": random_state,
+            "min_cohort_size": min_cohort_size, "map_3d": map_3d, "random_state": random_state,
         },
         "fitted": {
             "embedding_reg": float(embedder.reg_),
@@ -311,7 +321,8 @@ def fit_study(
         },
         "versions": _library_versions(),
     }
-    return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest)
+    return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
+                 latent_map_3d=latent_map_3d)
 
 
 # ----------------------------------------------------------- folder writing

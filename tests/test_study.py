@@ -133,3 +133,12 @@ def test_bad_study_folders_get_clear_errors(study, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="format version 99"):
         Study.load(folder)
+
+
+def test_optional_3d_map_is_saved_and_loaded(brexit, tmp_path):
+    study = fit_study(brexit, map_3d=True, random_state=0)
+    assert study.latent_map_3d.coords_.shape == (brexit.n_respondents, 3)
+    loaded = Study.load(study.save(tmp_path / "s"))
+    assert np.array_equal(loaded.latent_map_3d.coords_, study.latent_map_3d.coords_)
+    point = loaded.latent_map_3d.coords_[:1]
+    assert loaded.latent_map_3d.inverse_transform(point).shape == (1, 16)
