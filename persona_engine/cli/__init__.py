@@ -1,0 +1,161 @@
+"""``persona-engine``: the command-line face of the package.
+
+Every command is a thin layer over a package function, so the CLI, the app and
+a notebook do the same thing. Errors in the user's input print one line and
+exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from persona_engine.cli.steering_commands import run_ask, run_chat, run_train_steering
+from persona_engine.cli.study_commands import run_evaluate, run_fit, run_info, run_profile
+from persona_engine.errors import DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except DataError as error:
+        if args.debug:
+            raise
+        print(f"persona-engine: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and cut short: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print("persona-engine: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # an unexpected failure still gets one readable line
+        if args.debug:
+            raise
+        print(f"persona-engine: unexpected error: {type(error).__name__}: {error} "
+              "(run again with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from persona_engine import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="persona-engine",
+        description="Find latent opinion cohorts in survey data and steer a language model toward them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show a traceback on error")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+
+    data_args = argparse.ArgumentParser(add_help=False)
+    data_args.add_argument("--codebook", help="codebook file (CSV or JSON) with question text and option order")
+    data_args.add_argument("--format", default="auto", choices=["auto", "polis", "wide", "long", "pew"],
+                           help="input format (default: detected)")
+    model_args = argparse.ArgumentParser(add_help=False)
+    model_args.add_argument("--dim", type=int, default=16, help="embedding dimensions (default 16)")
+    model_args.add_argument("--k", default="auto", help="number of cohorts, or 'auto' (default)")
+    model_args.add_argument("--cohort-method", default="kmeans", choices=["kmeans", "gmm"],
+                            help="clustering method (default kmeans)")
+
+    fit = sub.add_parser("fit", parents=[common, data_args, model_args],
+                         help="embed respondents, find cohorts, draw the map; save a study folder",
+                         description="Read DATA, fit embeddings, cohorts and the map, and save a study folder.")
+    fit.add_argument("source", metavar="DATA", help="a file, folder or zip (Polis export, wide or long table, Pew wave)")
+    fit.add_argument("--out", required=True, metavar="STUDY", help="study folder to write")
+    fit.add_argument("--model", default="softmax", choices=["softmax", "paper"],
+                     help="collaborative filter: softmax (default) or the paper's MSE factorization")
+    fit.add_argument("--min-cohort-size", type=int, default=None, help="smallest allowed cohort")
+    fit.add_argument("--map-3d", action="store_true", help="also lay out a 3-D map")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.set_defaults(run=run_fit)
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common, data_args, model_args],
+        help="print the held-out quality table (majority, paper MF, default model, cohort majority)",
+        description="Hide 20%% of each respondent's answers (respondents with at least 5), predict them, "
+                    "and print per-respondent macro accuracy for each method.")
+    evaluate.add_argument("source", metavar="DATA|STUDY", help="input data, or a study folder")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds to average over")
+    evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
+    evaluate.set_defaults(run=run_evaluate)
+
+    profile = sub.add_parser("profile", parents=[common], help="print cohort profiles",
+                             description="Print each cohort's size, label, distinctive answers and consensus.")
+    profile.add_argument("study", metavar="STUDY")
+    profile.add_argument("--cohort", type=int, default=None, help="only this cohort")
+    profile.add_argument("--top", type=int, default=5, help="how many answers/questions to list (default 5)")
+    profile.set_defaults(run=run_profile)
+
+    info = sub.add_parser("info", parents=[common], help="summarise a study folder",
+                          description="Print what a study holds and how it was made.")
+    info.add_argument("study", metavar="STUDY")
+    info.add_argument("--json", action="store_true", help="print the summary and manifest as JSON")
+    info.set_defaults(run=run_info)
+
+    llm_args = argparse.ArgumentParser(add_help=False)
+    llm_args.add_argument("--model", default=None, metavar="HF_ID_OR_FOLDER",
+                          help="base language model: a Hugging Face id in the local cache or a model folder "
+                               "(default: SmolLM2-135M-Instruct for training, the trained-for model otherwise)")
+    llm_args.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                          help="weights' number format (default float32 on CPU, bfloat16 on a GPU)")
+
+    train = sub.add_parser(
+        "train-steering", parents=[common, llm_args],
+        help="train the soft prompt that steers the LLM toward any persona of a study",
+        description="Train the soft-prompting model on the study's training answers (20%% of each "
+                    "respondent's answers stay held out) and save it in STUDY/steering. Prints a time "
+                    "estimate first; Ctrl-C stops early and keeps the best weights so far.")
+    train.add_argument("study", metavar="STUDY")
+    train.add_argument("--kind", default=None, choices=["prefix", "prompt"],
+                       help="prefix tuning (the paper's, default) or prompt tuning")
+    train.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
+    train.add_argument("--epochs", type=float, default=1.0, help="passes over the answers (default 1)")
+    train.add_argument("--max-examples", type=int, default=None, metavar="N",
+                       help="train on a random subsample of N answers (faster on a CPU)")
+    train.add_argument("--batch-size", type=int, default=16, help="answers per step (default 16)")
+    train.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 0.01)")
+    train.add_argument("--words-share", type=float, default=0.0,
+                       help="share of answers taught as a sentence instead of a letter (default 0)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the saved soft prompt (or an interrupted run's checkpoint)")
+    train.set_defaults(run=run_train_steering)
+
+    persona_args = argparse.ArgumentParser(add_help=False)
+    who = persona_args.add_argument_group("persona (choose one)").add_mutually_exclusive_group(required=True)
+    who.add_argument("--respondent", metavar="ID", help="a respondent's id")
+    who.add_argument("--cohort", type=int, metavar="N", help="a cohort's number (its centroid)")
+    who.add_argument("--point", metavar="X,Y", help="a point of the map (write --point=-1,2 for a negative X)")
+    persona_args.add_argument("--strength", type=float, default=1.0,
+                              help="0 unsteered, 1 as trained (default), above 1 exaggerated")
+
+    ask = sub.add_parser(
+        "ask", parents=[common, llm_args, persona_args],
+        help="ask a persona one question; print its answer distribution",
+        description="Print the steered and unsteered LLM's probability of each option (and, for a study "
+                    "question, the collaborative filter's prediction).")
+    ask.add_argument("study", metavar="STUDY")
+    ask.add_argument("question", metavar="QUESTION", help="a study question's id or text, or any question")
+    ask.add_argument("--options", metavar="'A|B|C'", help="options of a question that is not in the study")
+    ask.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ask.set_defaults(run=run_ask)
+
+    talk = sub.add_parser(
+        "chat", parents=[common, llm_args, persona_args], help="chat with a persona",
+        description="Talk with the LLM steered toward a persona, one line per message; replies stream as "
+                    "they are generated. Reads piped input too. /quit or end of input leaves.")
+    talk.add_argument("study", metavar="STUDY")
+    talk.add_argument("--system", default=None, help="a system prompt (default: the model's own)")
+    talk.add_argument("--max-new-tokens", type=int, default=200, help="longest reply in tokens (default 200)")
+    talk.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy")
+    talk.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    talk.set_defaults(run=run_chat)
+    return parser

@@ -1,0 +1,216 @@
+"""The steering commands: train-steering, ask, chat."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+
+import pandas as pd
+
+from persona_engine.errors import DataError
+
+
+def run_train_steering(args: argparse.Namespace) -> int:
+    from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
+    from persona_engine.study import Study
+
+    study = Study.load(args.study)
+    llm = _load_llm(args.model, args.dtype)
+    options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, epochs=args.epochs,
+                   batch_size=args.batch_size, lr=args.lr, max_examples=args.max_examples,
+                   words_share=args.words_share, random_state=args.seed, resume=args.resume)
+    print(f"Timing two training steps of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
+          f"{llm.device})...", file=sys.stderr)
+    seconds = estimate_steering_seconds(study, llm, **options)
+    print(f"Training the soft prompt should take about {_duration(seconds)}. "
+          "Ctrl-C stops early and keeps the best weights so far.", file=sys.stderr)
+    cancel = threading.Event()
+    with _StepBar("steering") as bar, _cancel_on_interrupt(cancel):
+        _, result = train_steering(study, llm, progress=bar, cancel=cancel, **options)
+    checked = [h for h in result.history if h["val_loss"] == result.best_val_loss]
+    scores = (f", validation loss {result.best_val_loss:.3f}, letter accuracy {checked[0]['val_accuracy']:.3f}"
+              if checked else "")
+    print(f"Saved the soft prompt to {study.steering_path}: {result.steps} steps on {result.n_train} "
+          f"answers ({result.stopped}){scores}")
+    if result.stopped == "cancelled":
+        print("Stopped early; continue with --resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from persona_engine.personas import predicted_answers
+    from persona_engine.steer import answer
+
+    study, persona = _study_and_persona(args)
+    question, in_study = _question(study, args.question, args.options)
+    llm, soft_prompt = _steered_llm(study, args)
+    table = pd.DataFrame({
+        "option": question.options,
+        "steered": answer(llm, question, soft_prompt, persona.vector, strength=args.strength),
+        "unsteered": answer(llm, question),
+    })
+    if in_study:  # what the collaborative filter expects, for comparison
+        predicted = predicted_answers(study, persona)
+        table["predicted"] = predicted.loc[predicted["question_id"] == question.id, "probabilities"].iloc[0]
+    if args.json:
+        print(json.dumps({"persona": persona.name, "strength": args.strength, "question": question.text,
+                          "question_id": question.id if in_study else None,
+                          "distributions": table.to_dict(orient="list")}, indent=2))
+        return 0
+    print(f"{persona.name}, strength {args.strength:g}: {question.text}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from persona_engine.steer import chat
+
+    study, persona = _study_and_persona(args)
+    llm, soft_prompt = _steered_llm(study, args)
+    interactive = sys.stdin.isatty()
+    print(f"Chatting with {persona.name} (strength {args.strength:g}) through {llm.name}. "
+          "/quit or end of input leaves; Ctrl-C stops a reply.", file=sys.stderr)
+    messages: list[dict] = []
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except EOFError:
+            break
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            break
+        if not text:
+            continue
+        messages.append({"role": "user", "content": text})
+        pieces: list[str] = []
+        if interactive:
+            print(f"{persona.name}> ", end="", flush=True)
+        try:
+            for piece in chat(llm, messages, soft_prompt, persona.vector, system=args.system,
+                              strength=args.strength, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, random_state=args.seed):
+                pieces.append(piece)
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:  # stops this reply, not the conversation
+            pieces.append(" ...")
+        print(flush=True)
+        messages.append({"role": "assistant", "content": "".join(pieces)})
+    return 0
+
+
+def _load_llm(model: str | None, dtype: str | None):
+    from persona_engine.llm import load_llm
+
+    return load_llm(model, dtype=dtype)
+
+
+def _steered_llm(study, args: argparse.Namespace):
+    """The study's soft prompt and the LLM it was trained for (unless ``--model`` names another)."""
+    from persona_engine.llm import DEFAULT_MODEL
+    from persona_engine.steer.study_steering import load_steering, steering_base_model
+
+    model = args.model or steering_base_model(study)  # fails fast if the study has no soft prompt
+    try:
+        llm = _load_llm(model, args.dtype)
+    except DataError as error:
+        if args.model or model == DEFAULT_MODEL:
+            raise
+        raise DataError(f"the soft prompt was trained for '{model}', which cannot be loaded by that name "
+                        f"({error.message})", expected="--model with that model's folder or id") from None
+    return llm, load_steering(study, llm)
+
+
+def _study_and_persona(args: argparse.Namespace):
+    from persona_engine.personas import cohort_persona, map_point_persona, parse_point, respondent_persona
+    from persona_engine.study import Study
+
+    study = Study.load(args.study)
+    if args.respondent is not None:
+        persona = respondent_persona(study, args.respondent)
+    elif args.cohort is not None:
+        persona = cohort_persona(study, args.cohort)
+    else:
+        persona = map_point_persona(study, parse_point(args.point))
+        distance = persona.details["distance_to_data"]
+        if distance > 2:
+            print(f"Note: {persona.name} is {distance:.1f} kernel widths from the nearest respondent; "
+                  "the persona there is an extrapolation.", file=sys.stderr)
+    return study, persona
+
+
+def _question(study, text: str, options: str | None):
+    """The study question whose id or text is ``text``, or a new one with ``options`` ('a|b|c')."""
+    from persona_engine.opinion_data import Question
+
+    wanted = text.strip().casefold()
+    if options is None:
+        for question in study.data.questions:
+            if wanted in (question.id.casefold(), question.text.strip().casefold()):
+                return question, True
+        raise DataError(f"'{text}' is not a question of this study",
+                        expected="a question id or text from the study, or --options 'a|b|c'")
+    labels = tuple(o.strip() for o in options.split("|") if o.strip())
+    if len(labels) < 2:
+        raise DataError(f"--options '{options}'", expected="two or more options separated by |")
+    return Question(id="asked", text=text.strip(), options=labels, ordinal=False), False
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt(cancel: threading.Event):
+    """The first Ctrl-C sets ``cancel`` (training stops after the step); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nStopping after this step (Ctrl-C again aborts; the checkpoint stays for --resume)...",
+              file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _StepBar:
+    """A tqdm bar for ``progress(step, total, info)`` callbacks, showing the loss."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+
+    def __enter__(self):
+        self._bar = None
+        return self
+
+    def __call__(self, step: int, total: int, info: dict) -> None:
+        from tqdm.auto import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc=self.desc, unit="step", file=sys.stderr)
+        shown = {k: f"{info[k]:.3f}" for k in ("loss", "val_loss", "val_accuracy") if k in info}
+        self._bar.set_postfix(shown, refresh=False)
+        self._bar.update(step - self._bar.n)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.close()
+        return False
+
+

@@ -1,0 +1,160 @@
+"""The study commands: fit, evaluate, profile, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from persona_engine.errors import DataError
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from persona_engine.study import fit_study
+
+    data = _read_data(args)
+    print(f"Read {data!r}", file=sys.stderr)
+    with _StageBars() as bars:
+        study = fit_study(
+            data, model=args.model, dim=args.dim, n_cohorts=_k(args.k),
+            cohort_method=args.cohort_method, min_cohort_size=args.min_cohort_size,
+            map_3d=args.map_3d, random_state=args.seed, progress=bars,
+        )
+    study.save(args.out)
+    summary = study.summary()
+    print(f"Saved study to {args.out}: {summary['respondents']} respondents, "
+          f"{summary['questions']} questions, {summary['cohorts']} cohorts "
+          f"(sizes {summary['cohort_sizes']})")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from persona_engine.quality import quality_table
+
+    source = Path(args.source)
+    if (source / "manifest.json").is_file():
+        from persona_engine.study import Study
+
+        study = Study.load(source)
+        data, params = study.data, study.manifest.get("parameters", {})
+        dim = params.get("dim", args.dim)
+        cohort_method = params.get("cohort_method", args.cohort_method)
+        n_cohorts = params.get("n_cohorts", _k(args.k))
+    else:
+        data, dim, cohort_method, n_cohorts = _read_data(args), args.dim, args.cohort_method, _k(args.k)
+    with _StageBars() as bars:
+        table = quality_table(
+            data, dim=dim, n_cohorts=n_cohorts, cohort_method=cohort_method,
+            seeds=args.seeds, progress=bars,
+        )
+    if args.json:
+        print(json.dumps({"data": data.summary(), "results": table.to_dict(orient="records")}, indent=2))
+    else:
+        print(f"Held-out macro accuracy on {data.source.name} "
+              f"({int(table['respondents'].iloc[0])} respondents scored, "
+              f"20% of each respondent's answers hidden, seeds {args.seeds}):")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from persona_engine.profiles import (
+        cohort_overview, consensus_questions, distinctive_answers, metadata_composition,
+    )
+    from persona_engine.study import Study
+
+    study = Study.load(args.study)
+    if args.cohort is not None and not 0 <= args.cohort < study.n_cohorts:
+        raise DataError(f"no cohort {args.cohort}", expected=f"0 to {study.n_cohorts - 1}")
+    cohorts = range(study.n_cohorts) if args.cohort is None else [args.cohort]
+    overview = cohort_overview(study.data, study.labels).merge(
+        study.stability[["cohort", "jaccard"]].rename(columns={"jaccard": "stability"}), on="cohort")
+    distinctive = distinctive_answers(study.data, study.labels, top=args.top)
+    composition = metadata_composition(study.data, study.labels)
+    with pd.option_context("display.max_colwidth", 60, "display.width", 160):
+        print(overview.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        print("(stability: Jaccard of the cohort with its best match in bootstrap refits; "
+              "above 0.75 stable, below 0.5 it dissolves)")
+        for cohort in cohorts:
+            print(f"\nCohort {cohort}: most distinctive answers")
+            print(distinctive[distinctive["cohort"] == cohort].drop(columns="cohort").to_string(index=False))
+            if not composition.empty:
+                print(f"Cohort {cohort}: who is in it (share or mean in the cohort vs everyone)")
+                mix = _top_categories(composition[composition["cohort"] == cohort], per_column=3)
+                print(mix.drop(columns="cohort").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        if args.cohort is None:
+            print("\nConsensus questions (every cohort leans the same way)")
+            print(consensus_questions(study.data, study.labels).head(args.top).to_string(index=False))
+    return 0
+
+
+def _top_categories(composition: pd.DataFrame, per_column: int) -> pd.DataFrame:
+    """Per metadata column, the categories most over-represented in the cohort (means as they are)."""
+    composition = composition[composition["statistic"].isin(["share", "mean"])]
+    lift = composition["value"] - composition["overall"]
+    return (composition.assign(lift=lift).sort_values("lift", ascending=False)
+            .groupby("column", sort=False).head(per_column).sort_values(["column", "lift"], ascending=[True, False])
+            .drop(columns="lift"))
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from persona_engine.study import Study
+
+    study = Study.load(args.study)
+    summary = study.summary()
+    if args.json:
+        print(json.dumps({**summary, "manifest": study.manifest}, indent=2, default=str))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _read_data(args: argparse.Namespace):
+    from persona_engine.ingest import read_opinions
+
+    return read_opinions(args.source, codebook=args.codebook, format=args.format)
+
+
+def _k(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise DataError(f"--k must be 'auto' or a whole number, got '{value}'") from None
+    if k < 1:
+        raise DataError(f"--k must be at least 1, got {k}")
+    return k
+
+
+class _StageBars:
+    """tqdm bars for ``progress(stage, step, total)`` callbacks, one bar per stage."""
+
+    def __enter__(self):
+        self._bars = {}
+        return self
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            for other in self._bars.values():  # stages run one after another
+                other.close()
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr)
+        if bar.total != total:
+            bar.total = total
+        bar.n = step
+        bar.refresh()
+
+    def __exit__(self, *exc):
+        for bar in self._bars.values():
+            bar.close()
+        return False
+
+
