@@ -156,6 +156,11 @@ def _torch_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
 
 def _from_pretrained(folder: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    # Loading a cached model takes a fraction of a second: its progress bar is only noise
+    # in the CLI's output and the app's logs.
+    transformers_logging.disable_progress_bar()
 
     options = dict(local_files_only=True, trust_remote_code=False)
     try:

@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", parents=[common, data_args, model_args],
         help="print the held-out quality table (majority, paper MF, default model, cohort majority)",
-        description="Hide 20%% of each respondent's answers (respondents with at least 5), predict them, "
+        description="Hide 20% of each respondent's answers (respondents with at least 5), predict them, "
                     "and print per-respondent macro accuracy for each method.")
     evaluate.add_argument("source", metavar="DATA|STUDY", help="input data, or a study folder")
     evaluate.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds to average over")
@@ -110,7 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train-steering", parents=[common, llm_args],
         help="train the soft prompt that steers the LLM toward any persona of a study",
-        description="Train the soft-prompting model on the study's training answers (20%% of each "
+        description="Train the soft-prompting model on the study's training answers (20% of each "
                     "respondent's answers stay held out) and save it in STUDY/steering. Prints a time "
                     "estimate first; Ctrl-C stops early and keeps the best weights so far.")
     train.add_argument("study", metavar="STUDY")
