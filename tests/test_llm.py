@@ -11,16 +11,12 @@ import torch
 from persona_engine import llm as llm_module
 from persona_engine.errors import DataError
 from persona_engine.llm import CACHE_ENV, DEFAULT_MODEL, load_llm
-from tiny_llm import tiny_llm
+from tiny_llm import save_tiny_llm, tiny_llm
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models") / "tiny-chat-model"
-    tiny = tiny_llm()
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llm(tmp_path_factory.mktemp("models") / "tiny-chat-model")
 
 
 def test_local_folder_loads_frozen_on_cpu(tiny_folder):

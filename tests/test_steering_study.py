@@ -35,7 +35,7 @@ from persona_engine.steer.study_steering import (
     training_runs,
 )
 from persona_engine.study import STEERING, Study, fit_study
-from tiny_llm import tiny_llm
+from tiny_llm import save_tiny_llm, tiny_llm
 
 torch.set_num_threads(1)
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
@@ -49,11 +49,7 @@ def fitted():
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models") / "tiny-chat-model"
-    tiny = tiny_llm()
-    tiny.model.save_pretrained(folder)
-    tiny.tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llm(tmp_path_factory.mktemp("models") / "tiny-chat-model")
 
 
 @pytest.fixture(scope="module")

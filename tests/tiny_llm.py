@@ -51,3 +51,11 @@ def tiny_llm(name: str = "tiny-llama", seed: int = 0, layers: int = 2) -> LLM:
     )
     model = LlamaForCausalLM(config).eval().requires_grad_(False)
     return LLM(model=model, tokenizer=tokenizer, name=name)
+
+
+def save_tiny_llm(folder):
+    """Save a fresh tiny model and its tokenizer in ``folder`` (a model folder for ``--model``)."""
+    tiny = tiny_llm()
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    return folder
