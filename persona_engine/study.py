@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -44,13 +41,16 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file, save_file
 
 from persona_engine.embed import EMBEDDERS, embedder_from_state
 from persona_engine.cohort_quality import cohort_stability
 from persona_engine.cohorts import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.latent_map import LatentMap
+from persona_engine.study_folder import (
+    load_arrays, load_component, read_json, read_table, recover_interrupted_swap, save_arrays,
+    save_component, to_jsonable, write_folder_atomically, write_json,
+)
 from persona_engine.opinion_data import OpinionData, Question, Source
 
 FORMAT_VERSION = 1
@@ -145,7 +145,7 @@ class Study:
         """The saved soft-prompting model folder (``STUDY/steering``), or None if there is none."""
         if self.path is None:
             return None
-        _recover_interrupted_swap(self.path / STEERING, marker="config.json")
+        recover_interrupted_swap(self.path / STEERING, marker="config.json")
         folder = self.path / STEERING
         return folder if (folder / "config.json").is_file() else None
 
@@ -179,7 +179,7 @@ class Study:
             if steering is not None:
                 shutil.copytree(steering, folder / STEERING)
 
-        _write_folder_atomically(path, write)
+        write_folder_atomically(path, write, marker=MANIFEST, kind="study")
         self.path = path
         return path
 
@@ -198,39 +198,39 @@ class Study:
         return None
 
     def _write_into(self, folder: Path) -> None:
-        _write_json(folder / MANIFEST, self.manifest)
-        _write_json(folder / "questions.json", [_question_to_dict(q) for q in self.data.questions])
+        write_json(folder / MANIFEST, self.manifest)
+        write_json(folder / "questions.json", [_question_to_dict(q) for q in self.data.questions])
         _table_for_parquet(self.respondents()).to_parquet(folder / "respondents.parquet", index=False)
-        save_file({"answers": self.data.answers}, str(folder / "answers.safetensors"))
-        _save_component(folder / "embedding", self.embedder.get_config(), self.embedder.state_arrays())
-        _save_component(folder / "cohorts", self.cohorts.get_config(), self.cohorts.state_arrays())
+        save_arrays(folder / "answers.safetensors", {"answers": self.data.answers})
+        save_component(folder / "embedding", self.embedder.get_config(), self.embedder.state_arrays())
+        save_component(folder / "cohorts", self.cohorts.get_config(), self.cohorts.state_arrays())
         self.cohorts.selection_.to_parquet(folder / "cohorts" / "selection.parquet", index=False)
         self.stability.to_parquet(folder / "cohorts" / "stability.parquet", index=False)
-        _save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
+        save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
         if self.latent_map_3d is not None:
-            _save_component(folder / "map3d", self.latent_map_3d.get_config(), self.latent_map_3d.state_arrays())
+            save_component(folder / "map3d", self.latent_map_3d.get_config(), self.latent_map_3d.state_arrays())
 
     # ---------------------------------------------------------------- load
     @classmethod
     def load(cls, path: str | Path) -> "Study":
         """Read a study folder written by :meth:`save`."""
         path = Path(path)
-        _recover_interrupted_swap(path)
+        recover_interrupted_swap(path, marker=MANIFEST)
         if not (path / MANIFEST).is_file():
             raise DataError(
                 "not a Persona Engine study folder (no manifest.json)",
                 file=path, expected="a folder written by 'persona-engine fit'",
             )
-        manifest = _read_json(path / MANIFEST)
+        manifest = read_json(path / MANIFEST)
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise DataError(
                 f"study format version {version} is not supported by this version of Persona Engine",
                 file=path / MANIFEST, expected=f"format_version {FORMAT_VERSION}",
             )
-        questions = tuple(_question_from_dict(q) for q in _read_json(path / "questions.json"))
-        table = _read_table(path / "respondents.parquet")
-        answers = _load_arrays(path / "answers.safetensors")["answers"]
+        questions = tuple(_question_from_dict(q) for q in read_json(path / "questions.json"))
+        table = read_table(path / "respondents.parquet")
+        answers = load_arrays(path / "answers.safetensors")["answers"]
         derived = {"respondent_id", "cohort", "map_x", "map_y", "n_answers", "weight"}
         source = manifest.get("source", {})
         data = OpinionData(
@@ -245,14 +245,14 @@ class Study:
                 files=tuple(f["name"] for f in source.get("files", [])),
             ),
         )
-        embedder = embedder_from_state(*_load_component(path / "embedding"))
-        cohort_config, cohort_arrays = _load_component(path / "cohorts")
+        embedder = embedder_from_state(*load_component(path / "embedding"))
+        cohort_config, cohort_arrays = load_component(path / "cohorts")
         cohorts = CohortFinder.from_state(
-            cohort_config, cohort_arrays, _read_table(path / "cohorts" / "selection.parquet")
+            cohort_config, cohort_arrays, read_table(path / "cohorts" / "selection.parquet")
         )
-        latent_map = LatentMap.from_state(*_load_component(path / "map"))
-        stability = _read_table(path / "cohorts" / "stability.parquet")
-        latent_map_3d = (LatentMap.from_state(*_load_component(path / "map3d"))
+        latent_map = LatentMap.from_state(*load_component(path / "map"))
+        stability = read_table(path / "cohorts" / "stability.parquet")
+        latent_map_3d = (LatentMap.from_state(*load_component(path / "map3d"))
                          if (path / "map3d").is_dir() else None)
         return cls(data, embedder, cohorts, latent_map, stability, manifest, path, latent_map_3d)
 
@@ -314,7 +314,7 @@ def fit_study(
         },
         "fitted": {
             "embedding_reg": float(embedder.reg_),
-            "embedding_validation": _jsonable(embedder.validation_scores_),
+            "embedding_validation": to_jsonable(embedder.validation_scores_),
             "n_cohorts": int(len(cohorts.centroids_)),
             "cohort_stability_ari": round(stability.ari, 4),
             "map_method": latent_map.method_,
@@ -323,116 +323,6 @@ def fit_study(
     }
     return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
                  latent_map_3d=latent_map_3d)
-
-
-# ----------------------------------------------------------- folder writing
-def _write_folder_atomically(path: Path, write: Callable[[Path], None], marker: str = MANIFEST) -> None:
-    """Write a folder with ``write(tmp)`` beside ``path``, then swap it into place.
-
-    ``marker`` is the file that identifies a folder of this kind (a study's
-    manifest, a soft prompt's config): any other non-empty folder is refused.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not (path / marker).is_file() and any(path.iterdir()):
-        what = "a study" if marker == MANIFEST else f"a folder with {marker}"
-        raise DataError(
-            f"folder exists and is not {what}; refusing to overwrite it",
-            file=path, expected=f"a new folder name or an existing {what.removeprefix('a ')}",
-        )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        write(tmp)
-        _fsync_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        # Two renames: a crash between them leaves the old study as .NAME.old-*,
-        # which Study.load puts back (see _recover_interrupted_swap).
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
-
-
-def _recover_interrupted_swap(path: Path, marker: str = MANIFEST) -> None:
-    if path.exists():
-        return
-    leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
-    if leftovers and (leftovers[-1] / marker).is_file():
-        os.rename(leftovers[-1], path)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file to disk and give the folder ordinary permissions.
-
-    mkdtemp and safetensors create owner-only files; a study is meant to be shared.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for item in folder.rglob("*"):
-        item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-        if item.is_file():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _save_component(folder: Path, config: dict, arrays: dict[str, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "config.json", _jsonable(config))
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "model.safetensors"))
-
-
-def _load_component(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    return _read_json(folder / "config.json"), _load_arrays(folder / "model.safetensors")
-
-
-def _load_arrays(file: Path) -> dict[str, np.ndarray]:
-    if not file.is_file():
-        raise DataError("file is missing from the study folder", file=file)
-    try:
-        return load_file(str(file))
-    except Exception as error:  # safetensors raises its own types for damaged files
-        raise DataError(f"cannot read arrays ({error})", file=file) from None
-
-
-def _read_table(file: Path) -> pd.DataFrame:
-    if not file.is_file():
-        raise DataError("file is missing from the study folder", file=file)
-    try:
-        return pd.read_parquet(file)
-    except Exception as error:  # pyarrow raises several types for damaged files
-        raise DataError(f"cannot read table ({error})", file=file) from None
-
-
-def _write_json(file: Path, value) -> None:
-    file.write_text(json.dumps(_jsonable(value), indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def _read_json(file: Path):
-    if not file.is_file():
-        raise DataError("file is missing from the study folder", file=file)
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"not valid JSON ({error})", file=file) from None
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _question_to_dict(question: Question) -> dict:

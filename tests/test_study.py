@@ -89,17 +89,17 @@ def test_save_killed_mid_write_never_corrupts_the_existing_study(study, tmp_path
     script = textwrap.dedent(f"""
         import os, signal
         import safetensors.numpy
-        from persona_engine import study as study_module
+        from persona_engine import study_folder
         from persona_engine.study import Study
         loaded = Study.load({str(folder)!r})
         calls = []
-        real_save = study_module.save_file
+        real_save = study_folder.save_file
         def save_then_die(*args, **kwargs):
             real_save(*args, **kwargs)
             calls.append(1)
             if len(calls) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
-        study_module.save_file = save_then_die
+        study_folder.save_file = save_then_die
         loaded.save({str(folder)!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -19,6 +19,7 @@ answer is the first token of the assistant's reply.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,7 +31,15 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 INSTRUCTION = "Answer with one letter."
 
 REPLY = "My answer: {option}."
-"""The answer said in words, the reply to a question asked in free form."""
+"""The answer said in words when :func:`option_sentence` cannot rephrase the question."""
+
+# Words that end the last item of an enumeration: "... or about the right amount| on welfare".
+_AFTER_ENUMERATION = {"on", "for", "in", "to", "of", "at", "with", "about", "from", "by", "into", "than"}
+_SEPARATOR = re.compile(r",?\s+or\s+|,\s*")
+_QUESTION_START = re.compile(
+    r"^(?P<aux>are|is|was|were|should|would|will|can|could|do|does|did|have|has)\s+"
+    r"(?P<subject>we|you|they|it|he|she|i|(?:the|this|our|your|their|my)\s+\w+)\s+(?P<rest>.+)$",
+    re.IGNORECASE)
 
 
 def question_text(question: Question, lettered: bool = True) -> str:
@@ -47,6 +56,74 @@ def question_text(question: Question, lettered: bool = True) -> str:
     lines += [f"{letter}. {option}" for letter, option in zip(LETTERS, question.options)]
     lines.append(INSTRUCTION)
     return "\n".join(lines)
+
+
+def option_sentence(question: Question, option: int) -> str:
+    """Option ``option`` of ``question`` said as a short first-person sentence.
+
+    A question that lists its options ("Are we spending too much, too
+    little, or about the right amount on welfare?") is turned into a
+    statement with the list replaced by the option's item: "I think we are
+    spending about the right amount on welfare." Any other question gets
+    :data:`REPLY` ("My answer: about right."). Used as the training target
+    in words and as the reference sentences of
+    :mod:`persona_engine.steer.stance`.
+    """
+    label = question.options[option]
+    text = question.text.strip().rstrip("?.! ")
+    enumeration = _enumeration(text, question.options)
+    if enumeration is None:
+        return REPLY.format(option=label)
+    start, end, items = enumeration
+    words = set(label.casefold().split())
+    overlap = [len(words & set(item.casefold().split())) for item in items]
+    item = items[overlap.index(max(overlap))] if max(overlap) > 0 else label
+    statement = text[:start] + item + text[end:]
+    inverted = _QUESTION_START.match(statement)
+    if inverted:  # "are we spending" -> "we are spending"
+        aux, subject = inverted["aux"].lower(), inverted["subject"]
+        if subject.lower() == "you":
+            subject, aux = "I", {"are": "am", "were": "was"}.get(aux, aux)
+        elif subject.lower() != "i":
+            subject = subject[0].lower() + subject[1:]
+        statement = f"{subject} {aux} {inverted['rest']}"
+    else:
+        statement = statement[0].lower() + statement[1:]
+    return f"I think {statement}."
+
+
+def _enumeration(text: str, options: Sequence[str]) -> tuple[int, int, list[str]] | None:
+    """``(start, end, items)`` of the list of options written in ``text``, or None.
+
+    The list starts where the first option is written out and runs through
+    ", item" and "or item"; the last item ends at a preposition ("on
+    welfare"). At least two items must be (or start with) options.
+    """
+    found = [m.start() for o in options if o.strip()
+             for m in [re.search(rf"\b{re.escape(o.strip())}\b", text, re.IGNORECASE)] if m]
+    if not found:
+        return None
+    items, position = [], min(found)
+    start = position
+    while True:  # items up to the one after "or"
+        separator = _SEPARATOR.search(text, position)
+        if separator is None:  # no "or": not a list of options
+            return None
+        items.append(text[position:separator.start()].strip())
+        position = separator.end()
+        if "or" in separator.group():
+            break
+    words = text[position:].split(" ")
+    cut = next((i for i, w in enumerate(words[1:], 1) if w.lower() in _AFTER_ENUMERATION), len(words))
+    last = " ".join(words[:cut])
+    items.append(last.strip())
+    end = position + len(last)
+    labels = {o.strip().casefold() for o in options}
+    written = sum(any(item.casefold() == label or item.casefold().startswith(label + " ") for label in labels)
+                  for item in items)
+    if len(items) < 2 or written < 2:
+        return None
+    return start, end, items
 
 
 def render_chat(tokenizer, messages: Sequence[dict], system: str | None = None) -> str:
@@ -163,6 +240,6 @@ def _adds_bos(tokenizer) -> bool:
 
 
 def reply_ids(tokenizer, questions: Sequence[Question]) -> tuple[tuple[tuple[int, ...], ...], ...]:
-    """Token ids of :data:`REPLY` for every option of every question: ``[question][option]``."""
-    return tuple(tuple(tuple(encode(tokenizer, REPLY.format(option=option))) for option in q.options)
+    """Token ids of :func:`option_sentence` for every option of every question: ``[question][option]``."""
+    return tuple(tuple(tuple(encode(tokenizer, option_sentence(q, i))) for i in range(q.n_options))
                  for q in questions)

@@ -26,7 +26,6 @@ weights to ``steering/``, and ``resume=True`` continues from the checkpoint
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict
@@ -42,7 +41,8 @@ from persona_engine.opinion_data import MISSING
 from persona_engine.split import HoldoutSplit, holdout_split
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
 from persona_engine.steer.training import TrainingResult, estimate_training_seconds, train_soft_prompt
-from persona_engine.study import STEERING, Study, _recover_interrupted_swap, _write_folder_atomically
+from persona_engine.study import STEERING, Study
+from persona_engine.study_folder import recover_interrupted_swap, to_jsonable, write_folder_atomically
 
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 0
@@ -159,7 +159,7 @@ def train_steering(
     runs.append({"started": started.isoformat(timespec="seconds"), "resumed": resume,
                  "seconds": round(time.perf_counter() - clock, 2),
                  "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
-                 "options": options, "result": _jsonable(asdict(result))})
+                 "options": options, "result": to_jsonable(asdict(result))})
     _write_runs(checkpoint, runs)
 
     def write(target: Path) -> None:
@@ -167,7 +167,7 @@ def train_steering(
         _write_holdout(target, test_mask)
         _write_runs(target, runs)
 
-    _write_folder_atomically(folder, write, marker=CONFIG_NAME)
+    write_folder_atomically(folder, write, marker=CONFIG_NAME, kind="soft-prompting model folder")
     shutil.rmtree(checkpoint, ignore_errors=True)
     return spm, result
 
@@ -260,7 +260,7 @@ def _study_folder(study: Study) -> Path:
 
 
 def _load_checked(folder: Path, study: Study, llm) -> SoftPromptModel:
-    _recover_interrupted_swap(folder, marker=CONFIG_NAME)
+    recover_interrupted_swap(folder, marker=CONFIG_NAME)
     spm = SoftPromptModel.from_pretrained(folder, llm)
     if spm.config.study_fingerprint != study.fingerprint:
         raise DataError("this soft prompt was trained on other embeddings than the study's "
@@ -294,12 +294,3 @@ def _read_runs(folder: Path | None) -> list[dict]:
         return []
 
 
-def _jsonable(value):
-    """NaN and infinity (a run without validation) as null, which JSON can hold."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
