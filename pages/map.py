@@ -20,4 +20,4 @@ figure.add_scatter(x=centres[:, 0], y=centres[:, 1], mode="markers+text", name="
                    text=[f"cohort {c}" for c in range(study.n_cohorts)], textposition="top center",
                    marker=dict(symbol="x", size=14, color="black"))
 figure.update_layout(xaxis_title=None, yaxis_title=None)
-st.plotly_chart(figure, use_container_width=True)
+st.plotly_chart(figure)

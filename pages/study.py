@@ -14,4 +14,4 @@ middle.metric("Questions", summary["questions"])
 right.metric("Cohorts", summary["cohorts"])
 
 st.subheader("Cohorts")
-st.dataframe(cohort_overview(study.data, study.labels), hide_index=True, use_container_width=True)
+st.dataframe(cohort_overview(study.data, study.labels), hide_index=True)
