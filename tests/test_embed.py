@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
@@ -23,36 +22,23 @@ from persona_engine.embed import (
 )
 from persona_engine.embed_training import batch_tensors
 from persona_engine.errors import DataError
+from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING, OpinionData, Question
 from persona_engine.split import holdout_split, macro_accuracy, question_majority
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
-GSS_ITEMS = ["natspac", "natenvir", "natheal", "natcity", "natcrime", "natdrug", "nateduc",
-             "natrace", "natarms", "nataid", "natfare", "natroad", "natsoc", "natmass",
-             "natpark", "natchld", "natsci", "natenrgy"]
 
 
 def gss_answers() -> tuple[np.ndarray, np.ndarray]:
     """GSS spending items as option codes: too much 0, about right 1, too little 2, -1 missing."""
-    table = pd.read_csv(SAMPLE / "gss_spending" / "gss_spending.csv")
-    values = table[GSS_ITEMS].to_numpy(dtype=float)
-    answers = np.where(np.isnan(values), MISSING, values + 1).astype(np.int16)
-    return answers, np.full(len(GSS_ITEMS), 3)
+    data = read_opinions(SAMPLE / "gss_spending")
+    return data.answers, data.n_options
 
 
 def polis_answers(conversation: str) -> tuple[np.ndarray, np.ndarray]:
-    """A Polis conversation's votes: disagree 0, pass 1, agree 2, -1 unseen.
-
-    Comments moderated out (``moderated == -1``) are dropped.
-    """
-    folder = SAMPLE / "polis" / conversation
-    votes = pd.read_csv(folder / "participants-votes.csv")
-    comments = pd.read_csv(folder / "comments.csv")
-    removed = set(comments.loc[comments["moderated"] == -1, "comment-id"].astype(str))
-    columns = [c for c in votes.columns if str(c).isdigit() and str(c) not in removed]
-    values = votes[columns].to_numpy(dtype=float)
-    answers = np.where(np.isnan(values), MISSING, values + 1).astype(np.int16)
-    return answers, np.full(len(columns), 3)
+    """A Polis conversation's votes (disagree 0, pass 1, agree 2, -1 unseen), rejected comments dropped."""
+    data = read_opinions(SAMPLE / "polis" / conversation)
+    return data.answers, data.n_options
 
 
 def mixed_answers(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
