@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from persona_engine.cli.evaluation_commands import add_parser as add_evaluation_parser
 from persona_engine.cli.steering_commands import run_ask, run_chat, run_train_steering
 from persona_engine.cli.study_commands import run_evaluate, run_fit, run_info, run_profile
 from persona_engine.errors import DataError
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for reports that record their command
     try:
         return args.run(args) or 0
     except DataError as error:
@@ -158,4 +160,6 @@ def _build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy")
     talk.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     talk.set_defaults(run=run_chat)
+
+    add_evaluation_parser(sub, [common, llm_args])
     return parser

@@ -107,6 +107,17 @@ class LetterCalibration:
                 out[row, :k] -= np.logaddexp.reduce(out[row, :k])
         return out
 
+    @classmethod
+    def from_log_probs(cls, log_probs: np.ndarray, n_options: Sequence[int]) -> "LetterCalibration":
+        """The bias seen in ``log_probs`` ``(m, n_letters)`` of ``m`` prompts with ``n_options`` ``(m,)``."""
+        log_probs, n_options = np.asarray(log_probs, dtype=np.float64), np.asarray(n_options)
+        offsets = {}
+        for k in sorted(set(n_options.tolist())):
+            chosen = log_probs[n_options == k, :k]
+            centered = chosen - chosen.mean(axis=1, keepdims=True)
+            offsets[int(k)] = centered.mean(axis=0)
+        return cls(offsets)
+
 
 def calibrate_letters(llm, questions: Sequence[Question], soft_prompt=None,
                       personas: np.ndarray | None = None, *, strength: float = 1.0,
@@ -123,12 +134,7 @@ def calibrate_letters(llm, questions: Sequence[Question], soft_prompt=None,
     question_index = np.repeat(np.arange(len(questions)), n_personas)
     rows = None if personas is None else np.tile(np.asarray(personas, dtype=np.float32), (len(questions), 1))
     log_probs = score_options(llm, encoded, question_index, soft_prompt, rows, strength=strength)
-    offsets = {}
-    for k in sorted(set(encoded.n_options)):
-        chosen = np.asarray(encoded.n_options)[question_index] == k
-        centered = log_probs[chosen, :k] - log_probs[chosen, :k].mean(axis=1, keepdims=True)
-        offsets[k] = centered.mean(axis=0)
-    return LetterCalibration(offsets)
+    return LetterCalibration.from_log_probs(log_probs, np.asarray(encoded.n_options)[question_index])
 
 
 def answer(llm, question: Question, soft_prompt=None, personas: np.ndarray | None = None, *,

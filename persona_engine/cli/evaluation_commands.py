@@ -1,0 +1,125 @@
+"""The evaluate-steering command: the harness's tables on the terminal and a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+import pandas as pd
+
+
+def run_evaluate_steering(args: argparse.Namespace) -> int:
+    from persona_engine.evaluation import EvaluationSettings, evaluate_steering, write_report
+    from persona_engine.evaluation.report import verdict
+    from persona_engine.study import Study
+
+    from persona_engine.cli.steering_commands import _load_llm
+
+    study = Study.load(args.study)
+    settings = EvaluationSettings(
+        respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
+        max_text_respondents=_limit(args.max_text_respondents),
+        max_fold_in_respondents=_limit(args.max_fold_in_respondents), train_examples=_limit(args.train_examples),
+        epochs=args.epochs, kind=args.kind, n_virtual_tokens=args.virtual_tokens, words_share=args.words_share,
+        n_bootstrap=args.bootstrap, random_state=args.seed)
+    llm = _load_llm(args.model, args.dtype)
+    started = time.perf_counter()
+    with _StageBars() as bars:
+        result = evaluate_steering(study, llm, settings, progress=bars)
+    out = args.out or study.path / "evaluation"
+    command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
+    write_report(result, out, html=not args.no_html, command=command)
+    if args.json:
+        print(json.dumps({"accuracy": result.accuracy.to_dict("records"),
+                          "fold_in": result.fold_in.to_dict("records"),
+                          "alignment_by_cohort": result.alignment_by_cohort().to_dict("records"),
+                          "facts": result.facts}, indent=2, default=str))
+        return 0
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print("Held-out answers of training respondents (macro accuracy, "
+              f"{round(100 * settings.confidence)}% bootstrap interval):")
+        print(result.accuracy.drop(columns=["calibrated"]).to_string(index=False))
+        if not result.fold_in.empty:
+            print("\nUnseen respondents placed from K answers:")
+            print(result.fold_in.to_string(index=False))
+        by_cohort = result.alignment_by_cohort()
+        if not by_cohort.empty:
+            print("\nDistribution alignment per cohort (1 = identical):")
+            print(by_cohort.pivot(index="method", columns="cohort", values="alignment").to_string())
+    print()
+    for line in verdict(result):
+        print(line.replace("**", ""))
+    print(f"\nReport written to {out} in {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+def add_parser(sub, parents) -> None:
+    evaluate = sub.add_parser(
+        "evaluate-steering", parents=parents,
+        help="measure steering like Li et al.: SPM vs text prompts vs non-LLM references",
+        description="Split the study's respondents (training / unseen) and each one's answers (seen / held "
+                    "out), refit the collaborative filter, cohorts and a soft prompt on the seen answers of the "
+                    "training respondents, then score every method on the held-out answers. Prints the tables "
+                    "and writes a report folder (Markdown, CSV, plotly HTML, settings). The max-* options "
+                    "subsample respondents to bound the time on a CPU ('all' for no limit).")
+    evaluate.add_argument("study", metavar="STUDY")
+    evaluate.add_argument("--out", default=None, metavar="FOLDER",
+                          help="report folder (default STUDY/evaluation)")
+    evaluate.add_argument("--unseen-fraction", type=float, default=0.2,
+                          help="share of respondents kept out of all training, for the fold-in table (default 0.2)")
+    evaluate.add_argument("--max-respondents", default="1500", metavar="N",
+                          help="training respondents scored by the SPM and the references (default 1500)")
+    evaluate.add_argument("--max-text-respondents", default="150", metavar="N",
+                          help="of those, respondents also asked with text prompts (default 150)")
+    evaluate.add_argument("--max-fold-in-respondents", default="200", metavar="N",
+                          help="unseen respondents scored at each K (default 200)")
+    evaluate.add_argument("--train-examples", default="3000", metavar="N",
+                          help="answers the soft prompt is trained on (default 3000)")
+    evaluate.add_argument("--epochs", type=float, default=1.0, help="passes over those answers (default 1)")
+    evaluate.add_argument("--kind", default="prefix", choices=["prefix", "prompt"],
+                          help="prefix tuning (the paper's, default) or prompt tuning")
+    evaluate.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
+    evaluate.add_argument("--words-share", type=float, default=0.0,
+                          help="share of answers taught as a sentence (default 0)")
+    evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap")
+    evaluate.add_argument("--no-html", action="store_true", help="skip the HTML figures (about 5 MB)")
+    evaluate.add_argument("--json", action="store_true", help="print the tables as JSON for scripts")
+    evaluate.set_defaults(run=run_evaluate_steering)
+
+
+def _limit(value) -> int | None:
+    if value is None or str(value).lower() in ("all", "none"):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise SystemExit(f"error: expected a number or 'all', not '{value}'") from None
+    return number
+
+
+class _StageBars:
+    """One tqdm bar per stage for ``progress(stage, done, total)`` callbacks."""
+
+    def __enter__(self):
+        self._stage, self._bar = None, None
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if stage != self._stage:
+            if self._bar is not None:
+                self._bar.close()
+            self._stage = stage
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.close()
+        return False

@@ -1,0 +1,136 @@
+"""The text-prompt baselines: what the LLM does when told about a respondent in words.
+
+Three ways to ask, as in Li et al.:
+
+``question``
+    The question alone: the same prompt for everyone.
+``demographics``
+    "About me: sex: Female; partyid: Strong democrat; ..." then the question.
+``context``
+    The respondent's answers to the 5 most similar questions they answered
+    (similarity of the question texts, by sentence embeddings; TF-IDF when
+    the encoder is not installed), then the question.
+
+Each prompt is made a :class:`~persona_engine.opinion_data.Question` whose
+text carries the preamble, so that it is asked and scored exactly like the
+soft-prompted questions (same chat template, same option letters).
+
+Small models favour some letters whatever they are asked, so each baseline
+is also reported *calibrated*: each letter's mean log-probability, measured
+on the same kind of prompt built from answers the evaluation may see
+(training respondents' seen answers), is subtracted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from persona_engine.opinion_data import MISSING, OpinionData, Question
+from persona_engine.steer.persona import LetterCalibration, score_options
+from persona_engine.steer.prompts import encode_questions
+
+MAX_CATEGORIES = 30
+AGE_NAMES = {"age", "age_years", "ageyears"}
+OPINION_DERIVED = {"polis_group", "group-id", "group_id"}
+"""Metadata computed from the answers themselves (Polis's clusters): not demographics."""
+
+
+def demographic_columns(data: OpinionData) -> list[str]:
+    """Metadata columns worth saying in a prompt.
+
+    Columns of words with 2 to 30 distinct values (party, sex, degree...)
+    and an age column; not numeric codes (the model cannot read them), not
+    identifiers, not constants, not columns derived from the answers.
+    """
+    columns = []
+    for name in data.metadata.columns:
+        values = data.metadata[name].dropna()
+        distinct = values.nunique()
+        if name.lower() in OPINION_DERIVED or distinct < 2:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(values)
+        if (numeric and name.lower() in AGE_NAMES) or (not numeric and distinct <= MAX_CATEGORIES):
+            columns.append(name)
+    return columns
+
+
+def describe_respondent(metadata: pd.Series, columns: Sequence[str]) -> str:
+    """``"About me: sex: Male; age: 43."`` from one metadata row; ``""`` when nothing is known."""
+    parts = []
+    for name in columns:
+        value = metadata.get(name)
+        if value is None or pd.isna(value):
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        parts.append(f"{name}: {value}")
+    return f"About me: {'; '.join(parts)}." if parts else ""
+
+
+def question_similarity(questions: Sequence[Question], encoder=None) -> np.ndarray:
+    """Cosine similarity of the question texts, ``(n_questions, n_questions)``.
+
+    ``encoder``: a :class:`~persona_engine.steer.stance.SentenceEncoder`; ``None``
+    tries the bundled MiniLM model and falls back to TF-IDF.
+    """
+    texts = [q.text or q.id for q in questions]
+    if encoder is None:
+        encoder = _bundled_encoder()
+    if encoder is not None:
+        vectors = encoder.encode(texts)
+        return vectors @ vectors.T
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectors = TfidfVectorizer().fit_transform(texts)
+    return (vectors @ vectors.T).toarray()
+
+
+def _bundled_encoder():
+    try:
+        from persona_engine.steer.stance import load_sentence_encoder
+
+        return load_sentence_encoder()
+    except Exception:  # not installed or unreadable: TF-IDF instead
+        return None
+
+
+def describe_answers(questions: Sequence[Question], seen: np.ndarray, question: int,
+                     similarity: np.ndarray, n_context: int = 5) -> str:
+    """The respondent's answers to the ``n_context`` questions most like ``question``.
+
+    ``seen``: that respondent's seen answers ``(n_questions,)``; the asked
+    question itself is never among them.
+    """
+    known = np.flatnonzero((np.asarray(seen) != MISSING) & (np.arange(len(questions)) != question))
+    if known.size == 0:
+        return ""
+    nearest = known[np.argsort(-similarity[question, known], kind="stable")[:n_context]]
+    lines = [f"- {questions[j].text or questions[j].id} My answer: {questions[j].options[seen[j]]}."
+             for j in nearest]
+    return "Some of my answers to other questions:\n" + "\n".join(lines)
+
+
+def prompted(question: Question, preamble: str) -> Question:
+    """``question`` with ``preamble`` said before it (same options, so the same letters)."""
+    if not preamble:
+        return question
+    return Question(question.id, f"{preamble}\n\n{question.text or question.id}", question.options,
+                    question.ordinal, question.option_values)
+
+
+def score_prompts(llm, prompts: Sequence[Question], *, batch_size: int = 16,
+                  progress: Callable | None = None) -> np.ndarray:
+    """Log-probabilities of each option of each prompt, ``(n_prompts, max_options)`` (-inf beyond)."""
+    if not prompts:
+        return np.zeros((0, 0))
+    encoded = encode_questions(llm.tokenizer, prompts)
+    log_probs = score_options(llm, encoded, np.arange(len(prompts)), batch_size=batch_size, progress=progress)
+    return log_probs[:, : max(q.n_options for q in prompts)]
+
+
+def calibration_from(log_probs: np.ndarray, n_options: Sequence[int]) -> LetterCalibration:
+    """The letter bias measured on ``log_probs`` ``(m, max_options)`` of prompts with ``n_options``."""
+    return LetterCalibration.from_log_probs(log_probs, n_options)

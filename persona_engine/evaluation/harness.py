@@ -1,0 +1,411 @@
+"""The steering evaluation, end to end: split, train, ask every method, score.
+
+:func:`evaluate_steering` re-runs the whole pipeline on the evaluation's
+training data (never on the study's own fit, whose embeddings saw every
+answer): a collaborative filter of the same kind as the study's, cohorts
+with the study's number of cohorts, and a soft-prompting model, all from
+the training group's seen answers (see :mod:`~persona_engine.evaluation.protocol`).
+Then every method answers the held-out questions:
+
+========================  ==================================================
+``question only``         LLM, the question alone (raw and calibrated)
+``demographics``          LLM, the respondent's metadata + question (when any)
+``context``               LLM, 5 similar answered questions + question
+``SPM (individual)``      soft prompt from the respondent's embedding
+``SPM (cohort)``          soft prompt from the respondent's cohort centroid
+``SPM (untrained)``       the same SPM before training (a control)
+``question majority``     each question's most common answer
+``collaborative filter``  the embedding model's most likely option
+``cohort majority``       the respondent's cohort's most common answer
+========================  ==================================================
+
+Costly methods run on subsamples of respondents (see :class:`EvaluationSettings`);
+every accuracy carries a bootstrap interval over the respondents it was
+measured on.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from persona_engine.cohort_quality import cohort_majority
+from persona_engine.cohorts import CohortFinder
+from persona_engine.embed import EMBEDDERS
+from persona_engine.evaluation import baselines
+from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
+from persona_engine.evaluation.protocol import evaluation_split, keep_answers, subsample
+from persona_engine.opinion_data import MISSING
+from persona_engine.split import question_majority
+from persona_engine.steer.persona import score_options
+from persona_engine.steer.prompts import encode_questions
+from persona_engine.steer.soft_prompt import SoftPromptModel
+from persona_engine.steer.training import train_soft_prompt
+
+Progress = Callable[[str, int, int], None]
+
+TEXT, STEERED, REFERENCE = "LLM, text prompt", "LLM, soft prompt", "no LLM"
+
+
+@dataclass
+class EvaluationSettings:
+    """Every knob of the evaluation; saved beside the report.
+
+    The ``max_*`` knobs subsample respondents to bound the time on a CPU
+    (``None``: all). Defaults keep the bundled GSS study under 15 minutes
+    on 2 cores.
+    """
+
+    respondent_fraction: float = 0.2
+    question_fraction: float = 0.2
+    min_answers: int = 5
+    max_respondents: int | None = 1500
+    """Training-group respondents scored by the SPM (individual and cohort) and the non-LLM references."""
+    max_text_respondents: int | None = 150
+    """Of those, respondents also scored by the text baselines and the untrained SPM."""
+    max_fold_in_respondents: int | None = 200
+    fold_in_k: tuple = (1, 5, 20, None)
+    """Answers used to place an unseen respondent; ``None`` is all of their seen answers."""
+    train_examples: int | None = 3000
+    val_examples: int = 256
+    """Seen answers held back from training for early stopping."""
+    epochs: float = 1.0
+    batch_size: int = 16
+    lr: float = 1e-2
+    kind: str = "prefix"
+    n_virtual_tokens: int = 1
+    words_share: float = 0.0
+    n_context: int = 5
+    calibration_prompts: int = 64
+    min_alignment_answers: int = 5
+    confidence: float = 0.95
+    n_bootstrap: int = 2000
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        self.fold_in_k = tuple(self.fold_in_k)
+
+
+@dataclass
+class EvaluationResult:
+    """The evaluation's tables and what they were measured on.
+
+    Attributes
+    ----------
+    accuracy:
+        One row per method: ``method, family, calibrated, accuracy, low,
+        high, respondents, answers``.
+    fold_in:
+        One row per (``k``, method) for unseen respondents.
+    alignment:
+        One row per (method, cohort, question): ``n`` real answers and the
+        ``alignment`` of the method's distribution with theirs.
+    settings:
+        :class:`EvaluationSettings` as a dict.
+    facts:
+        The study, model, split sizes, training run, timings, date and machine.
+    """
+
+    accuracy: pd.DataFrame
+    fold_in: pd.DataFrame
+    alignment: pd.DataFrame
+    settings: dict
+    facts: dict = field(default_factory=dict)
+
+    def alignment_by_cohort(self) -> pd.DataFrame:
+        """Mean alignment over questions, one row per method and cohort."""
+        if self.alignment.empty:
+            return pd.DataFrame(columns=["method", "cohort", "alignment", "questions"])
+        grouped = self.alignment.groupby(["method", "cohort"], sort=False)["alignment"]
+        return grouped.agg(alignment="mean", questions="count").reset_index()
+
+
+def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
+                      progress: Progress | None = None) -> EvaluationResult:
+    """Run the evaluation on ``study`` with ``llm`` (see the module docstring).
+
+    ``progress(stage, done, total)`` is called as each stage advances.
+    """
+    settings = settings or EvaluationSettings()
+    report = progress or (lambda stage, done, total: None)
+    clock, timings = time.perf_counter(), {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 1)
+        clock = now
+
+    data, seed = study.data, settings.random_state
+    questions, n_options = data.questions, data.n_options
+    split = evaluation_split(data.answers, respondent_fraction=settings.respondent_fraction,
+                             question_fraction=settings.question_fraction,
+                             min_answers=settings.min_answers, random_state=seed)
+    trained = np.flatnonzero(split.trained)
+    training_answers = split.training_answers
+
+    # -- what is learned, from the training group's seen answers only
+    report("embedding", 0, 1)
+    parameters = study.manifest.get("parameters", {})
+    embedder = EMBEDDERS[parameters.get("model", "softmax")](
+        dim=study.embeddings.shape[1], random_state=seed).fit(training_answers, n_options)
+    embeddings = np.zeros((data.n_respondents, embedder.dim), dtype=np.float32)
+    embeddings[trained] = embedder.respondent_factors_
+    weight = (training_answers != MISSING).sum(axis=1)
+    finder = CohortFinder(method=parameters.get("cohort_method", "kmeans"), n_cohorts=study.n_cohorts,
+                          random_state=seed).fit(embeddings[trained], sample_weight=weight)
+    labels = np.full(data.n_respondents, -1)
+    labels[trained] = finder.labels_
+    centroids = finder.centroids_
+    report("embedding", 1, 1)
+    lap("embedding and cohorts")
+
+    untrained = SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind,
+                                        n_virtual_tokens=settings.n_virtual_tokens, study=data.source.name,
+                                        random_state=seed)
+    untrained.set_embedding_scale(embeddings[trained])
+    spm = SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind,
+                                  n_virtual_tokens=settings.n_virtual_tokens, study=data.source.name,
+                                  random_state=seed)
+    training = train_soft_prompt(
+        llm, spm, embeddings[trained], questions, training_answers, epochs=settings.epochs,
+        batch_size=settings.batch_size, lr=settings.lr, max_examples=settings.train_examples,
+        max_val_examples=settings.val_examples, words_share=settings.words_share, random_state=seed,
+        progress=lambda step, total, info: report("training", step, total))
+    spm.eval()
+    lap("soft-prompt training")
+
+    # -- who is scored
+    scorable = trained[split.held_out[trained].any(axis=1)]
+    scored = subsample(scorable, settings.max_respondents, seed)
+    text_scored = subsample(scored, settings.max_text_respondents, seed + 1)
+    answers, held_out = data.answers, split.held_out
+    mask = np.zeros_like(held_out)
+    mask[scored] = held_out[scored]
+    text_mask = np.zeros_like(held_out)
+    text_mask[text_scored] = held_out[text_scored]
+    encoded = encode_questions(llm.tokenizer, questions)
+    log_probs: dict[str, np.ndarray] = {}  # method -> (n_respondents, n_questions, max_options)
+
+    def cells(which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.nonzero(which)
+
+    def store(method: str, rows, cols, values) -> None:
+        table = log_probs.setdefault(method, np.full(answers.shape + (encoded_width,), -np.inf))
+        values = np.asarray(values)[:, :encoded_width]
+        table[rows, cols, : values.shape[1]] = values
+
+    encoded_width = int(n_options.max())
+
+    # non-LLM references
+    majority = question_majority(training_answers, n_options)
+    predictions = {
+        "question majority": np.broadcast_to(majority, answers.shape),
+        "collaborative filter": _cf_predictions(embedder, embeddings),
+        "cohort majority": _cohort_predictions(split.seen, split.trained, labels, n_options),
+    }
+
+    # soft prompts
+    rows, cols = cells(mask)
+    report("SPM (individual)", 0, len(rows))
+    store("SPM (individual)", rows, cols, score_options(
+        llm, encoded, cols, spm, embeddings[rows],
+        progress=lambda done, total, info: report("SPM (individual)", done, total)))
+    cohort_cells = np.unique(np.stack([labels[rows], cols], axis=1), axis=0)
+    report("SPM (cohort)", 0, len(cohort_cells))
+    cohort_scores = score_options(llm, encoded, cohort_cells[:, 1], spm, centroids[cohort_cells[:, 0]])
+    lookup = {(c, j): n for n, (c, j) in enumerate(map(tuple, cohort_cells))}
+    store("SPM (cohort)", rows, cols, cohort_scores[[lookup[(labels[r], j)] for r, j in zip(rows, cols)]])
+    report("SPM (cohort)", len(cohort_cells), len(cohort_cells))
+    lap("soft-prompt answers")
+
+    # text prompts and the untrained control, on the smaller sample
+    text_rows, text_cols = cells(text_mask)
+    report("SPM (untrained)", 0, len(text_rows))
+    store("SPM (untrained)", text_rows, text_cols,
+          score_options(llm, encoded, text_cols, untrained, embeddings[text_rows]))
+    calibrated, question_only = _text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
+                                                report, store)
+    lap("text-prompt answers")
+
+    for method, table in log_probs.items():
+        predictions[method] = np.where(np.isfinite(table).any(-1), table.argmax(-1), MISSING)
+
+    bootstrap = dict(confidence=settings.confidence, n_resamples=settings.n_bootstrap, random_state=seed)
+    accuracy = []
+    for method, predicted in predictions.items():
+        family = STEERED if method.startswith("SPM") else REFERENCE if method in (
+            "question majority", "collaborative filter", "cohort majority") else TEXT
+        on = text_mask if method == "SPM (untrained)" or family == TEXT else mask
+        interval = accuracy_interval(predicted, answers, on, **bootstrap)
+        accuracy.append(_row(method, family, method in calibrated, interval, int(on.sum())))
+    order = {TEXT: 0, STEERED: 1, REFERENCE: 2}
+    accuracy = pd.DataFrame(accuracy).sort_values("family", key=lambda f: f.map(order), kind="stable")
+    accuracy = accuracy.reset_index(drop=True)
+
+    fold_in = _fold_in_table(llm, spm, embedder, encoded, split, answers, majority, settings, bootstrap,
+                             report)
+    lap("fold-in")
+    everyone = np.stack([np.bincount(col[col != MISSING], minlength=encoded_width) for col in training_answers.T])
+    distributions = {
+        "SPM (individual)": np.exp(log_probs["SPM (individual)"]),
+        "SPM (cohort)": np.exp(log_probs["SPM (cohort)"]),
+        "question only, calibrated": np.broadcast_to(np.exp(question_only)[None], answers.shape + (encoded_width,)),
+        "collaborative filter": embedder.predict_proba(embeddings)[..., :encoded_width],
+        "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None],
+                                              answers.shape + (encoded_width,)),
+    }
+    alignment_table = _alignment_table(questions, answers, distributions, labels, mask,
+                                       settings.min_alignment_answers)
+    lap("alignment")
+
+    facts = {
+        "study": data.source.name,
+        "study_path": str(study.path) if study.path else None,
+        "llm": llm.name, "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
+        "respondents": int(data.n_respondents), "questions": int(data.n_questions),
+        "training_respondents": int(split.trained.sum()), "unseen_respondents": int(split.unseen.sum()),
+        "scored_respondents": int(len(scored)), "text_scored_respondents": int(len(text_scored)),
+        "held_out_answers": int(mask.sum()), "cohorts": int(len(centroids)),
+        "demographics": baselines.demographic_columns(data),
+        "training": {"steps": training.steps, "examples": training.n_train, "stopped": training.stopped,
+                     "best_val_loss": round(float(training.best_val_loss), 4),
+                     "val_accuracy": training.history[-1]["val_accuracy"] if training.history else None,
+                     "seconds_per_step": round(training.seconds_per_step, 3)},
+        "seconds": timings, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
+        "python": platform.python_version(), "torch": torch.__version__,
+    }
+    return EvaluationResult(accuracy, fold_in, alignment_table, asdict(settings), facts)
+
+
+def _row(method, family, calibrated, interval: Interval, answers: int) -> dict:
+    return {"method": method, "family": family, "calibrated": calibrated, "accuracy": interval.mean,
+            "low": interval.low, "high": interval.high, "respondents": interval.n, "answers": answers}
+
+
+def _cf_predictions(embedder, embeddings: np.ndarray) -> np.ndarray:
+    return embedder.predict(embeddings)
+
+
+def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
+    predicted = np.full(seen.shape, MISSING, dtype=np.int64)
+    predicted[trained] = cohort_majority(seen[trained], labels[trained], n_options)
+    return predicted
+
+
+def _text_baselines(llm, study, split, trained, rows, cols, settings, report, store):
+    """Ask the text-prompt baselines.
+
+    Returns the names of the calibrated variants stored and the calibrated
+    question-only log-probabilities ``(n_questions, max_options)``.
+    """
+    data, questions = study.data, study.data.questions
+    n_options = np.asarray([q.n_options for q in questions])
+    rng = np.random.default_rng([settings.random_state, 2])
+    # Calibration prompts: training respondents' seen answers (never a scored cell).
+    seen_rows, seen_cols = np.nonzero(split.seen[trained] != MISSING)
+    pick = rng.choice(seen_rows.size, min(settings.calibration_prompts, seen_rows.size), replace=False)
+    calib_rows, calib_cols = trained[seen_rows[pick]], seen_cols[pick]
+
+    columns = baselines.demographic_columns(data)
+    similarity = baselines.question_similarity(questions) if len(rows) else None
+    preambles = {"question only": lambda r, j: ""}
+    if columns:
+        metadata = data.metadata.reset_index(drop=True)
+        preambles["demographics"] = lambda r, j: baselines.describe_respondent(metadata.iloc[r], columns)
+    preambles["context"] = lambda r, j: baselines.describe_answers(
+        questions, _without(split.seen[r], j), j, similarity, settings.n_context)
+
+    calibrated = set()
+    for name, preamble in preambles.items():
+        report(name, 0, len(rows))
+        if name == "question only":  # one prompt per question, whoever asks
+            prompts = list(questions)
+            scores = baselines.score_prompts(llm, prompts)
+            raw, calibration_scores, calibration_n = scores[cols], scores, n_options
+            question_only = baselines.calibration_from(scores, n_options).apply(scores, n_options)
+        else:
+            prompts = [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)]
+            raw = baselines.score_prompts(
+                llm, prompts, progress=lambda done, total, info: report(name, done, total))
+            calibration = [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(calib_rows, calib_cols)]
+            calibration_scores, calibration_n = baselines.score_prompts(llm, calibration), n_options[calib_cols]
+        letter_bias = baselines.calibration_from(calibration_scores, calibration_n)
+        store(f"{name}", rows, cols, raw)
+        store(f"{name}, calibrated", rows, cols, letter_bias.apply(raw, n_options[cols]))
+        calibrated.add(f"{name}, calibrated")
+        report(name, len(rows), len(rows))
+    return calibrated, question_only
+
+
+def _without(seen_row: np.ndarray, question: int) -> np.ndarray:
+    row = seen_row.copy()
+    row[question] = MISSING
+    return row
+
+
+def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings, bootstrap,
+                   report) -> pd.DataFrame:
+    """Unseen respondents placed from K of their seen answers; their held-out answers scored."""
+    unseen = subsample(np.flatnonzero(split.unseen & split.held_out.any(axis=1)),
+                       settings.max_fold_in_respondents, settings.random_state + 3)
+    rows_out = []
+    if unseen.size == 0:
+        return pd.DataFrame(columns=["k", "method", "accuracy", "low", "high", "respondents", "answers"])
+    for k in settings.fold_in_k:
+        partial, enough = keep_answers(split.seen[unseen], k, random_state=settings.random_state + 4)
+        who = unseen[enough]
+        if who.size == 0:
+            continue
+        vectors = embedder.transform(partial[enough])
+        mask = np.zeros_like(split.held_out)
+        mask[who] = split.held_out[who]
+        rows, cols = np.nonzero(mask)
+        position = {r: n for n, r in enumerate(who)}
+        index = np.asarray([position[r] for r in rows])
+        report(f"fold-in K={k or 'all'}", 0, len(rows))
+        steered = score_options(llm, encoded, cols, spm, vectors[index]).argmax(-1)
+        predicted = {
+            "SPM (individual)": steered,
+            "collaborative filter": embedder.predict(vectors)[index, cols],
+            "question majority": majority[cols],
+        }
+        for method, values in predicted.items():
+            table = np.full(split.held_out.shape, MISSING, dtype=np.int64)
+            table[rows, cols] = values
+            interval = accuracy_interval(table, truth, mask, **bootstrap)
+            rows_out.append({"k": "all" if k is None else int(k), "method": method, "accuracy": interval.mean,
+                             "low": interval.low, "high": interval.high, "respondents": interval.n,
+                             "answers": int(mask.sum())})
+    return pd.DataFrame(rows_out)
+
+
+def _alignment_table(questions, answers, distributions, labels, mask, min_answers) -> pd.DataFrame:
+    """Alignment of each method's answer distribution with each cohort's real one, per question.
+
+    ``distributions``: method -> probabilities ``(n_respondents, n_questions,
+    max_options)`` on (at least) the ``mask`` cells; a cohort's distribution
+    is their mean over its members' held-out answers to the question.
+    """
+    rows = []
+    for cohort in np.unique(labels[mask.any(axis=1)]):
+        members = labels == cohort
+        for j, question in enumerate(questions):
+            cells = np.flatnonzero(members & mask[:, j])
+            if cells.size < min_answers:
+                continue
+            real = np.bincount(answers[cells, j], minlength=question.n_options)
+            for method, probs in distributions.items():
+                model = probs[cells, j, : question.n_options].mean(axis=0)
+                rows.append({"method": method, "cohort": int(cohort), "question": question.id,
+                             "n": int(cells.size), "alignment": alignment(
+                                 model, real, ordinal=question.ordinal, values=question.option_values)})
+    return pd.DataFrame(rows, columns=["method", "cohort", "question", "n", "alignment"])

@@ -1,0 +1,108 @@
+"""Who is trained on, who is scored, and which answers stay hidden.
+
+The paper's protocol, kept strict:
+
+* respondents are split into a **training group** and an **unseen group**
+  (``respondent_fraction`` of the eligible respondents);
+* every eligible respondent's answers are split into **seen** and
+  **held-out** ones (:func:`~persona_engine.split.holdout_split`).
+
+Everything learned (the collaborative filter, the cohorts, the soft-prompting
+model, majorities, letter calibration) sees only the training group's seen
+answers. The main table scores the training group's held-out answers; the
+fold-in table places each unseen respondent from ``K`` of their seen answers
+and scores their held-out ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from persona_engine.errors import DataError
+from persona_engine.opinion_data import MISSING
+from persona_engine.split import holdout_split
+
+
+@dataclass(frozen=True)
+class EvaluationSplit:
+    """The split of one answer matrix ``(n_respondents, n_questions)``.
+
+    Attributes
+    ----------
+    seen:
+        The answers anything may learn from or condition on: held-out cells
+        set to ``MISSING``. Shape ``(n_respondents, n_questions)``.
+    held_out:
+        Bool ``(n_respondents, n_questions)``: the cells that are scored.
+    trained:
+        Bool ``(n_respondents,)``: the training group. Respondents with too
+        few answers to hold any out are always in it (and never scored).
+    """
+
+    seen: np.ndarray
+    held_out: np.ndarray
+    trained: np.ndarray
+
+    @property
+    def training_answers(self) -> np.ndarray:
+        """The training group's seen answers, ``(n_trained, n_questions)``: all that is learned from."""
+        return self.seen[self.trained]
+
+    @property
+    def unseen(self) -> np.ndarray:
+        """Bool ``(n_respondents,)``: the unseen group."""
+        return ~self.trained
+
+
+def evaluation_split(answers: np.ndarray, *, respondent_fraction: float = 0.2,
+                     question_fraction: float = 0.2, min_answers: int = 5,
+                     random_state: int = 0) -> EvaluationSplit:
+    """Split respondents into groups and each one's answers into seen and held out.
+
+    ``answers``: ``(n_respondents, n_questions)`` option codes, ``MISSING``
+    where unknown. Respondents with fewer than ``min_answers`` answers stay
+    in training with all their answers.
+    """
+    if not 0 <= respondent_fraction < 1 or not 0 < question_fraction < 1:
+        raise DataError(f"fractions {respondent_fraction} (respondents) and {question_fraction} (answers)",
+                        expected="a respondent fraction in [0, 1) and an answer fraction in (0, 1)")
+    answers = np.asarray(answers)
+    split = holdout_split(answers, fraction=question_fraction, min_answers=min_answers,
+                          random_state=random_state)
+    eligible = np.flatnonzero(split.eligible)
+    if eligible.size < 2:
+        raise DataError(f"{eligible.size} respondents with at least {min_answers} answers",
+                        expected="at least two respondents to evaluate on")
+    rng = np.random.default_rng([random_state, 1])
+    n_unseen = int(round(respondent_fraction * eligible.size))
+    trained = np.ones(answers.shape[0], dtype=bool)
+    trained[rng.choice(eligible, n_unseen, replace=False)] = False
+    return EvaluationSplit(seen=split.train_answers, held_out=split.test_mask, trained=trained)
+
+
+def keep_answers(seen: np.ndarray, k: int | None, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep ``k`` random known answers per row of ``seen`` ``(m, n_questions)`` (``None``: all).
+
+    Returns ``(partial, enough)``: the reduced answers ``(m, n_questions)``
+    and a bool ``(m,)`` of the rows that had at least ``k`` answers (the
+    others keep all of theirs and should not be counted at ``k``).
+    """
+    seen = np.asarray(seen)
+    known = seen != MISSING
+    if k is None:
+        return seen.copy(), known.any(axis=1)
+    rng = np.random.default_rng(random_state)
+    keys = np.where(known, rng.random(seen.shape), np.inf)
+    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+    partial = np.where(ranks < k, seen, MISSING).astype(seen.dtype)
+    return partial, known.sum(axis=1) >= k
+
+
+def subsample(rows: np.ndarray, limit: int | None, random_state: int) -> np.ndarray:
+    """At most ``limit`` of ``rows`` (sorted), drawn without replacement; ``None``: all."""
+    rows = np.asarray(rows)
+    if limit is None or rows.size <= limit:
+        return rows
+    return np.sort(np.random.default_rng(random_state).choice(rows, limit, replace=False))
