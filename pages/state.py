@@ -1,18 +1,130 @@
-"""UI state shared by the pages: which study is open, loaded once per process."""
+"""UI state shared by the pages: the studies folder, the open study, the language model.
 
+Heavy objects are cached once per process (``st.cache_resource``) and shared
+by every session; what a session has chosen lives in ``st.session_state``:
+
+* ``study_path``: the open study folder;
+* ``studies_folder``: where fitted studies are saved (``--studies DIR`` after
+  ``--``, else ``$PERSONA_ENGINE_STUDIES``, else the user data folder);
+* ``llm_model``: the language model for chat and steering: ``None`` for the
+  default SmolLM2, else a model folder or hub id (``$PERSONA_ENGINE_MODEL``
+  sets it for every session; tests put a tiny model's folder here);
+* ``chat_persona``: the persona handed to the Chat page, as a spec dict
+  (see :func:`persona_from_spec`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import shutil
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
+from platformdirs import user_data_dir
 
 from persona_engine.errors import DataError
-from persona_engine.study import Study
+from persona_engine.study import MANIFEST, Study
 
-DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = ROOT / "sample_data"
+DEFAULT_STUDY = SAMPLE_DATA / "studies" / "gss_spending"
+STUDIES_ENV = "PERSONA_ENGINE_STUDIES"
+MODEL_ENV = "PERSONA_ENGINE_MODEL"
+FRAME = "_frame_ran"
+"""Set by app.py each run; a page that finds it missing was opened without the frame (see guarded)."""
+WANTED = "_wanted_page"
+log = logging.getLogger("persona_engine.app")
 
 
-@st.cache_resource(show_spinner="Opening the study…")
-def load_study(path: str) -> Study:
+def _calling_page() -> str | None:
+    """The page script (``pages/NAME.py``) that is running, if any."""
+    here = Path(__file__).resolve()
+    for frame in inspect.stack(context=0):
+        path = Path(frame.filename).resolve()
+        if path.parent == here.parent and path != here and path.name != "widgets.py":
+            return f"pages/{path.name}"
+    return None
+
+
+# ------------------------------------------------------------------ studies
+def studies_folder() -> Path:
+    """Where this session saves fitted studies (created on first use)."""
+    folder = st.session_state.get("studies_folder") or os.environ.get(STUDIES_ENV) \
+        or Path(user_data_dir("persona-engine")) / "studies"
+    return Path(folder)
+
+
+def saved_studies() -> dict[str, Path]:
+    """The bundled sample study and every study in the studies folder: ``{label: folder}``."""
+    found = {f"{DEFAULT_STUDY.name} (sample)": DEFAULT_STUDY}
+    folder = studies_folder()
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if (path / MANIFEST).is_file():
+                found[path.name] = path
+    current = Path(st.session_state.get("study_path", DEFAULT_STUDY))
+    if current.resolve() not in {p.resolve() for p in found.values()}:
+        found[current.name] = current  # opened from the command line
+    return found
+
+
+def is_bundled(path) -> bool:
+    """Whether ``path`` lies in the shipped sample data (read-only for the app)."""
+    return Path(path).resolve().is_relative_to(SAMPLE_DATA.resolve())
+
+
+def new_study_path(name: str) -> Path:
+    """A free folder in the studies folder for a study called ``name``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.").lower()[:60] or "study"
+    folder = studies_folder()
+    path, n = folder / slug, 2
+    while path.exists():
+        path, n = folder / f"{slug}-{n}", n + 1
+    return path
+
+
+def writable_copy(study: Study) -> Path:
+    """The study's own folder, or for the bundled sample a copy in the studies folder."""
+    if study.path is not None and not is_bundled(study.path):
+        return Path(study.path)
+    target = new_study_path(study.data.source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(study.path, target)
+    return target
+
+
+def _stamp(path: Path) -> float:
+    """Changes whenever the study folder is rewritten (saving swaps in a new manifest)."""
+    manifest = Path(path) / MANIFEST
+    return manifest.stat().st_mtime_ns if manifest.is_file() else 0.0
+
+
+def study_stamp(study: Study) -> float:
+    """A cache key part that changes when the study's folder is rewritten."""
+    return _stamp(Path(study.path)) if study.path is not None else 0.0
+
+
+@st.cache_resource(show_spinner="Opening the study…", max_entries=8)
+def _load_study(path: str, stamp: float) -> Study:
     return Study.load(path)
+
+
+def load_study(path) -> Study:
+    return _load_study(str(path), _stamp(Path(path)))
+
+
+def open_study(path) -> None:
+    """Make ``path`` the open study of this session (the personas of the old one no longer apply)."""
+    st.session_state["study_path"] = str(path)
+    for key in ("chat_persona", "last_persona", "cursor_x", "cursor_y", "cursor_clicked", "conversation",
+                "side_by_side"):
+        st.session_state.pop(key, None)
 
 
 def current_study(stop_on_error: bool = True) -> Study | None:
@@ -25,3 +137,111 @@ def current_study(stop_on_error: bool = True) -> Study | None:
             st.error(f"Cannot open the study: {error}")
             st.stop()
         return None
+
+
+# --------------------------------------------------------------- the model
+def llm_model() -> str | None:
+    """The model chosen for this session: ``None`` is the default SmolLM2."""
+    return st.session_state.get("llm_model") or os.environ.get(MODEL_ENV) or None
+
+
+@st.cache_resource(show_spinner="Loading the language model (the first time takes ~20 s)…")
+def _load_llm(model: str | None):
+    from persona_engine.llm import load_llm
+
+    return load_llm(model)
+
+
+def get_llm():
+    return _load_llm(llm_model())
+
+
+@st.cache_resource(show_spinner="Loading the study's soft-prompting model…", max_entries=8)
+def _load_steering(study_path: str, stamp: float, model: str | None, _study: Study, _llm):
+    from persona_engine.steer.study_steering import load_steering
+
+    return load_steering(_study, _llm)
+
+
+def get_steering(study: Study, llm):
+    """``(soft prompt or None, why not)`` for the open study and this session's model."""
+    folder = study.steering_path
+    if folder is None:
+        return None, "This study has no soft-prompting model yet."
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    try:
+        return _load_steering(str(study.path), stamp, llm_model(), study, llm), None
+    except DataError as error:
+        return None, str(error)
+
+
+# ----------------------------------------------------------- training jobs
+@dataclass
+class TrainingJob:
+    """A soft-prompt training run in a background thread, shared by every session."""
+
+    thread: threading.Thread | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    step: int = 0
+    total: int = 0
+    info: dict = field(default_factory=dict)
+    error: str | None = None
+    result: object = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+@st.cache_resource
+def training_jobs() -> dict[str, TrainingJob]:
+    """``{study folder: job}``: one run per study at a time, visible to every session."""
+    return {}
+
+
+# ------------------------------------------------------------------ errors
+def sidebar() -> None:
+    """What every page shares: the study picker, the open study and the models' status.
+
+    Drawn by each page (through :func:`guarded`) rather than by app.py, so
+    that a page run on its own (AppTest, or Streamlit's ``pages/`` mode) has it too.
+    """
+    with st.sidebar:
+        studies = saved_studies()
+        paths = [p.resolve() for p in studies.values()]
+        current = st.session_state.get("study_path", str(DEFAULT_STUDY))
+        here = Path(current).resolve()
+        chosen = st.selectbox("Study", list(studies), index=paths.index(here) if here in paths else 0,
+                              key=f"study_picker_{current}")
+        if studies[chosen].resolve() != here:
+            open_study(studies[chosen])
+            st.rerun()
+        study = current_study(stop_on_error=False)
+        if study is not None:
+            steering = "trained" if study.steering_path is not None else "not trained yet"
+            st.caption(f"**{study.data.source.name}**  \n"
+                       f"{study.data.n_respondents:,} respondents · {study.data.n_questions} questions · "
+                       f"{study.n_cohorts} cohorts  \nSteering model: {steering}  \n"
+                       f"Language model: {llm_model() or 'SmolLM2-135M-Instruct (default)'}")
+
+
+@contextmanager
+def guarded():
+    """Show a page's errors as messages a social scientist can act on, never as a traceback.
+
+    Also sends a page opened without the shared frame back through app.py:
+    a fresh server that is first asked for a deep link (``/map``) runs
+    Streamlit's old ``pages/`` mode for that request, which skips app.py.
+    """
+    if not st.session_state.get(FRAME):
+        st.session_state[WANTED] = _calling_page()  # app.py switches back to it
+        st.switch_page("app.py")
+    try:
+        sidebar()
+        yield
+    except DataError as error:
+        st.error(str(error))
+    except Exception as error:  # streamlit's own st.stop / rerun are BaseExceptions and pass
+        log.exception("page error")  # the traceback goes to the server's log, not to the user
+        st.error(f"Something went wrong: {type(error).__name__}: {error}. "
+                 "Try again, or reload the page; if it persists, report it with the server's log.")

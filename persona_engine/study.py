@@ -145,7 +145,6 @@ class Study:
         """The saved soft-prompting model folder (``STUDY/steering``), or None if there is none."""
         if self.path is None:
             return None
-        recover_interrupted_swap(self.path / STEERING, marker="config.json")
         folder = self.path / STEERING
         return folder if (folder / "config.json").is_file() else None
 
@@ -216,6 +215,8 @@ class Study:
         """Read a study folder written by :meth:`save`."""
         path = Path(path)
         recover_interrupted_swap(path, marker=MANIFEST)
+        # A soft prompt saved by another process (train-steering) may have been cut off mid-swap too.
+        recover_interrupted_swap(path / STEERING, marker="config.json")
         if not (path / MANIFEST).is_file():
             raise DataError(
                 "not a Persona Engine study folder (no manifest.json)",

@@ -1,38 +1,269 @@
-"""The app's pages run on the bundled sample study without errors (Streamlit AppTest)."""
+"""The app's pages, driven by Streamlit's AppTest on the sample data.
 
+AppTest cannot click on a Plotly chart, so the map's selection handler is
+tested as the pure function it is; everything else goes through the pages.
+Chat and steering use the tiny random model of tests/tiny_llm.py (through
+``st.session_state["llm_model"]``), so no test needs the real LLM.
+"""
+
+import json
+import shutil
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the app's pages/ are not part of the installed package
+
+from pages.widgets import CURSOR, codebook_dict, codebook_rows, cursor_grid, map_selection, persona_from_spec
+from persona_engine.ingest import read_codebook, read_opinions
+from persona_engine.selection import cohort_differences, selection_labels, selection_profile
+from persona_engine.study import Study
+from tiny_llm import save_tiny_llm
+
 STUDY = ROOT / "sample_data" / "studies" / "gss_spending"
+GSS = ROOT / "sample_data" / "gss_spending"
 
 
-def open_app(study=STUDY) -> AppTest:
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+@pytest.fixture(scope="module")
+def study():
+    return Study.load(STUDY)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(save_tiny_llm(tmp_path_factory.mktemp("tiny-llm")))
+
+
+@pytest.fixture(autouse=True)
+def studies_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "studies"
+    monkeypatch.setenv("PERSONA_ENGINE_STUDIES", str(folder))
+    return folder
+
+
+def open_app(study=STUDY, page=None, **state) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     app.session_state["study_path"] = str(study)
-    return app.run()
+    for key, value in state.items():
+        app.session_state[key] = value
+    app.run()
+    if page is not None:
+        app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception, app.exception
+    return app
 
 
-def test_study_page_shows_the_sample_study_and_its_cohorts():
+def texts(elements) -> str:
+    return " ".join(str(e.value) for e in elements)
+
+
+# ------------------------------------------------------------------ frame
+def test_the_app_opens_on_the_sample_study_with_its_cohort_cards(study):
     app = open_app()
-    assert not app.exception
-    assert app.title[0].value == "GSS 2018: national spending priorities"
-    assert [m.value for m in app.metric][:2] == ["2,348", "18"]
-    overview = app.dataframe[0].value
-    assert overview["size"].sum() == 2348 and overview["label"].str.len().min() > 0
-
-
-def test_map_page_draws_every_respondent_and_can_colour_by_metadata():
-    app = open_app()
-    app.switch_page("pages/map.py").run()
-    assert not app.exception
-    assert app.title[0].value == "Latent map"
-    app.selectbox[0].select("partyid").run()
-    assert not app.exception
+    assert app.title[0].value == "Cohorts"
+    sizes = [int(m.value.replace(",", "")) for m in app.metric if m.label == "Respondents"]
+    assert sorted(sizes) == sorted(np.bincount(study.labels).tolist())
+    assert "GSS 2018" in texts(app.sidebar.markdown) + texts(app.sidebar.caption)
+    assert [b.label for b in app.get("download_button")][:2] == [
+        "Respondents with their cohort (CSV)", "Cohorts, answers and respondents (XLSX)"]
 
 
 def test_a_broken_study_path_gives_a_message_not_a_traceback(tmp_path):
     app = open_app(study=tmp_path)
-    assert not app.exception
     assert "not a Persona Engine study" in app.error[0].value
+
+
+def test_the_sidebar_lists_saved_studies_and_opens_one(studies_folder):
+    shutil.copytree(STUDY, studies_folder / "my-copy")
+    app = open_app()
+    picker = app.sidebar.selectbox[0]
+    assert picker.options == ["gss_spending (sample)", "my-copy"]
+    picker.select("my-copy").run()
+    assert not app.exception and Path(app.session_state["study_path"]) == studies_folder / "my-copy"
+
+
+def test_an_unexpected_failure_is_a_short_message_and_the_traceback_goes_to_the_log(monkeypatch, caplog):
+    import persona_engine.personas
+
+    def broken(study, point):
+        raise RuntimeError("the map's inverse is broken")
+
+    monkeypatch.setattr(persona_engine.personas, "map_point_persona", broken)
+    app = open_app(page="map")
+    assert "Something went wrong" in app.error[0].value and "inverse is broken" in app.error[0].value
+    assert "Traceback" not in " ".join(str(e.value) for e in app.error) and not app.code
+    assert any(r.exc_info and "inverse is broken" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_an_unknown_persona_is_a_message_on_the_chat_page(tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "respondent", "id": "no-such"})
+    assert "no-such" in texts(app.error) or "no-such" in texts(app.warning)
+
+
+# ------------------------------------------------------------------ data and cohorts
+def test_data_page_reads_a_sample_and_shows_its_format_and_missingness():
+    app = open_app(page="data")
+    app.selectbox(key="data_sample").select("Polis: Can there be consensus on Brexit?").run()
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Format"] == "polis" and metrics["Respondents"] == "204" and metrics["Questions"] == "50"
+    assert len(app.get("plotly_chart")) == 2  # answered share per question, answers per respondent
+
+
+def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
+    app = open_app(page="data")
+    app.selectbox(key="data_sample").select("Polis: Can there be consensus on Brexit?").run()
+    app.button[-1].click().run()  # "Find cohorts in these answers"
+    assert app.title[0].value == "Cohorts" and "Fit a new study" in texts(app.subheader)
+    app.switch_page("pages/cohorts.py").run()  # AppTest reruns the page it was last told to
+    app.selectbox(key="fit_k").select(3)
+    app.button(key="FormSubmitter:fit-Fit and save").click().run()
+    assert not app.exception, app.exception
+    saved = [p for p in studies_folder.iterdir() if (p / "manifest.json").is_file()]
+    assert len(saved) == 1 and Path(app.session_state["study_path"]) == saved[0]
+    assert Study.load(saved[0]).n_cohorts == 3
+    assert len([m for m in app.metric if m.label == "Respondents"]) == 3
+
+
+def test_the_codebook_table_round_trips_and_edits_reach_the_data():
+    book = read_codebook(GSS / "codebook.json")
+    data = read_opinions(GSS)
+    rows = codebook_rows(data, book)
+    assert set(rows["role"]) == {"id", "question", "metadata", "ignore"}
+    again = read_opinions(GSS / "gss_spending.csv", codebook=codebook_dict(rows, book))
+    assert np.array_equal(again.answers, data.answers) and again.questions == data.questions
+    rows.loc[rows["column"] == "natfare", "text"] = "Welfare?"
+    rows.loc[rows["column"] == "natspac", "role"] = "ignore"
+    edited = read_opinions(GSS / "gss_spending.csv", codebook=codebook_dict(rows, book))
+    assert edited.n_questions == data.n_questions - 1 and "natspac" not in edited.question_ids
+    assert edited.questions[edited.question_index("natfare")].text == "Welfare?"
+
+
+def test_a_codebook_the_data_contradicts_is_an_error_with_the_column():
+    book = read_codebook(GSS / "codebook.json")
+    rows = codebook_rows(read_opinions(GSS), book)
+    rows.loc[rows["column"] == "natfare", "codes"] = "7|8|9"
+    app = open_app(page="data", codebook_json=json.dumps(codebook_dict(rows, book)),
+                   codebook_for=str(GSS))
+    assert "natfare" in texts(app.error)
+
+
+# ------------------------------------------------------------------ the map
+def test_map_page_colours_by_metadata_and_by_answers():
+    app = open_app(page="map")
+    assert app.title[0].value == "Latent map"
+    for colour in ("partyid", "answer: natfare"):
+        app.selectbox(key="map_colour").select(colour).run()
+        assert not app.exception
+
+
+def test_the_selection_handler_turns_events_into_respondents_and_cursor_points():
+    assert map_selection(None) == map_selection({}) == map_selection(
+        {"points": [], "box": [], "lasso": []})
+    lasso = {"points": [{"x": 1.0, "y": 2.0, "customdata": ["17"]}, {"x": 1.5, "y": 2.5, "customdata": [CURSOR]},
+                        {"x": 1.1, "y": 2.1, "customdata": ["23"]}, {"x": 1.1, "y": 2.1, "customdata": ["17"]}],
+             "box": [], "lasso": [{"x": [0, 2, 2], "y": [0, 0, 3]}]}
+    event = map_selection(lasso)
+    assert event.respondent_ids == ("17", "23") and event.point is None
+    grid_click = map_selection({"points": [{"x": 3.25, "y": -1.5, "customdata": [CURSOR]}], "box": [], "lasso": []})
+    assert grid_click.respondent_ids == () and grid_click.point == (3.25, -1.5)
+    respondent_click = map_selection({"points": [{"x": 0.5, "y": 0.25, "customdata": ["8"]}]})
+    assert respondent_click.respondent_ids == ("8",) and respondent_click.point == (0.5, 0.25)
+
+
+def test_the_cursor_grid_covers_the_map(study):
+    coords = study.latent_map.coords_
+    grid = cursor_grid(coords, n=10)
+    assert grid.shape == (100, 2)
+    assert np.all(grid.min(axis=0) < coords.min(axis=0)) and np.all(grid.max(axis=0) > coords.max(axis=0))
+
+
+def test_a_selection_is_profiled_against_everyone(study):
+    members = study.data.respondent_ids[study.labels == 1]
+    profile = selection_profile(study.data, members)
+    assert len(profile) > 0 and (profile["share_in"] > profile["share_out"]).all()
+    assert selection_labels(study.data, members).sum() == len(members)
+    assert selection_profile(study.data, []).empty
+    with pytest.raises(Exception, match="no respondent"):
+        selection_labels(study.data, ["not-an-id"])
+    differences = cohort_differences(study.data, study.labels, 0, 1)
+    assert differences["distance"].is_monotonic_decreasing and differences["distance"].between(0, 1).all()
+
+
+def test_finding_a_respondent_and_the_latent_cursor_hand_personas_to_chat(study, tiny_model):
+    app = open_app(page="map", llm_model=tiny_model)
+    rid = str(study.data.respondent_ids[5])
+    app.text_input(key="find_respondent").input(rid).run()
+    assert f"Respondent {rid}" in texts(app.markdown)
+    app.number_input(key="cursor_x").set_value(5.0).run()
+    app.number_input(key="cursor_y").set_value(5.0).run()
+    predicted = app.dataframe[-1].value
+    assert len(predicted) == study.data.n_questions
+    [button for button in app.button if button.label == "Chat with this point"][0].click().run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Chat"
+    assert app.session_state["chat_persona"] == {"kind": "map_point", "point": [5.0, 5.0]}
+    assert persona_from_spec(study, app.session_state["chat_persona"]).source == "map_point"
+
+
+# ------------------------------------------------------------------ chat and steering
+def test_chat_streams_a_reply_beside_the_respondents_real_answers(study, tiny_model):
+    rid = str(study.data.respondent_ids[3])
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "respondent", "id": rid})
+    assert "simulation" in texts(app.info)
+    assert "unsteered" in texts(app.warning)  # the sample's soft prompt is for SmolLM2, not the tiny model
+    real = app.dataframe[0].value
+    assert dict(zip(real["question"], real["answer"])) == study.data.answer_labels(3)
+    app.chat_input[0].set_value("What should we spend more on?").run()
+    assert not app.exception, app.exception
+    roles = [m.name for m in app.chat_message]
+    assert roles == ["user", "assistant"]
+    transcript = [b for b in app.get("download_button") if "JSON" in b.label]
+    assert transcript
+
+
+def test_side_by_side_sends_one_message_to_every_persona_and_the_unsteered_model(tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model)
+    app.radio(key="chat_mode").set_value("Side by side").run()
+    app.multiselect(key="side_by_side_personas").set_value(["cohort 0", "cohort 1", "cohort 2"]).run()
+    app.chat_input[0].set_value("Hello").run()
+    assert not app.exception, app.exception
+    assert [m.name for m in app.chat_message] == ["user", "assistant"] * 4
+    assert set(app.session_state["side_by_side"]) >= {"cohort 0", "cohort 1", "cohort 2", "unsteered model"}
+
+
+def test_yourself_persona_lands_on_the_map(tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "answers", "answers": {}})
+    assert "Answer at least one question" in texts(app.info)
+    first = app.multiselect(key="you_questions").value[0]
+    app.selectbox(key=f"you_{first}").select_index(1).run()
+    assert not app.exception, app.exception
+    assert "Where you land on the map" in texts(app.markdown)
+
+
+def test_training_on_the_steer_page_saves_a_model_that_chat_then_uses(tiny_model, studies_folder):
+    app = open_app(page="steer", llm_model=tiny_model)
+    assert "No evaluation yet" in texts(app.info)
+    [b for b in app.button if b.label.startswith("Copy the study")][0].click().run()
+    copy = Path(app.session_state["study_path"])
+    assert copy.parent == studies_folder and (copy / "manifest.json").is_file()
+    shutil.rmtree(copy / "steering")
+    app.run()
+    app.number_input[0].set_value(32)
+    app.number_input[1].set_value(0.5)
+    app.button(key="FormSubmitter:train-Train").click().run()
+    deadline = time.time() + 60
+    while time.time() < deadline and not (copy / "steering" / "config.json").is_file():
+        time.sleep(0.5)
+    time.sleep(1)
+    app.run()
+    assert not app.exception, app.exception
+    assert "has a soft-prompting model" in texts(app.success)
+    assert len(app.dataframe[0].value) == 1  # one training run recorded
+    app.switch_page("pages/chat.py").run()
+    assert not app.exception and "unsteered" not in texts(app.warning)

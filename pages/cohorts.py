@@ -1,0 +1,182 @@
+"""Cohorts page: fit a study, choose k, read a card per cohort, compare two, export."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages.state import current_study, guarded, is_bundled, new_study_path, open_study, study_stamp
+from pages.widgets import share_bars
+from persona_engine.profiles import (answer_distribution, cohort_overview, consensus_questions,
+                                     distinctive_answers, metadata_composition)
+from persona_engine.selection import cohort_differences
+from persona_engine.study import fit_study
+
+STAGES = {"embedding": (0.0, 0.6, "Embedding respondents (collaborative filtering)"),
+          "cohorts": (0.6, 0.85, "Finding cohorts and checking their stability"),
+          "map": (0.85, 1.0, "Drawing the map (UMAP)")}
+
+
+def fit_and_save(data, target, **options):
+    """Fit a study with a progress bar, save it at ``target`` and open it."""
+    bar = st.progress(0.0, text="Starting…")
+
+    def progress(stage, step, total):
+        start, end, text = STAGES.get(stage, (0.0, 1.0, stage))
+        bar.progress(min(1.0, start + (end - start) * step / max(total, 1)), text=text)
+
+    study = fit_study(data, progress=progress, **options)
+    bar.progress(1.0, text=f"Saving to {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    study.save(target)
+    open_study(target)
+    st.session_state.pop("pending_data", None)
+    st.rerun()
+
+
+@st.cache_data(show_spinner="Describing the cohorts…", max_entries=8)
+def profile_tables(path: str, stamp: float, _study) -> dict:
+    data, labels = _study.data, _study.labels
+    consensus = consensus_questions(data, labels).head(3)
+    distribution = answer_distribution(data, labels).set_index(["cohort", "question_id", "answer"])["share"]
+    return {"overview": cohort_overview(data, labels), "distinctive": distinctive_answers(data, labels, top=4),
+            "consensus": consensus, "distribution": distribution,
+            "metadata": metadata_composition(data, labels)}
+
+
+def cohort_card(cohort: int, tables: dict, study) -> None:
+    row = tables["overview"].set_index("cohort").loc[cohort]
+    stability = study.stability.set_index("cohort")["jaccard"].get(cohort)
+    with st.container(border=True):
+        st.markdown(f"#### Cohort {cohort}")
+        st.caption(row["label"])
+        a, b, c = st.columns(3)
+        a.metric("Respondents", f"{int(row['size']):,}")
+        b.metric("Share", f"{row['share']:.0%}")
+        c.metric("Stability", "–" if stability is None else f"{stability:.2f}",
+                 help="Jaccard similarity over bootstrap refits: above 0.75 stable, below 0.5 it dissolves")
+        distinct = tables["distinctive"][tables["distinctive"]["cohort"] == cohort]
+        rows = distinct[["question", "answer", "share_in"]].assign(
+            share_all=[_share(tables, None, q, a) for q, a in zip(distinct["question_id"], distinct["answer"])])
+        consensus = tables["consensus"]
+        if len(consensus):
+            rows = pd.concat([rows, pd.DataFrame({
+                "question": "agreed: " + consensus["question"], "answer": consensus["answer"],
+                "share_in": [_share(tables, cohort, q, a) for q, a in zip(consensus["question_id"],
+                                                                          consensus["answer"])],
+                "share_all": consensus["overall_share"]})], ignore_index=True)
+        st.plotly_chart(share_bars(rows, f"cohort {cohort}"), key=f"card_{cohort}")
+        with st.expander("Who is in it"):
+            meta = tables["metadata"]
+            meta = meta[(meta["cohort"] == cohort) & ((meta["value"] - meta["overall"]).abs() > 0.05)]
+            st.dataframe(meta.drop(columns="cohort"), hide_index=True)
+
+
+def _share(tables, cohort, question_id, answer) -> float:
+    """A (possibly "a or b") answer's share in a cohort, or among everyone when cohort is None."""
+    shares = tables["distribution"]
+    if cohort is None:
+        overall = tables["overview"].set_index("cohort")["share"]
+        return float(sum(overall[c] * _share(tables, c, question_id, answer) for c in overall.index))
+    return float(sum(shares.get((cohort, question_id, part), 0.0) for part in answer.split(" or ")))
+
+
+def selection_figure(selection: pd.DataFrame) -> go.Figure:
+    panels = [("silhouette", "Silhouette (higher is better)"), ("bic", "BIC (lower is better)"),
+              ("inertia", "Inertia (look for the elbow)"), ("stability", "Stability (ARI, higher is better)")]
+    figure = make_subplots(rows=1, cols=4, subplot_titles=[title for _, title in panels])
+    chosen = selection[selection["chosen"]]
+    for i, (column, _) in enumerate(panels, start=1):
+        figure.add_scatter(x=selection["k"], y=selection[column], mode="lines+markers", row=1, col=i,
+                           showlegend=False, marker_color="#4C78A8")
+        figure.add_scatter(x=chosen["k"], y=chosen[column], mode="markers", row=1, col=i, showlegend=False,
+                           name="chosen k", marker=dict(color="#E45756", size=12, symbol="star"))
+    figure.update_layout(height=260, margin=dict(l=0, r=0, t=40, b=0))
+    figure.update_xaxes(title_text="k", dtick=1)
+    return figure
+
+
+def workbook(tables: dict, respondents: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+        tables["overview"].to_excel(writer, sheet_name="cohorts", index=False)
+        tables["distinctive"].to_excel(writer, sheet_name="distinctive answers", index=False)
+        tables["consensus"].to_excel(writer, sheet_name="consensus", index=False)
+        respondents.to_excel(writer, sheet_name="respondents", index=False)
+    return buffer.getvalue()
+
+
+with guarded():  # errors become messages, never tracebacks
+    st.title("Cohorts")
+    pending = st.session_state.get("pending_data")
+    if pending is not None:
+        with st.container(border=True):
+            st.subheader(f"Fit a new study on “{pending.source.name}”")
+            with st.form("fit"):
+                name = st.text_input("Study name", pending.source.name)
+                a, b, c, d = st.columns(4)
+                k = a.selectbox("Cohorts (k)", ["auto"] + list(range(2, 11)), key="fit_k")
+                method = b.selectbox("Method", ["kmeans", "gmm"])
+                dim = c.number_input("Embedding size", 2, 64, 16)
+                seed = d.number_input("Random seed", 0, 10_000, 0)
+                submitted = st.form_submit_button("Fit and save", type="primary")
+            if submitted:
+                fit_and_save(pending, new_study_path(name), n_cohorts=k, cohort_method=method, dim=int(dim),
+                             random_state=int(seed))
+            if st.button("Discard these answers"):
+                st.session_state.pop("pending_data")
+                st.rerun()
+
+    study = current_study()
+    st.caption(f"**{study.data.source.name}** · {study.data.n_respondents:,} respondents · "
+               f"{study.data.n_questions} questions · saved in `{study.path}`")
+    tables = profile_tables(str(study.path), study_stamp(study), study)
+
+    st.subheader("How many cohorts?")
+    selection = study.cohorts.selection_
+    if len(selection) > 1:
+        st.plotly_chart(selection_figure(selection), key="selection")
+        st.caption("★ the k chosen automatically: the lowest BIC among the stable choices.")
+        left, right = st.columns([1, 3])
+        k = left.selectbox("Refit with k =", list(selection["k"]),
+                           index=int(selection["chosen"].to_numpy().argmax()))
+        where = "a copy in your studies folder" if is_bundled(study.path) else "this study (its folder is replaced)"
+        right.write("")
+        if right.button(f"Refit with {k} cohorts", help=f"Fits again with the same seed and saves {where}"):
+            parameters = study.manifest.get("parameters", {})
+            target = new_study_path(f"{study.data.source.name} k{k}") if is_bundled(study.path) else study.path
+            fit_and_save(study.data, target, n_cohorts=int(k), model=parameters.get("model", "softmax"),
+                         dim=study.embeddings.shape[1], cohort_method=parameters.get("cohort_method", "kmeans"),
+                         random_state=int(parameters.get("random_state") or 0))
+    else:
+        st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
+
+    st.subheader("The cohorts")
+    columns = st.columns(2)
+    for cohort in range(study.n_cohorts):
+        with columns[cohort % 2]:
+            cohort_card(cohort, tables, study)
+
+    st.subheader("Two cohorts side by side")
+    if study.n_cohorts >= 2:
+        left, right = st.columns(2)
+        a = left.selectbox("Cohort", range(study.n_cohorts), index=0, key="compare_a")
+        b = right.selectbox("against cohort", range(study.n_cohorts), index=1, key="compare_b")
+        differences = cohort_differences(study.data, study.labels, a, b)
+        st.caption("The questions on which they differ most (total variation distance), with the answer "
+                   "whose share differs most.")
+        st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}"),
+                        key="compare")
+
+    st.subheader("Export")
+    respondents = study.respondents()
+    left, right = st.columns(2)
+    left.download_button("Respondents with their cohort (CSV)", respondents.to_csv(index=False),
+                         "respondents.csv", mime="text/csv")
+    right.download_button("Cohorts, answers and respondents (XLSX)", workbook(tables, respondents),
+                          "cohorts.xlsx",
+                          mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

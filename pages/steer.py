@@ -1,0 +1,152 @@
+"""Steer page: train the study's soft-prompting model, see its runs and its evaluation.
+
+Training runs in a background thread (one per study, shared by every
+session), so the page and other sessions stay responsive; the page polls its
+progress. Cancelling stops after the current step and saves the best weights
+so far; "continue" resumes from them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages.state import (TrainingJob, log, current_study, get_llm, guarded, is_bundled, llm_model, open_study,
+                         training_jobs, writable_copy)
+from persona_engine.errors import DataError
+from persona_engine.steer.study_steering import (CHECKPOINT, estimate_steering_seconds, steering_base_model,
+                                                 train_steering, training_runs)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def runs_table(runs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        result, options = run.get("result", {}), run.get("options", {})
+        history = [h for h in result.get("history", []) if h.get("val_loss") == result.get("best_val_loss")]
+        rows.append({"started": run.get("started"), "resumed": run.get("resumed"),
+                     "minutes": round(run.get("seconds", 0) / 60, 1), "steps": result.get("steps"),
+                     "answers trained on": result.get("n_train"), "stopped": result.get("stopped"),
+                     "best validation loss": result.get("best_val_loss"),
+                     "letter accuracy": history[0].get("val_accuracy") if history else None,
+                     "max examples": options.get("max_examples"), "epochs": options.get("epochs")})
+    return pd.DataFrame(rows)
+
+
+def train_in_background(job: TrainingJob, study, llm, options: dict) -> None:
+    def progress(step: int, total: int, info: dict) -> None:
+        job.step, job.total, job.info = step, total, dict(info)
+
+    def run() -> None:
+        try:
+            job.result = train_steering(study, llm, progress=progress, cancel=job.cancel, **options)[1]
+        except DataError as error:
+            job.error = str(error)
+        except Exception as error:  # shown on the page; the traceback goes to the server's log
+            log.exception("soft-prompt training failed")
+            job.error = f"{type(error).__name__}: {error}"
+
+    job.thread = threading.Thread(target=run, daemon=True, name="persona-steering")
+    job.thread.start()
+
+
+@st.fragment(run_every=1.0)
+def training_progress(job: TrainingJob) -> None:
+    if not job.running:
+        st.rerun()  # the whole page: the new model, the runs table
+    share = job.step / job.total if job.total else 0.0
+    text = f"Step {job.step} of {job.total or '?'}"
+    if "eta_seconds" in job.info:
+        text += f" · about {duration(job.info['eta_seconds'])} left"
+    if "loss" in job.info:
+        text += f" · loss {job.info['loss']:.3f}"
+    st.progress(share, text=text)
+    if job.cancel.is_set():
+        st.caption("Stopping after this step; the best weights so far will be saved.")
+    elif st.button("Cancel (keeps the best weights so far)"):
+        job.cancel.set()
+
+
+def evaluation_section(study) -> None:
+    # The lead plugs in persona_engine.evaluation.read_report(folder); until then only the hint shows.
+    folder = Path(study.path) / "evaluation"
+    try:
+        from persona_engine.evaluation import read_report
+    except ImportError:
+        read_report = None
+    if not folder.is_dir() or read_report is None:
+        st.info(f"No evaluation yet: run `persona-engine evaluate-steering {study.path}`")
+        return
+    report = read_report(folder)
+    for name, item in (report.items() if isinstance(report, dict) else [("Report", report)]):
+        st.markdown(f"**{name}**")
+        if isinstance(item, pd.DataFrame):
+            st.dataframe(item, hide_index=True)
+        elif hasattr(item, "to_plotly_json"):
+            st.plotly_chart(item, key=f"evaluation_{name}")
+        else:
+            st.write(item)
+
+
+with guarded():  # errors become messages, never tracebacks
+    study = current_study()
+    st.title("Steer")
+    st.caption("A soft-prompting model turns a persona vector into virtual tokens that steer the language "
+               "model; it is trained on the study's answers (20% of each respondent's answers are held out "
+               "for evaluation).")
+
+    if study.steering_path is not None:
+        st.success(f"This study has a soft-prompting model, trained for **{steering_base_model(study)}**.")
+    else:
+        st.warning("This study has no soft-prompting model yet: chat uses the unsteered model until one is trained.")
+    runs = training_runs(study)
+    if runs:
+        st.dataframe(runs_table(runs), hide_index=True)
+
+    st.subheader("Train")
+    jobs = training_jobs()
+    job = jobs.get(str(study.path))
+    if job is not None and job.running:
+        training_progress(job)
+    elif is_bundled(study.path):
+        st.info("The bundled sample study is read-only. Train on a copy in your studies folder.")
+        if st.button("Copy the study to my studies folder"):
+            open_study(writable_copy(study))
+            st.rerun()
+    else:
+        if job is not None and job.error:
+            st.error(f"Training stopped: {job.error}")
+        elif job is not None and job.result is not None:
+            st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}).")
+        resumable = study.steering_path is not None or (Path(study.path) / CHECKPOINT).is_dir()
+        with st.form("train"):
+            a, b, c = st.columns(3)
+            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 400, step=100,
+                                          help="A subsample keeps CPU training to minutes")
+            epochs = b.number_input("Epochs", 0.1, 20.0, 3.0, step=0.5)
+            kind = c.selectbox("Soft prompt", ["prefix", "prompt"], help="prefix: the paper's prefix tuning")
+            resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable)
+            estimate, train = st.columns(2)
+            wants_estimate = estimate.form_submit_button("Estimate the time")
+            wants_training = train.form_submit_button("Train", type="primary")
+        options = dict(max_examples=int(max_examples) or None, epochs=float(epochs), resume=resume,
+                       kind=None if resume else kind)
+        if wants_estimate:
+            with st.spinner("Timing two training steps…"):
+                seconds = estimate_steering_seconds(study, get_llm(), **options)
+            st.info(f"Training should take about {duration(seconds)} with {llm_model() or 'SmolLM2'}.")
+        if wants_training:
+            job = jobs[str(study.path)] = TrainingJob()
+            train_in_background(job, study, get_llm(), options)
+            st.rerun()
+
+    st.subheader("Evaluation")
+    evaluation_section(study)

@@ -1,0 +1,127 @@
+"""The app in a real browser: Data -> Cohorts -> Map -> Chat with the real default model.
+
+Starts ``streamlit run app.py`` on a free port with the bundled sample study
+and drives Debian's chromium through Playwright (sync API). Screenshots of
+each page go to tests/artifacts/. ``make test`` installs chromium when it is
+missing and we are root; without chromium the test is skipped only when we
+are not root (as root, as in CI, a missing browser is a failure).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        if os.geteuid() != 0:
+            pytest.skip("no /usr/bin/chromium and not root to install it (apt-get install chromium)")
+        pytest.fail("/usr/bin/chromium is missing: `make test` installs it (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    env = {**os.environ, "PERSONA_ENGINE_STUDIES": str(tmp_path_factory.mktemp("studies"))}
+    env.pop("PERSONA_ENGINE_MODEL", None)  # the real default model
+    streamlit = shutil.which("streamlit", path=str(Path(sys.executable).parent)) or "streamlit"
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
+    server = subprocess.Popen(
+        [streamlit, "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--", "--study", "sample_data/studies/gss_spending"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"streamlit did not start, see {log.name}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def settled(page, timeout: float = 120) -> None:
+    """Wait until the script run ends (Streamlit's running indicator goes away)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')",
+                           timeout=timeout * 1000)
+
+
+def snap(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_data_cohorts_map_chat_with_the_real_model(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{app_url}/data")
+    page.get_by_role("heading", name="Data").wait_for(timeout=90_000)
+    settled(page)
+    assert page.get_by_text("Missing answers").is_visible()
+    navigation = page.get_by_test_id("stSidebarNav").inner_text()
+    assert "Steer" in navigation and "widgets" not in navigation  # the app's frame, not a pages/ listing
+    snap(page, "data")
+
+    page.get_by_test_id("stSidebarNav").get_by_text("Cohorts").click()
+    page.get_by_role("heading", name="Cohort 0").wait_for(timeout=60_000)
+    settled(page)
+    snap(page, "cohorts")
+
+    page.get_by_test_id("stSidebarNav").get_by_text("Map").click()
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=60_000)
+    settled(page)
+    x_input = page.get_by_label("x", exact=True)
+    before = x_input.input_value()
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.click(area["x"] + area["width"] * 0.9, area["y"] + area["height"] * 0.1)
+    page.wait_for_function(f"() => document.querySelector('input[aria-label=\"x\"]').value !== '{before}'",
+                           timeout=30_000)
+    settled(page)
+    snap(page, "map")
+
+    page.get_by_role("button", name="Chat with this point").click()
+    page.get_by_role("heading", name="Chat").wait_for(timeout=60_000)
+    settled(page, timeout=180)  # the first load of the model
+    assert page.get_by_text("simulation of a persona").is_visible()
+    page.get_by_test_id("stChatInputTextArea").fill("Should the government spend more on welfare?")
+    page.keyboard.press("Enter")
+    # The transcript buttons are drawn once the streamed reply is complete.
+    page.get_by_role("button", name="Transcript (Markdown)").wait_for(timeout=180_000)
+    reply = page.get_by_test_id("stChatMessage").nth(1).get_by_test_id("stMarkdownContainer")
+    assert len(reply.inner_text().strip()) > 10
+    snap(page, "chat")
