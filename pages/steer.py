@@ -17,6 +17,7 @@ import streamlit as st
 from pages.state import (TrainingJob, log, current_study, get_llm, guarded, is_bundled, llm_model, open_study,
                          training_jobs, writable_copy)
 from persona_engine.errors import DataError
+from persona_engine.evaluation import report
 from persona_engine.steer.study_steering import (CHECKPOINT, estimate_steering_seconds, steering_base_model,
                                                  train_steering, training_runs)
 
@@ -76,24 +77,25 @@ def training_progress(job: TrainingJob) -> None:
 
 
 def evaluation_section(study) -> None:
-    # The lead plugs in persona_engine.evaluation.read_report(folder); until then only the hint shows.
+    """The study's evaluation report (``persona-engine evaluate-steering``), if it has one."""
     folder = Path(study.path) / "evaluation"
-    try:
-        from persona_engine.evaluation import read_report
-    except ImportError:
-        read_report = None
-    if not folder.is_dir() or read_report is None:
-        st.info(f"No evaluation yet: run `persona-engine evaluate-steering {study.path}`")
+    if not (folder / report.MARKER).is_file():
+        st.info(f"No evaluation yet: run `persona-engine evaluate-steering {study.path}` "
+                "(about 15 minutes on 2 CPU cores for the sample study).")
         return
-    report = read_report(folder)
-    for name, item in (report.items() if isinstance(report, dict) else [("Report", report)]):
-        st.markdown(f"**{name}**")
-        if isinstance(item, pd.DataFrame):
-            st.dataframe(item, hide_index=True)
-        elif hasattr(item, "to_plotly_json"):
-            st.plotly_chart(item, key=f"evaluation_{name}")
-        else:
-            st.write(item)
+    result = report.read_report(folder)
+    facts = result.facts
+    st.caption(f"{facts.get('date', '?')} · {facts.get('llm', '?')} ({facts.get('llm_dtype', '?')}) · "
+               f"{facts.get('scored_respondents', '?')} respondents scored on "
+               f"{facts.get('held_out_answers', '?')} held-out answers")
+    for line in report.verdict(result):
+        st.markdown(f"- {line}")
+    st.plotly_chart(report.accuracy_figure(result), key="evaluation_accuracy")
+    st.dataframe(result.accuracy, hide_index=True)
+    if not result.fold_in.empty:
+        st.plotly_chart(report.fold_in_figure(result), key="evaluation_fold_in")
+    if not result.alignment.empty:
+        st.plotly_chart(report.alignment_figure(result), key="evaluation_alignment")
 
 
 with guarded():  # errors become messages, never tracebacks

@@ -267,3 +267,29 @@ def test_training_on_the_steer_page_saves_a_model_that_chat_then_uses(tiny_model
     assert len(app.dataframe[0].value) == 1  # one training run recorded
     app.switch_page("pages/chat.py").run()
     assert not app.exception and "unsteered" not in texts(app.warning)
+
+
+def test_the_steer_page_shows_the_studys_evaluation_report(tmp_path):
+    import pandas as pd
+
+    from persona_engine.evaluation import EvaluationResult, write_report
+
+    copy = tmp_path / "gss"
+    shutil.copytree(STUDY, copy)
+    accuracy = pd.DataFrame([
+        {"method": "question only", "family": "LLM, text prompt", "calibrated": False, "accuracy": 0.14,
+         "low": 0.12, "high": 0.16, "respondents": 150, "answers": 500},
+        {"method": "SPM (individual)", "family": "LLM, soft prompt", "calibrated": False, "accuracy": 0.58,
+         "low": 0.56, "high": 0.60, "respondents": 1500, "answers": 5000},
+        {"method": "question majority", "family": "no LLM", "calibrated": False, "accuracy": 0.57,
+         "low": 0.55, "high": 0.59, "respondents": 1500, "answers": 5000},
+        {"method": "collaborative filter", "family": "no LLM", "calibrated": False, "accuracy": 0.61,
+         "low": 0.59, "high": 0.63, "respondents": 1500, "answers": 5000}])
+    empty = pd.DataFrame(columns=["method", "cohort", "question", "n", "alignment"])
+    result = EvaluationResult(accuracy, pd.DataFrame(), empty, {"confidence": 0.95}, {"date": "2026-11-25"})
+    write_report(result, copy / "evaluation", html=False)
+    app = open_app(study=copy, page="steer")
+    shown = texts(app.markdown)
+    assert "**Not met**" in shown and "question majority" in shown  # 0.58 does not clear 0.59
+    assert "3.0 points below the collaborative filter" in shown
+    assert app.dataframe[-1].value["method"].tolist() == accuracy["method"].tolist()

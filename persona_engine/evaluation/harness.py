@@ -52,6 +52,7 @@ from persona_engine.steer.training import train_soft_prompt
 Progress = Callable[[str, int, int], None]
 
 TEXT, STEERED, REFERENCE = "LLM, text prompt", "LLM, soft prompt", "no LLM"
+FOLD_IN_COLUMNS = ["k", "method", "accuracy", "low", "high", "respondents", "answers"]
 
 
 @dataclass
@@ -359,7 +360,7 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
                        settings.max_fold_in_respondents, settings.random_state + 3)
     rows_out = []
     if unseen.size == 0:
-        return pd.DataFrame(columns=["k", "method", "accuracy", "low", "high", "respondents", "answers"])
+        return pd.DataFrame(columns=FOLD_IN_COLUMNS)
     for k in settings.fold_in_k:
         partial, enough = keep_answers(split.seen[unseen], k, random_state=settings.random_state + 4)
         who = unseen[enough]
@@ -385,7 +386,7 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
             rows_out.append({"k": "all" if k is None else int(k), "method": method, "accuracy": interval.mean,
                              "low": interval.low, "high": interval.high, "respondents": interval.n,
                              "answers": int(mask.sum())})
-    return pd.DataFrame(rows_out)
+    return pd.DataFrame(rows_out, columns=FOLD_IN_COLUMNS)
 
 
 def _alignment_table(questions, answers, distributions, labels, mask, min_answers) -> pd.DataFrame:

@@ -57,7 +57,9 @@ def read_report(folder: str | Path) -> EvaluationResult:
     for name in TABLES:
         try:
             tables[name] = pd.read_csv(folder / f"{name}.csv")
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        except pd.errors.EmptyDataError:  # a table with no rows and no columns
+            tables[name] = pd.DataFrame()
+        except (OSError, pd.errors.ParserError) as error:
             raise DataError(f"cannot read the table: {error}", file=str(folder / f"{name}.csv")) from error
     return EvaluationResult(tables["accuracy"], tables["fold_in"], tables["alignment"],
                             saved.get("settings", {}), saved.get("facts", {}))
