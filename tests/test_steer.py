@@ -230,6 +230,24 @@ def test_training_learns_the_camps_answers(llm, kind, n_virtual):
     assert result.history[-1]["val_accuracy"] >= 0.9
 
 
+def test_a_teacher_distribution_is_learned_where_the_answers_say_nothing(llm):
+    """Distillation: the answers are all 'option 0', the teacher says camp 1 prefers option 2."""
+    questions = SHORT
+    embeddings, camp = two_camps()
+    answers = np.zeros((len(camp), len(questions)), dtype=np.int16)
+    teacher = np.zeros(answers.shape + (3,), dtype=np.float32)
+    teacher[camp == 0, :, 0] = 1
+    teacher[camp == 1, :, 2] = 1
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1])
+    train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=15, batch_size=16, lr=1e-2,
+                      teacher=teacher, teacher_weight=1.0, validation=0.0)
+    after = answer(llm, questions[0], spm, embeddings)
+    assert after[camp == 1, 2].mean() > after[camp == 1, 0].mean() + 0.3  # the teacher, not the answers
+    assert after[camp == 0, 0].mean() > after[camp == 0, 2].mean() + 0.3
+    with pytest.raises(DataError):
+        train_soft_prompt(llm, spm, embeddings, questions, answers, teacher=teacher[:3], max_steps=1)
+
+
 def test_reply_loss_is_teacher_forced_cross_entropy(llm):
     free = encode_questions(llm.tokenizer, SHORT, lettered=False)
     assert llm.tokenizer.decode(free.body_ids[1]).startswith("Raise taxes?<|im_end|>")

@@ -126,6 +126,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 0.01)")
     train.add_argument("--words-share", type=float, default=0.0,
                        help="share of answers taught as a sentence instead of a letter (default 0)")
+    train.add_argument("--teacher-weight", type=float, default=0.7,
+                       help="share of the letter loss taught by the collaborative filter's predicted "
+                            "distributions rather than the answer alone (default 0.7; 0 for answers only)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the saved soft prompt (or an interrupted run's checkpoint)")

@@ -22,7 +22,8 @@ def run_train_steering(args: argparse.Namespace) -> int:
     llm = _load_llm(args.model, args.dtype)
     options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, max_examples=args.max_examples,
-                   words_share=args.words_share, random_state=args.seed, resume=args.resume)
+                   words_share=args.words_share, teacher_weight=args.teacher_weight, random_state=args.seed,
+                   resume=args.resume)
     print(f"Timing two training steps of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
           f"{llm.device})...", file=sys.stderr)
     seconds = estimate_steering_seconds(study, llm, **options)

@@ -67,22 +67,24 @@ class EvaluationSettings:
     respondent_fraction: float = 0.2
     question_fraction: float = 0.2
     min_answers: int = 5
-    max_respondents: int | None = 1500
+    max_respondents: int | None = 800
     """Training-group respondents scored by the SPM (individual and cohort) and the non-LLM references."""
-    max_text_respondents: int | None = 150
+    max_text_respondents: int | None = 100
     """Of those, respondents also scored by the text baselines and the untrained SPM."""
-    max_fold_in_respondents: int | None = 200
+    max_fold_in_respondents: int | None = 150
     fold_in_k: tuple = (1, 5, 20, None)
     """Answers used to place an unseen respondent; ``None`` is all of their seen answers."""
-    train_examples: int | None = 3000
-    val_examples: int = 256
+    train_examples: int | None = 2000
+    val_examples: int = 128
     """Seen answers held back from training for early stopping."""
     epochs: float = 1.0
     batch_size: int = 16
-    lr: float = 1e-2
+    lr: float = 3e-3
     kind: str = "prefix"
     n_virtual_tokens: int = 1
     words_share: float = 0.0
+    teacher_weight: float = 0.7
+    """Share of the letter loss taught by the collaborative filter's distributions (0: answers only)."""
     n_context: int = 5
     calibration_prompts: int = 64
     min_alignment_answers: int = 5
@@ -179,6 +181,8 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         llm, spm, embeddings[trained], questions, training_answers, epochs=settings.epochs,
         batch_size=settings.batch_size, lr=settings.lr, max_examples=settings.train_examples,
         max_val_examples=settings.val_examples, words_share=settings.words_share, random_state=seed,
+        teacher=embedder.predict_proba(embeddings[trained]) if settings.teacher_weight > 0 else None,
+        teacher_weight=settings.teacher_weight,
         progress=lambda step, total, info: report("training", step, total))
     spm.eval()
     lap("soft-prompt training")
@@ -372,8 +376,10 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
         rows, cols = np.nonzero(mask)
         position = {r: n for n, r in enumerate(who)}
         index = np.asarray([position[r] for r in rows])
-        report(f"fold-in K={k or 'all'}", 0, len(rows))
-        steered = score_options(llm, encoded, cols, spm, vectors[index]).argmax(-1)
+        stage = f"fold-in K={k or 'all'}"
+        report(stage, 0, len(rows))
+        steered = score_options(llm, encoded, cols, spm, vectors[index],
+                                progress=lambda done, total, info: report(stage, done, total)).argmax(-1)
         predicted = {
             "SPM (individual)": steered,
             "collaborative filter": embedder.predict(vectors)[index, cols],

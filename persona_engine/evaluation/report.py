@@ -112,6 +112,10 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
                 f"{facts.get('unseen_respondents', '?')} respondents kept out of all training; each is placed from "
                 "K of their seen answers (only respondents with at least K count at K).", "",
                 _table(result.fold_in, ["k", "method", "accuracy", "low", "high", "respondents", "answers"]), ""]
+        shown = set(result.fold_in["k"].astype(str))
+        missing = [str(k) for k in settings.get("fold_in_k", []) if k is not None and str(k) not in shown]
+        if missing:
+            out += [f"No unseen respondent has K = {', '.join(missing)} seen answers, so those rows are absent.", ""]
     by_cohort = result.alignment_by_cohort()
     if not by_cohort.empty:
         wide = by_cohort.pivot(index="method", columns="cohort", values="alignment")

@@ -104,6 +104,7 @@ def train_steering(
     max_examples: int | None = None,
     max_val_examples: int | None = None,
     words_share: float = 0.0,
+    teacher_weight: float = 0.7,
     random_state: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     cancel=None,
@@ -126,6 +127,10 @@ def train_steering(
         ``resume``, which reuses the saved ones.
     epochs, batch_size, lr, max_examples, words_share, random_state, progress, cancel:
         As for :func:`~persona_engine.steer.train_soft_prompt`.
+    teacher_weight:
+        Share of the letter loss taught by the study's collaborative filter
+        (its ``predict_proba`` for each training answer's respondent and
+        question) rather than by the answer alone; 0 trains on the answers only.
     max_val_examples:
         Validation answers for early stopping; ``None``: 256, or a quarter of
         ``max_examples`` (at least 48) when that is smaller, so that a short
@@ -152,9 +157,11 @@ def train_steering(
     spm.save_pretrained(checkpoint)  # the starting point is the first checkpoint
     _write_holdout(checkpoint, test_mask)
     options = dict(epochs=epochs, batch_size=batch_size, lr=lr, max_examples=max_examples,
-                   max_val_examples=max_val_examples, words_share=words_share, random_state=random_state)
+                   max_val_examples=max_val_examples, words_share=words_share, teacher_weight=teacher_weight,
+                   random_state=random_state)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers,
+    teacher = study.embedder.predict_proba(study.embeddings) if teacher_weight > 0 else None
+    result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers, teacher=teacher,
                                progress=progress, cancel=cancel, checkpoint=checkpoint, **options)
     runs.append({"started": started.isoformat(timespec="seconds"), "resumed": resume,
                  "seconds": round(time.perf_counter() - clock, 2),

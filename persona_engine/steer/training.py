@@ -93,6 +93,8 @@ def train_soft_prompt(
     max_val_examples: int = 256,
     max_steps: int | None = None,
     words_share: float = 0.0,
+    teacher: np.ndarray | None = None,
+    teacher_weight: float = 0.5,
     system: str | None = None,
     random_state: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
@@ -121,6 +123,14 @@ def train_soft_prompt(
     words_share:
         Share of training examples asked in free form with the answer in
         words as the target (validation always uses letters).
+    teacher, teacher_weight:
+        Optional soft targets ``(n_respondents, n_questions, max_options)``,
+        e.g. the collaborative filter's ``predict_proba`` (fitted on the same
+        training answers). The letter loss becomes ``(1 - teacher_weight)``
+        times the cross-entropy on the answer plus ``teacher_weight`` times
+        the cross-entropy against the teacher's distribution: a full
+        distribution per example teaches more per step than one observed
+        option (distillation). Validation always scores the answers alone.
     progress:
         ``callable(step, total_steps, info)``; ``info`` holds ``loss``,
         ``eta_seconds`` (from the mean step time so far) and, after a
@@ -157,19 +167,34 @@ def train_soft_prompt(
     kind = spm.config.kind
     x = torch.as_tensor(embeddings, device=llm.device)
     y = torch.as_tensor(answer, device=llm.device)
+    if teacher is not None:
+        teacher = np.asarray(teacher, dtype=np.float32)
+        if teacher.shape[:2] != answers.shape:
+            raise DataError(f"teacher distributions of shape {teacher.shape}",
+                            expected=f"shape {answers.shape} + (options,)")
+        n_letters = len(encoded.letter_ids)
+        soft = np.zeros((len(answer), n_letters), dtype=np.float32)
+        width = min(n_letters, teacher.shape[2])
+        soft[:, :width] = teacher[respondent, question, :width]
+        soft = torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=llm.device)
     spoken = rng.random(len(answer)) < words_share  # examples taught in words
     if spoken.any():
         free = encode_questions(llm.tokenizer, questions, system, lettered=False)
         replies = reply_ids(llm.tokenizer, questions)
 
-    def loss_on(rows: np.ndarray) -> tuple[torch.Tensor, int, int]:
+    def loss_on(rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
         """Mean loss over ``rows``, and letter hits and letter examples among them."""
         letters, words = rows[~spoken[rows]], rows[spoken[rows]]
         loss, hits = 0.0, 0
         if len(letters):
             logits = letter_logits(llm, context, encoded, question[letters], spm(x[respondent[letters]]),
                                    kind=kind)
-            loss = loss + F.cross_entropy(logits, y[letters], reduction="sum")
+            hard = F.cross_entropy(logits, y[letters], reduction="sum")
+            if teacher is not None and training:
+                log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
+                distilled = -(soft[letters] * log_p).sum()
+                hard = (1 - teacher_weight) * hard + teacher_weight * distilled
+            loss = loss + hard
             hits = int((logits.argmax(-1) == y[letters]).sum())
         if len(words):
             loss = loss + len(words) * reply_loss(
@@ -185,7 +210,7 @@ def train_soft_prompt(
         with torch.no_grad():
             for start in range(0, n_val, batch_size):
                 rows = val[start:start + batch_size]
-                loss, batch_hits, batch_asked = loss_on(rows)
+                loss, batch_hits, batch_asked = loss_on(rows, training=False)
                 total_loss += loss.item() * len(rows)
                 hits, asked = hits + batch_hits, asked + batch_asked
         spm.train()
