@@ -248,7 +248,7 @@ def test_yourself_persona_lands_on_the_map(tiny_model):
 
 def test_training_on_the_steer_page_saves_a_model_that_chat_then_uses(tiny_model, studies_folder):
     app = open_app(page="steer", llm_model=tiny_model)
-    assert "No evaluation yet" in texts(app.info)
+    assert "individual SPM" in texts(app.markdown)  # the sample study's evaluation report and its verdict
     [b for b in app.button if b.label.startswith("Copy the study")][0].click().run()
     copy = Path(app.session_state["study_path"])
     assert copy.parent == studies_folder and (copy / "manifest.json").is_file()
