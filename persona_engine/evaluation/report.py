@@ -77,7 +77,7 @@ def verdict(result: EvaluationResult) -> list[str]:
     missed = [m for m in rivals.index if m not in beaten]
     if missed:
         lines.append(f"**Not met**: the individual SPM ({spm['accuracy']:.3f}) does not beat "
-                     f"{', '.join(missed)} with non-overlapping {_confidence(result)} intervals.")
+                     f"{'; '.join(missed)} with non-overlapping {_confidence(result)} intervals.")
     else:
         lines.append(f"**Met**: the individual SPM ({spm['accuracy']:.3f}, {spm['low']:.3f}–{spm['high']:.3f}) "
                      f"beats every text-prompt baseline and the question majority with non-overlapping "
