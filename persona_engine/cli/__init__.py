@@ -109,26 +109,28 @@ def _build_parser() -> argparse.ArgumentParser:
     llm_args.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                           help="weights' number format (default float32 on CPU, bfloat16 on a GPU)")
 
+    spm_args = argparse.ArgumentParser(add_help=False)  # shared by train-steering and evaluate-steering
+    spm_args.add_argument("--kind", default=None, choices=["prefix", "prompt"],
+                          help="prefix tuning (the paper's, default) or prompt tuning")
+    spm_args.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
+    spm_args.add_argument("--words-share", type=float, default=0.0,
+                          help="share of answers taught as a sentence instead of a letter (default 0)")
+    spm_args.add_argument("--teacher-weight", type=float, default=0.7,
+                          help="share of the letter loss taught by the collaborative filter's predicted "
+                               "distributions rather than the answer alone (default 0.7; 0 for answers only)")
+
     train = sub.add_parser(
-        "train-steering", parents=[common, llm_args],
+        "train-steering", parents=[common, llm_args, spm_args],
         help="train the soft prompt that steers the LLM toward any persona of a study",
         description="Train the soft-prompting model on the study's training answers (20% of each "
                     "respondent's answers stay held out) and save it in STUDY/steering. Prints a time "
                     "estimate first; Ctrl-C stops early and keeps the best weights so far.")
     train.add_argument("study", metavar="STUDY")
-    train.add_argument("--kind", default=None, choices=["prefix", "prompt"],
-                       help="prefix tuning (the paper's, default) or prompt tuning")
-    train.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
     train.add_argument("--epochs", type=float, default=1.0, help="passes over the answers (default 1)")
     train.add_argument("--max-examples", type=int, default=None, metavar="N",
                        help="train on a random subsample of N answers (faster on a CPU)")
     train.add_argument("--batch-size", type=int, default=16, help="answers per step (default 16)")
     train.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 0.01)")
-    train.add_argument("--words-share", type=float, default=0.0,
-                       help="share of answers taught as a sentence instead of a letter (default 0)")
-    train.add_argument("--teacher-weight", type=float, default=0.7,
-                       help="share of the letter loss taught by the collaborative filter's predicted "
-                            "distributions rather than the answer alone (default 0.7; 0 for answers only)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the saved soft prompt (or an interrupted run's checkpoint)")
@@ -164,5 +166,5 @@ def _build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     talk.set_defaults(run=run_chat)
 
-    add_evaluation_parser(sub, [common, llm_args])
+    add_evaluation_parser(sub, [common, llm_args, spm_args])
     return parser

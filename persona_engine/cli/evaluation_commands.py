@@ -23,7 +23,7 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
         respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
         max_text_respondents=_limit(args.max_text_respondents),
         max_fold_in_respondents=_limit(args.max_fold_in_respondents), train_examples=_limit(args.train_examples),
-        epochs=args.epochs, kind=args.kind, n_virtual_tokens=args.virtual_tokens, words_share=args.words_share,
+        epochs=args.epochs, kind=args.kind or "prefix", n_virtual_tokens=args.virtual_tokens, words_share=args.words_share,
         teacher_weight=args.teacher_weight, lr=args.lr,
         n_bootstrap=args.bootstrap, random_state=args.seed)
     llm = _load_llm(args.model, args.dtype)
@@ -81,14 +81,6 @@ def add_parser(sub, parents) -> None:
                           help="answers the soft prompt is trained on (default 2000)")
     evaluate.add_argument("--epochs", type=float, default=1.0, help="passes over those answers (default 1)")
     evaluate.add_argument("--lr", type=float, default=3e-3, help="the soft prompt's learning rate (default 0.003)")
-    evaluate.add_argument("--kind", default="prefix", choices=["prefix", "prompt"],
-                          help="prefix tuning (the paper's, default) or prompt tuning")
-    evaluate.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
-    evaluate.add_argument("--words-share", type=float, default=0.0,
-                          help="share of answers taught as a sentence (default 0)")
-    evaluate.add_argument("--teacher-weight", type=float, default=0.7,
-                          help="share of the soft prompt's letter loss taught by the collaborative filter "
-                               "(default 0.7; 0 for the paper's loss on the answers alone)")
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap")
     evaluate.add_argument("--no-html", action="store_true", help="skip the HTML figures (about 5 MB)")
