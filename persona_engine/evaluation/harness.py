@@ -167,21 +167,22 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     labels = np.full(data.n_respondents, -1)
     labels[trained] = finder.labels_
     centroids = finder.centroids_
+    width = int(n_options.max())  # options of the longest question
+    cf_probs = embedder.predict_proba(embeddings)[..., :width]  # (n_respondents, n_questions, width)
     report("embedding", 1, 1)
     lap("embedding and cohorts")
 
-    untrained = SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind,
-                                        n_virtual_tokens=settings.n_virtual_tokens, study=data.source.name,
-                                        random_state=seed)
+    def fresh_spm() -> SoftPromptModel:
+        return SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind, study=data.source.name,
+                                       n_virtual_tokens=settings.n_virtual_tokens, random_state=seed)
+
+    untrained, spm = fresh_spm(), fresh_spm()
     untrained.set_embedding_scale(embeddings[trained])
-    spm = SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind,
-                                  n_virtual_tokens=settings.n_virtual_tokens, study=data.source.name,
-                                  random_state=seed)
     training = train_soft_prompt(
         llm, spm, embeddings[trained], questions, training_answers, epochs=settings.epochs,
         batch_size=settings.batch_size, lr=settings.lr, max_examples=settings.train_examples,
         max_val_examples=settings.val_examples, words_share=settings.words_share, random_state=seed,
-        teacher=embedder.predict_proba(embeddings[trained]) if settings.teacher_weight > 0 else None,
+        teacher=cf_probs[trained] if settings.teacher_weight > 0 else None,
         teacher_weight=settings.teacher_weight,
         progress=lambda step, total, info: report("training", step, total))
     spm.eval()
@@ -199,26 +200,21 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     encoded = encode_questions(llm.tokenizer, questions)
     log_probs: dict[str, np.ndarray] = {}  # method -> (n_respondents, n_questions, max_options)
 
-    def cells(which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.nonzero(which)
-
     def store(method: str, rows, cols, values) -> None:
-        table = log_probs.setdefault(method, np.full(answers.shape + (encoded_width,), -np.inf))
-        values = np.asarray(values)[:, :encoded_width]
+        table = log_probs.setdefault(method, np.full(answers.shape + (width,), -np.inf))
+        values = np.asarray(values)[:, :width]
         table[rows, cols, : values.shape[1]] = values
-
-    encoded_width = int(n_options.max())
 
     # non-LLM references
     majority = question_majority(training_answers, n_options)
     predictions = {
         "question majority": np.broadcast_to(majority, answers.shape),
-        "collaborative filter": _cf_predictions(embedder, embeddings),
+        "collaborative filter": cf_probs.argmax(-1),
         "cohort majority": _cohort_predictions(split.seen, split.trained, labels, n_options),
     }
 
     # soft prompts
-    rows, cols = cells(mask)
+    rows, cols = np.nonzero(mask)
     report("SPM (individual)", 0, len(rows))
     store("SPM (individual)", rows, cols, score_options(
         llm, encoded, cols, spm, embeddings[rows],
@@ -232,7 +228,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     lap("soft-prompt answers")
 
     # text prompts and the untrained control, on the smaller sample
-    text_rows, text_cols = cells(text_mask)
+    text_rows, text_cols = np.nonzero(text_mask)
     report("SPM (untrained)", 0, len(text_rows))
     store("SPM (untrained)", text_rows, text_cols,
           score_options(llm, encoded, text_cols, untrained, embeddings[text_rows]))
@@ -258,14 +254,14 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     fold_in = _fold_in_table(llm, spm, embedder, encoded, split, answers, majority, settings, bootstrap,
                              report)
     lap("fold-in")
-    everyone = np.stack([np.bincount(col[col != MISSING], minlength=encoded_width) for col in training_answers.T])
+    everyone = np.stack([np.bincount(col[col != MISSING], minlength=width) for col in training_answers.T])
     distributions = {
         "SPM (individual)": np.exp(log_probs["SPM (individual)"]),
         "SPM (cohort)": np.exp(log_probs["SPM (cohort)"]),
-        "question only, calibrated": np.broadcast_to(np.exp(question_only)[None], answers.shape + (encoded_width,)),
-        "collaborative filter": embedder.predict_proba(embeddings)[..., :encoded_width],
+        "question only, calibrated": np.broadcast_to(np.exp(question_only)[None], answers.shape + (width,)),
+        "collaborative filter": cf_probs,
         "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None],
-                                              answers.shape + (encoded_width,)),
+                                              answers.shape + (width,)),
     }
     alignment_table = _alignment_table(questions, answers, distributions, labels, mask,
                                        settings.min_alignment_answers)
@@ -294,10 +290,6 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
 def _row(method, family, calibrated, interval: Interval, answers: int) -> dict:
     return {"method": method, "family": family, "calibrated": calibrated, "accuracy": interval.mean,
             "low": interval.low, "high": interval.high, "respondents": interval.n, "answers": answers}
-
-
-def _cf_predictions(embedder, embeddings: np.ndarray) -> np.ndarray:
-    return embedder.predict(embeddings)
 
 
 def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
