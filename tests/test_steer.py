@@ -23,7 +23,7 @@ from persona_engine.steer import (
     question_text,
     train_soft_prompt,
 )
-from persona_engine.steer.injection import encode_context
+from persona_engine.steer.injection import Prompts
 from persona_engine.steer.persona import letter_logits
 from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
 from persona_engine.steer.training import reply_loss
@@ -32,6 +32,8 @@ from tiny_llm import tiny_llm
 torch.set_num_threads(1)
 GSS = Path(__file__).resolve().parents[1] / "sample_data" / "gss_spending"
 KINDS = [("prefix", 1), ("prompt", 3)]
+# Every soft prompt form in both placements (before the question, before the reply).
+FORMS = [(kind, n, placement) for placement in ("question", "reply") for kind, n in KINDS]
 
 
 def gss_questions(n: int | None = None) -> list[Question]:
@@ -59,8 +61,9 @@ def questions():
     return gss_questions(3) + [Question("short", "Tea?", ("yes", "no"), ordinal=False)]
 
 
-def spm_for(llm, kind, n_virtual, dim=4, seed=0):
-    spm = SoftPromptModel.for_llm(llm, dim, kind=kind, n_virtual_tokens=n_virtual, study="test")
+def spm_for(llm, kind, n_virtual, dim=4, seed=0, placement="question"):
+    spm = SoftPromptModel.for_llm(llm, dim, kind=kind, n_virtual_tokens=n_virtual, study="test",
+                                  placement=placement)
     # A trained SPM's outputs vary with the persona; the fresh one barely does.
     torch.manual_seed(seed)
     torch.nn.init.normal_(spm.mlp[2].weight, std=0.5)
@@ -93,12 +96,12 @@ def test_context_is_shared_and_body_holds_the_question(llm, questions):
 
 
 # ------------------------------------------------------------------ mechanics
-@pytest.mark.parametrize("kind,n_virtual", KINDS)
-def test_gradients_reach_only_the_soft_prompt_model(llm, questions, kind, n_virtual):
-    spm = spm_for(llm, kind, n_virtual)
+@pytest.mark.parametrize("kind,n_virtual,placement", FORMS)
+def test_gradients_reach_only_the_soft_prompt_model(llm, questions, kind, n_virtual, placement):
+    spm = spm_for(llm, kind, n_virtual, placement=placement)
     encoded = encode_questions(llm.tokenizer, questions)
-    context = encode_context(llm, encoded.context_ids)
-    logits = letter_logits(llm, context, encoded, [0, 3], spm(torch.randn(2, 4)), kind=kind)
+    prompts = Prompts.for_questions(llm, encoded, placement)
+    logits = letter_logits(llm, prompts, [0, 3], spm(torch.randn(2, 4)), kind=kind)
     torch.nn.functional.cross_entropy(logits, torch.tensor([2, 1])).backward()
     assert all(p.grad is None and not p.requires_grad for p in llm.model.parameters())
     grads = [p.grad for p in spm.parameters()]
@@ -106,27 +109,41 @@ def test_gradients_reach_only_the_soft_prompt_model(llm, questions, kind, n_virt
     assert all(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("kind,n_virtual", KINDS)
-def test_batched_equals_unbatched(llm, questions, kind, n_virtual):
-    spm = spm_for(llm, kind, n_virtual)
+@pytest.mark.parametrize("kind,n_virtual,placement", FORMS)
+def test_batched_equals_unbatched(llm, questions, kind, n_virtual, placement):
+    spm = spm_for(llm, kind, n_virtual, placement=placement)
     encoded = encode_questions(llm.tokenizer, questions)
-    context = encode_context(llm, encoded.context_ids)
+    prompts = Prompts.for_questions(llm, encoded, placement)
     personas = torch.randn(4, 4)
     rows = [3, 0, 2, 1]  # questions of different lengths: left padding in the batch
     with torch.no_grad():
         soft = spm(personas)
-        batched = letter_logits(llm, context, encoded, rows, soft, kind=kind)
-        single = torch.cat([letter_logits(llm, context, encoded, [q], soft[i:i + 1], kind=kind)
+        batched = letter_logits(llm, prompts, rows, soft, kind=kind)
+        single = torch.cat([letter_logits(llm, prompts, [q], soft[i:i + 1], kind=kind)
                             for i, q in enumerate(rows)])
     torch.testing.assert_close(finite(batched), finite(single), rtol=1e-5, atol=1e-5)
     assert torch.isinf(batched[0, 2]) and torch.isfinite(batched[1, 2])  # 2 options vs 3
 
 
-@pytest.mark.parametrize("kind,n_virtual", KINDS)
-def test_strength_zero_is_the_unsteered_model(llm, questions, kind, n_virtual):
-    spm = spm_for(llm, kind, n_virtual)
+def test_reply_placement_runs_only_the_reply_opening_per_persona(llm, questions):
     encoded = encode_questions(llm.tokenizer, questions)
-    context = encode_context(llm, encoded.context_ids)
+    cached = Prompts.for_questions(llm, encoded, "reply")
+    uncached = Prompts.for_questions(llm, encoded, "reply", max_cache_bytes=0)  # computed per batch
+    assert llm.tokenizer.decode(cached.bodies[0]) == "<|im_end|>\n<|im_start|>assistant\n"
+    assert all(h + b == encoded.body_ids[i] for i, (h, b) in enumerate(zip(cached.heads, cached.bodies)))
+    spm = spm_for(llm, "prefix", 2, placement="reply")
+    with torch.no_grad():
+        soft = spm(torch.randn(3, 4))
+        a = letter_logits(llm, cached, [3, 0, 1], soft)
+        b = letter_logits(llm, uncached, [3, 0, 1], soft)
+    torch.testing.assert_close(finite(a), finite(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,n_virtual,placement", FORMS)
+def test_strength_zero_is_the_unsteered_model(llm, questions, kind, n_virtual, placement):
+    spm = spm_for(llm, kind, n_virtual, placement=placement)
+    encoded = encode_questions(llm.tokenizer, questions)
+    prompts = Prompts.for_questions(llm, encoded, placement)
     rows = [0, 3]
     letters = list(encoded.letter_ids)
     with torch.no_grad():
@@ -134,9 +151,9 @@ def test_strength_zero_is_the_unsteered_model(llm, questions, kind, n_virtual):
         # The plain model on the whole prompt in one piece, no splitting, no padding.
         plain = [llm.model(input_ids=torch.tensor([encoded.context_ids + encoded.body_ids[q]])).logits[0, -1]
                  for q in rows]
-        zero = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=0.0)
-        full = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=1.0)
-        faint = letter_logits(llm, context, encoded, rows, soft, kind=kind, strength=1e-6)
+        zero = letter_logits(llm, prompts, rows, soft, kind=kind, strength=0.0)
+        full = letter_logits(llm, prompts, rows, soft, kind=kind, strength=1.0)
+        faint = letter_logits(llm, prompts, rows, soft, kind=kind, strength=1e-6)
     for i, q in enumerate(rows):
         k = encoded.n_options[q]
         torch.testing.assert_close(zero[i, :k], plain[i][letters[:k]], rtol=1e-5, atol=1e-5)
@@ -144,7 +161,10 @@ def test_strength_zero_is_the_unsteered_model(llm, questions, kind, n_virtual):
             torch.testing.assert_close(faint[i, :k], plain[i][letters[:k]], rtol=1e-4, atol=1e-4)
     gap_full = (finite(full) - finite(zero)).abs().max()
     assert gap_full > 1e-3  # the soft prompt does something
-    assert (finite(faint) - finite(zero)).abs().max() < gap_full
+    if kind == "prefix" or placement == "question":
+        # Prompt tuning's virtual tokens also move the few tokens after them by P positions,
+        # a change that strength does not undo (see persona_engine.steer.injection).
+        assert (finite(faint) - finite(zero)).abs().max() < gap_full
 
 
 def test_save_and_load_round_trip(llm, tmp_path):
@@ -209,13 +229,14 @@ def two_camps(n: int = 24, dim: int = 4):
     return embeddings, camp
 
 
-@pytest.mark.parametrize("kind,n_virtual", KINDS)
-def test_training_learns_the_camps_answers(llm, kind, n_virtual):
+@pytest.mark.parametrize("kind,n_virtual,placement", [*[(*k, "question") for k in KINDS], ("prefix", 2, "reply")])
+def test_training_learns_the_camps_answers(llm, kind, n_virtual, placement):
     questions = SHORT  # byte-level tokens: short questions keep the tiny test fast
     embeddings, camp = two_camps()
     answers = np.where(camp[:, None] == 0, 0, 2).repeat(len(questions), axis=1).astype(np.int16)
     answers[0, 1] = MISSING  # unknown cells are not examples
-    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1], kind=kind, n_virtual_tokens=n_virtual)
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1], kind=kind, n_virtual_tokens=n_virtual,
+                                  placement=placement)
     before = answer(llm, questions[0], spm, embeddings)
     calls = []
     result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=15, batch_size=16, lr=1e-2,
@@ -256,8 +277,7 @@ def test_reply_loss_is_teacher_forced_cross_entropy(llm):
     pairs = [(0, 0), (1, 2), (3, 1)]  # (question, option): replies of different lengths
     targets = [replies[q][a] for q, a in pairs]
     with torch.no_grad():
-        loss = reply_loss(llm, encode_context(llm, free.context_ids), free, targets,
-                          np.array([q for q, _ in pairs]), None)
+        loss = reply_loss(llm, Prompts.for_questions(llm, free), targets, np.array([q for q, _ in pairs]), None)
         total, count = 0.0, 0
         for (q, _), reply in zip(pairs, targets):
             sequence = free.context_ids + free.body_ids[q] + reply
@@ -314,8 +334,9 @@ def test_unsteered_chat_matches_generate(llm):
     assert "".join(pieces) == expected
 
 
-def test_steered_chat_is_thread_safe_and_steered(llm):
-    spm = spm_for(llm, "prefix", 1, seed=3)
+@pytest.mark.parametrize("placement", ["question", "reply"])
+def test_steered_chat_is_thread_safe_and_steered(llm, placement):
+    spm = spm_for(llm, "prefix", 1, seed=3, placement=placement)
     torch.nn.init.normal_(spm.mlp[2].bias, std=2.0)  # a strong soft prompt, to see it act
     personas = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
     messages = [{"role": "user", "content": "What do you think about taxes?"}]
@@ -376,8 +397,8 @@ def test_letter_logits_are_the_same_through_either_head(questions):
     encoded = encode_questions(fast.tokenizer, questions)
     with torch.no_grad():
         soft = spm(torch.randn(2, 4))
-        a = letter_logits(fast, encode_context(fast, encoded.context_ids), encoded, [0, 3], soft)
-        b = letter_logits(slow, encode_context(slow, encoded.context_ids), encoded, [0, 3], soft)
+        a = letter_logits(fast, Prompts.for_questions(fast, encoded), [0, 3], soft)
+        b = letter_logits(slow, Prompts.for_questions(slow, encoded), [0, 3], soft)
     torch.testing.assert_close(finite(a), finite(b), rtol=1e-5, atol=1e-5)
 
 

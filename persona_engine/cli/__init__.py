@@ -113,6 +113,9 @@ def _build_parser() -> argparse.ArgumentParser:
     spm_args.add_argument("--kind", default=None, choices=["prefix", "prompt"],
                           help="prefix tuning (the paper's, default) or prompt tuning")
     spm_args.add_argument("--virtual-tokens", type=int, default=1, help="virtual tokens (default 1)")
+    spm_args.add_argument("--placement", default="question", choices=["question", "reply"],
+                          help="where the virtual tokens go: before the question (the paper's, default) or "
+                               "right before the reply (the question is read once for all personas: faster)")
     spm_args.add_argument("--words-share", type=float, default=0.0,
                           help="share of answers taught as a sentence instead of a letter (default 0)")
     spm_args.add_argument("--teacher-weight", type=float, default=0.7,

@@ -20,7 +20,8 @@ def run_train_steering(args: argparse.Namespace) -> int:
 
     study = Study.load(args.study)
     llm = _load_llm(args.model, args.dtype)
-    options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, epochs=args.epochs,
+    options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
+                   epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, max_examples=args.max_examples,
                    words_share=args.words_share, teacher_weight=args.teacher_weight, random_state=args.seed,
                    resume=args.resume)

@@ -82,6 +82,8 @@ class EvaluationSettings:
     lr: float = 3e-3
     kind: str = "prefix"
     n_virtual_tokens: int = 1
+    placement: str = "question"
+    """Where the soft prompt goes: ``"question"`` (the paper's) or ``"reply"``."""
     words_share: float = 0.0
     teacher_weight: float = 0.7
     """Share of the letter loss taught by the collaborative filter's distributions (0: answers only)."""
@@ -174,7 +176,8 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
 
     def fresh_spm() -> SoftPromptModel:
         return SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind, study=data.source.name,
-                                       n_virtual_tokens=settings.n_virtual_tokens, random_state=seed)
+                                       n_virtual_tokens=settings.n_virtual_tokens,
+                                       placement=settings.placement, random_state=seed)
 
     untrained, spm = fresh_spm(), fresh_spm()
     untrained.set_embedding_scale(embeddings[trained])

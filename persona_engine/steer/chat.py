@@ -22,8 +22,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from persona_engine.steer.injection import decode_step, encode_context, steered_forward
-from persona_engine.steer.prompts import encode, split_chat
+from persona_engine.steer.injection import Prompts, decode_step, steered_forward
+from persona_engine.steer.prompts import encode, reply_opening, split_chat, tail_length
 
 
 def chat(
@@ -97,15 +97,15 @@ def chat(
 def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tokens, temperature,
               top_p, repetition_penalty, random_state, stopped, streamer) -> None:
     context_text, body_text = split_chat(llm.tokenizer, messages, system)
-    context = encode_context(llm, encode(llm.tokenizer, context_text))
-    body = torch.tensor([encode(llm.tokenizer, body_text)], device=llm.device)
-    soft = None
-    kind = "prefix"
+    body = encode(llm.tokenizer, body_text)
+    soft, kind, placement = None, "prefix", "question"
     if soft_prompt is not None:
         soft = soft_prompt(np.asarray(persona, dtype=np.float32)[None])
-        kind = soft_prompt.config.kind
-    state = steered_forward(llm, context, body, torch.ones_like(body, dtype=torch.bool), soft,
-                            kind=kind, strength=strength)
+        kind, placement = soft_prompt.config.kind, soft_prompt.config.placement
+    opening = encode(llm.tokenizer, reply_opening(llm.tokenizer, messages, system))
+    prompts = Prompts(llm, encode(llm.tokenizer, context_text), [body], [tail_length(body, opening)], placement)
+    context, ids, mask = prompts.batch([0])
+    state = steered_forward(llm, context, ids, mask, soft, kind=kind, strength=strength)
 
     processors = LogitsProcessorList()
     if repetition_penalty != 1.0:
@@ -118,7 +118,7 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
     generator.manual_seed(int(random_state) if random_state is not None else int(torch.seed() % 2**63))
     stop_ids = _stop_ids(llm)
 
-    seen = body
+    seen = torch.tensor([body], device=llm.device)
     for _ in range(max_new_tokens):
         if stopped():
             break

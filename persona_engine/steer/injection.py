@@ -4,10 +4,10 @@ Layout of every sequence, in attention (key) order::
 
     [ context (S) | soft prompt (P) | padding | body ]
 
-* The context (BOS, system turn, user header: see
-  :mod:`persona_engine.steer.prompts`) is the same for every persona and
-  question. Its keys and values are computed once (:func:`encode_context`)
-  and shared across the batch, so training and answering never recompute it.
+* The context is everything before the soft prompt. It does not depend on
+  the persona, so its keys and values are computed once without gradients
+  (:func:`encode_context`, :func:`encode_bodies`) and reused by every
+  persona, in training and in answering.
 * The soft prompt follows: prefix keys/values placed straight into the cache
   (``kind="prefix"``), or virtual token embeddings run through the model
   ahead of the body (``kind="prompt"``).
@@ -15,10 +15,25 @@ Layout of every sequence, in attention (key) order::
   padding is masked out and position ids count real tokens only, so a
   persona's result does not depend on what else is in the batch.
 
-Positions: the context takes ``0..S-1``; prompt-tuning virtual tokens
-``S..S+P-1``; body tokens continue from there. Prefix keys are learned
-directly (already rotated), so they take no position and the body starts
-at ``S`` as it would without a soft prompt.
+Where the soft prompt goes is the *placement* (:class:`Prompts`):
+
+``"question"`` (Li et al.)
+    Before the user's words: the context is the chat template's opening
+    (BOS, system turn, user header; the same for every question, one row
+    shared by the batch) and the body is the question and the assistant's
+    header. Every token of the question is read in the persona's presence.
+``"reply"``
+    Right before the assistant's reply: the context is the whole
+    conversation up to the end of the last user message (one row per
+    question, left-padded), and the body is only the template's few tokens
+    that open the reply. The question is read once for all personas, so a
+    training step runs ~5 tokens per example instead of ~80.
+
+Positions: the context's rows end at ``next_position - 1``; prompt-tuning
+virtual tokens take the next ``P`` positions and body tokens continue from
+there. Prefix keys are learned directly (already rotated), so they take no
+position and the body continues where the context ends, as it would
+without a soft prompt.
 
 Strength: the soft prompt's columns in the attention mask get the additive
 bias ``log(strength)`` for the body's queries, which multiplies the
@@ -41,17 +56,65 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
+PLACEMENTS = ("question", "reply")
+
 
 @dataclass(frozen=True)
 class Context:
-    """Keys and values of the shared context, computed once.
+    """Keys and values of the persona-independent context, computed once.
 
-    ``keys[l]`` and ``values[l]`` have shape ``(1, n_kv_heads, S, head_dim)``.
+    ``keys[l]`` and ``values[l]`` have shape ``(rows, n_kv_heads, S, head_dim)``
+    with ``rows`` 1 (one context shared by the whole batch) or the batch
+    size. Per-row contexts of different lengths are left-padded: ``bias``
+    ``(rows, S)`` is 0 for real keys and very negative for padding, and
+    ``next_position`` ``(rows,)`` is the position of the token after each
+    row's context. ``None`` means no padding and position ``S``.
     """
 
     length: int
     keys: tuple[torch.Tensor, ...] = ()
     values: tuple[torch.Tensor, ...] = ()
+    bias: torch.Tensor | None = None
+    next_position: torch.Tensor | None = None
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> "Context":
+        """The rows ``index`` of a per-row context (a shared one is returned as is)."""
+        if self.length == 0 or self.keys[0].shape[0] == 1 and self.bias is None:
+            return self
+        index = torch.as_tensor(index, dtype=torch.long, device=self.keys[0].device)
+        return Context(self.length, tuple(k.index_select(0, index) for k in self.keys),
+                       tuple(v.index_select(0, index) for v in self.values),
+                       None if self.bias is None else self.bias.index_select(0, index),
+                       None if self.next_position is None else self.next_position.index_select(0, index))
+
+    def bias_for(self, batch: int, dtype, device) -> torch.Tensor:
+        """``(batch, S)`` additive bias of the context's keys."""
+        if self.bias is None:
+            return torch.zeros(batch, self.length, dtype=dtype, device=device)
+        return self.bias.to(dtype).expand(batch, -1)
+
+    def positions_for(self, batch: int, device) -> torch.Tensor:
+        """``(batch,)`` position of the first token after the context."""
+        if self.next_position is None:
+            return torch.full((batch,), self.length, dtype=torch.long, device=device)
+        return self.next_position.to(device).expand(batch)
+
+    @staticmethod
+    def concat(parts: Sequence["Context"]) -> "Context":
+        """Per-row contexts stacked along the rows, left-padded to the longest."""
+        width = max(p.length for p in parts)
+        blocked = torch.finfo(parts[0].keys[0].dtype).min
+
+        def pad(t: torch.Tensor, n: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+
+        keys = tuple(torch.cat([pad(p.keys[l], width - p.length) for p in parts])
+                     for l in range(len(parts[0].keys)))
+        values = tuple(torch.cat([pad(p.values[l], width - p.length) for p in parts])
+                       for l in range(len(parts[0].values)))
+        bias = torch.cat([torch.nn.functional.pad(p.bias, (width - p.length, 0), value=blocked)
+                          for p in parts])
+        return Context(width, keys, values, bias, torch.cat([p.next_position for p in parts]))
 
 
 @dataclass
@@ -88,6 +151,101 @@ def encode_context(llm, ids: Sequence[int]) -> Context:
         out = llm.model(input_ids=torch.tensor([list(ids)], device=llm.device), use_cache=True)
     layers = out.cache.layers
     return Context(len(ids), tuple(l.keys for l in layers), tuple(l.values for l in layers))
+
+
+def encode_bodies(llm, context: Context, bodies: Sequence[Sequence[int]]) -> Context:
+    """Run ``bodies`` (no soft prompt) after a shared ``context``; keep every row's keys and values.
+
+    The result is a per-row context, ``[context | padding | body]`` left-padded,
+    for a soft prompt placed after the bodies.
+    """
+    if all(len(b) == 0 for b in bodies):
+        rows = len(bodies)
+        return Context(context.length, tuple(k.expand(rows, -1, -1, -1) for k in context.keys),
+                       tuple(v.expand(rows, -1, -1, -1) for v in context.values),
+                       context.bias_for(rows, llm.dtype, llm.device), context.positions_for(rows, llm.device))
+    ids, mask = left_pad(bodies, llm.tokenizer.pad_token_id, llm.device)
+    with torch.no_grad():
+        out = steered_forward(llm, context, ids, mask)
+    layers = out.cache.layers
+    return Context(layers[0].keys.shape[2], tuple(l.keys for l in layers), tuple(l.values for l in layers),
+                   out.key_bias, out.next_position)
+
+
+class Prompts:
+    """Persona-independent prompts, ready to be run after any persona's soft prompt.
+
+    Parameters
+    ----------
+    context_ids:
+        The chat template's opening, the same for every prompt.
+    bodies:
+        Each prompt's remaining token ids, ending where the assistant speaks.
+    tail_lengths:
+        For each body, how many of its last tokens open the assistant's
+        reply (after the last user message's content); used by
+        ``placement="reply"``.
+    placement:
+        ``"question"`` or ``"reply"`` (see the module docstring).
+    max_cache_bytes:
+        With ``"reply"``, every prompt's keys and values are computed once
+        and kept when they fit in this many bytes; otherwise each batch
+        computes its own (still without gradients).
+    """
+
+    def __init__(self, llm, context_ids: Sequence[int], bodies: Sequence[Sequence[int]],
+                 tail_lengths: Sequence[int], placement: str = "question", *,
+                 max_cache_bytes: int = 2**30) -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}: expected one of {PLACEMENTS}")
+        self.llm, self.placement = llm, placement
+        self.encoded = None  # the EncodedQuestions behind these prompts, if any
+        self.shared = encode_context(llm, context_ids)
+        if placement == "question":
+            self.heads, self.bodies = None, [tuple(b) for b in bodies]
+            return
+        cut = [len(b) - max(1, min(int(t), len(b) - 1)) if len(b) > 1 else 0
+               for b, t in zip(bodies, tail_lengths)]
+        self.heads = [tuple(b[:c]) for b, c in zip(bodies, cut)]
+        self.bodies = [tuple(b[c:]) for b, c in zip(bodies, cut)]
+        self._cached: Context | None = None
+        longest = len(context_ids) + max((len(h) for h in self.heads), default=0)
+        if len(self.heads) * longest * _bytes_per_token(llm, self.shared) <= max_cache_bytes:
+            self._cached = Context.concat([encode_bodies(llm, self.shared, self.heads[i:i + 32])
+                                           for i in range(0, len(self.heads), 32)]) if self.heads else None
+
+    @classmethod
+    def for_questions(cls, llm, encoded, placement: str = "question", **options) -> "Prompts":
+        """The prompts of :func:`~persona_engine.steer.prompts.encode_questions`' output."""
+        prompts = cls(llm, encoded.context_ids, encoded.body_ids, encoded.tail_lengths, placement, **options)
+        prompts.encoded = encoded
+        return prompts
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def batch(self, index: Sequence[int], suffixes: Sequence[Sequence[int]] | None = None
+              ) -> tuple[Context, torch.Tensor, torch.Tensor]:
+        """``(context, ids, mask)`` for prompts ``index``, each followed by its suffix (if any).
+
+        ``ids`` and ``mask`` ``(batch, L)`` are left-padded for :func:`steered_forward`.
+        """
+        index = [int(i) for i in index]
+        suffixes = suffixes if suffixes is not None else [()] * len(index)
+        ids, mask = left_pad([self.bodies[i] + tuple(s) for i, s in zip(index, suffixes)],
+                             self.llm.tokenizer.pad_token_id, self.llm.device)
+        if self.placement == "question":
+            return self.shared, ids, mask
+        if self._cached is not None:
+            return self._cached.select(index), ids, mask
+        return encode_bodies(self.llm, self.shared, [self.heads[i] for i in index]), ids, mask
+
+
+def _bytes_per_token(llm, context: Context) -> int:
+    """Bytes of keys and values one token takes in the cache."""
+    if context.length == 0:
+        context = encode_context(llm, [int(llm.tokenizer.eos_token_id or 0)])
+    return sum(2 * k[0, :, :1].numel() * k.element_size() for k in context.keys)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,12 +304,12 @@ def steered_forward(
     cache = _cache(llm, context, soft if kind == "prefix" else None, batch)
 
     # Positions count real tokens only, so padding never shifts a row.
-    start = context.length + n_query_virtual
-    body_positions = (start + mask.long().cumsum(-1) - 1).clamp_min(0)
-    virtual_positions = (context.length + torch.arange(n_query_virtual, device=ids.device)).expand(batch, -1)
+    after_context = context.positions_for(batch, ids.device)[:, None]
+    body_positions = (after_context + n_query_virtual + mask.long().cumsum(-1) - 1).clamp_min(0)
+    virtual_positions = after_context + torch.arange(n_query_virtual, device=ids.device)
     positions = torch.cat([virtual_positions, body_positions], dim=1)
 
-    key_bias = _key_bias(context.length, n_virtual, mask, strength, dtype)
+    key_bias = _key_bias(context.bias_for(batch, dtype, ids.device), n_virtual, mask, strength, dtype)
     attention = _attention_mask(key_bias, context.length, n_virtual, n_query_virtual, mask)
 
     logits, cache = _last_logits(llm, token_ids, n_positions, inputs_embeds=embeds,
@@ -201,15 +359,15 @@ def _cache(llm, context: Context, prefix: torch.Tensor | None, batch: int) -> Dy
     return DynamicCache(ddp_cache_data=layers, config=config)
 
 
-def _key_bias(n_context: int, n_virtual: int, mask: torch.Tensor, strength: float, dtype) -> torch.Tensor:
+def _key_bias(context_bias: torch.Tensor, n_virtual: int, mask: torch.Tensor, strength: float,
+              dtype) -> torch.Tensor:
     """Additive bias ``(batch, S + P + L)`` of each key for a body query (before causality)."""
     batch = mask.shape[0]
     blocked = torch.finfo(dtype).min
-    context = torch.zeros(batch, n_context, dtype=dtype, device=mask.device)
     soft = torch.full((batch, n_virtual), math.log(strength) if n_virtual else 0.0, dtype=dtype,
                       device=mask.device)
     body = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, blocked)
-    return torch.cat([context, soft, body], dim=1)
+    return torch.cat([context_bias, soft, body], dim=1)
 
 
 def _attention_mask(key_bias: torch.Tensor, n_context: int, n_virtual: int, n_query_virtual: int,
@@ -225,10 +383,10 @@ def _attention_mask(key_bias: torch.Tensor, n_context: int, n_virtual: int, n_qu
     causal = torch.ones(body_len, body_len, dtype=torch.bool, device=device).tril()
     body_rows[:, :, n_context + n_virtual:].masked_fill_(~causal, blocked)
     if n_query_virtual:
-        # Virtual tokens see the context and earlier virtual tokens, unscaled.
+        # Virtual tokens see the context (not its padding) and earlier virtual tokens, unscaled.
         rows = torch.full((batch, n_query_virtual, key_bias.shape[1]), blocked, dtype=key_bias.dtype,
                           device=device)
-        rows[:, :, :n_context] = 0
+        rows[:, :, :n_context] = key_bias[:, None, :n_context]
         virtual_causal = torch.ones(n_virtual, n_virtual, dtype=torch.bool, device=device).tril()
         rows[:, :, n_context:n_context + n_virtual].masked_fill_(virtual_causal, 0)
         body_rows = torch.cat([rows, body_rows], dim=1)

@@ -20,19 +20,22 @@ import numpy as np
 import torch
 
 from persona_engine.opinion_data import Question
-from persona_engine.steer.injection import Context, encode_context, left_pad, steered_forward
+from persona_engine.steer.injection import Prompts, steered_forward
 from persona_engine.steer.prompts import EncodedQuestions, encode_questions
 
 
-def letter_logits(llm, context: Context, encoded: EncodedQuestions, question_index: np.ndarray,
+def letter_logits(llm, prompts: Prompts, question_index: np.ndarray,
                   soft_prompt: torch.Tensor | None = None, *, kind: str = "prefix",
                   strength: float = 1.0) -> torch.Tensor:
     """Logits of the option letters for a batch of (persona, question) pairs.
 
     Parameters
     ----------
+    prompts:
+        The questions, from :meth:`Prompts.for_questions` (which sets where
+        the soft prompt goes).
     question_index:
-        Shape ``(batch,)``: which of ``encoded``'s questions each row asks.
+        Shape ``(batch,)``: which of the questions each row asks.
     soft_prompt:
         The SPM's output for the batch's personas, or ``None`` (unsteered).
 
@@ -40,8 +43,8 @@ def letter_logits(llm, context: Context, encoded: EncodedQuestions, question_ind
     -------
     Shape ``(batch, n_letters)``, float32, ``-inf`` past each question's options.
     """
-    bodies = [encoded.body_ids[j] for j in question_index]
-    ids, mask = left_pad(bodies, llm.tokenizer.pad_token_id, llm.device)
+    encoded = prompts.encoded
+    context, ids, mask = prompts.batch(question_index)
     letters = torch.as_tensor(encoded.letter_ids, device=llm.device)
     out = steered_forward(llm, context, ids, mask, soft_prompt, kind=kind, strength=strength,
                           token_ids=letters)
@@ -71,15 +74,15 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
     Shape ``(m, n_letters)``; ``-inf`` past each question's options.
     """
     question_index = np.asarray(question_index, dtype=np.int64)
-    context = encode_context(llm, encoded.context_ids)
-    kind = soft_prompt.config.kind if soft_prompt is not None else "prefix"
+    kind, placement = ("prefix", "question") if soft_prompt is None else (
+        soft_prompt.config.kind, soft_prompt.config.placement)
+    prompts = Prompts.for_questions(llm, encoded, placement)
     out = []
     with torch.no_grad():
         for start in range(0, len(question_index), batch_size):
             rows = slice(start, start + batch_size)
             soft = None if soft_prompt is None else soft_prompt(personas[rows])
-            logits = letter_logits(llm, context, encoded, question_index[rows], soft, kind=kind,
-                                   strength=strength)
+            logits = letter_logits(llm, prompts, question_index[rows], soft, kind=kind, strength=strength)
             out.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
             if progress is not None:
                 progress(min(start + batch_size, len(question_index)), len(question_index), {})

@@ -11,7 +11,8 @@ a respondent embedding to a soft prompt for a frozen LLM, in one of two forms:
     Prompt tuning: ``n_virtual_tokens`` input embeddings fed to the LLM
     like tokens, shape ``(n, n_virtual_tokens, llm_hidden_size)``.
 
-Where the virtual tokens go and how the strength knob acts is in
+Where the virtual tokens go (``placement``: before the question, as in the
+paper, or right before the reply) and how the strength knob acts is in
 :mod:`persona_engine.steer.injection`. A trained SPM is a folder holding
 ``config.json`` and ``model.safetensors``, like a transformers model, and
 records the base LLM it was trained for.
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from persona_engine.errors import DataError
+from persona_engine.steer.injection import PLACEMENTS
 from persona_engine.steer.prompts import encode, split_chat
 
 CONFIG_NAME = "config.json"
@@ -60,11 +62,15 @@ class SoftPromptConfig:
     llm_hidden_size: int = 0
     study_fingerprint: str | None = None
     holdout: dict | None = None
+    placement: str = "question"
     format: str = "persona-engine-soft-prompt/1"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise DataError(f"unknown soft prompt kind '{self.kind}'", expected=" or ".join(KINDS))
+        if self.placement not in PLACEMENTS:
+            raise DataError(f"unknown soft prompt placement '{self.placement}'",
+                            expected=" or ".join(PLACEMENTS))
         if self.embedding_dim < 1 or self.n_virtual_tokens < 1 or self.hidden_units < 1:
             raise DataError("embedding_dim, n_virtual_tokens and hidden_units must be positive")
 
@@ -106,8 +112,15 @@ class SoftPromptModel(nn.Module):
 
     @classmethod
     def for_llm(cls, llm, embedding_dim: int, *, kind: str = "prefix", n_virtual_tokens: int = 1,
-                hidden_units: int = 32, study: str | None = None, random_state: int = 0) -> "SoftPromptModel":
-        """A new, untrained SPM shaped for ``llm`` (a :class:`persona_engine.llm.LLM`)."""
+                hidden_units: int = 32, placement: str = "question", study: str | None = None,
+                random_state: int = 0) -> "SoftPromptModel":
+        """A new, untrained SPM shaped for ``llm`` (a :class:`persona_engine.llm.LLM`).
+
+        ``placement``: ``"question"`` (the paper's: the virtual tokens come
+        before the user's words) or ``"reply"`` (right before the assistant's
+        reply, so the question is read once for all personas: much faster
+        training and answering).
+        """
         # Read the key/value shapes from a real forward pass rather than from
         # config fields, whose names differ between architectures.
         ids = _start_ids(llm.tokenizer)
@@ -116,7 +129,7 @@ class SoftPromptModel(nn.Module):
         layers = out.cache.layers
         config = SoftPromptConfig(
             embedding_dim=int(embedding_dim), kind=kind, n_virtual_tokens=int(n_virtual_tokens),
-            hidden_units=int(hidden_units), base_model=llm.name, study=study,
+            hidden_units=int(hidden_units), base_model=llm.name, study=study, placement=placement,
             n_layers=len(layers), n_kv_heads=layers[0].keys.shape[1], head_dim=layers[0].keys.shape[-1],
             llm_hidden_size=llm.model.get_input_embeddings().embedding_dim,
         )

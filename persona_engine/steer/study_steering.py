@@ -97,6 +97,7 @@ def train_steering(
     *,
     kind: str | None = None,
     n_virtual_tokens: int = 1,
+    placement: str = "question",
     holdout=None,
     epochs: float = 3.0,
     batch_size: int = 16,
@@ -118,10 +119,10 @@ def train_steering(
         A saved :class:`~persona_engine.study.Study` (it needs a folder).
     llm:
         The frozen base model (:func:`persona_engine.llm.load_llm`).
-    kind, n_virtual_tokens:
-        ``"prefix"`` (the paper's, default) or ``"prompt"``; see
-        :class:`~persona_engine.steer.SoftPromptModel`. A resumed run keeps
-        the saved model's.
+    kind, n_virtual_tokens, placement:
+        ``"prefix"`` (the paper's, default) or ``"prompt"``, and where the
+        virtual tokens go; see :class:`~persona_engine.steer.SoftPromptModel`.
+        A resumed run keeps the saved model's.
     holdout:
         Answers never trained on (see :func:`study_holdout`). Not allowed with
         ``resume``, which reuses the saved ones.
@@ -148,7 +149,7 @@ def train_steering(
     if resume:
         spm, test_mask, runs = _resumed(study, llm, kind, holdout)
     else:
-        spm, test_mask, runs = _fresh(study, llm, kind, n_virtual_tokens, holdout, random_state)
+        spm, test_mask, runs = _fresh(study, llm, kind, n_virtual_tokens, placement, holdout, random_state)
 
     train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
     max_val_examples = _validation_size(max_examples, max_val_examples)
@@ -179,11 +180,12 @@ def train_steering(
     return spm, result
 
 
-def _fresh(study: Study, llm, kind, n_virtual_tokens, holdout, random_state):
+def _fresh(study: Study, llm, kind, n_virtual_tokens, placement, holdout, random_state):
     """A new soft prompt for ``llm``, the held-out mask, and no earlier runs."""
     test_mask, description = study_holdout(study, holdout)
     spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=kind or "prefix",
-                                  n_virtual_tokens=n_virtual_tokens, study=study.data.source.name,
+                                  n_virtual_tokens=n_virtual_tokens, placement=placement,
+                                  study=study.data.source.name,
                                   random_state=random_state)
     spm.config.study_fingerprint = study.fingerprint
     spm.config.holdout = description
@@ -207,14 +209,15 @@ def _resumed(study: Study, llm, kind, holdout):
 
 
 def estimate_steering_seconds(study: Study, llm, *, kind: str | None = None, n_virtual_tokens: int = 1,
-                              holdout=None, resume: bool = False, **options) -> float:
+                              placement: str = "question", holdout=None, resume: bool = False,
+                              **options) -> float:
     """Seconds :func:`train_steering` would take with the same arguments, from two timed steps."""
     saved = study.steering_path if resume else None
     if saved is not None:
         spm, test_mask = SoftPromptModel.from_pretrained(saved, llm), _read_holdout(saved)
     else:
         spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=kind or "prefix",
-                                      n_virtual_tokens=n_virtual_tokens)
+                                      n_virtual_tokens=n_virtual_tokens, placement=placement)
         test_mask, _ = study_holdout(study, holdout)
     train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
     options["max_val_examples"] = _validation_size(options.get("max_examples"), options.get("max_val_examples"))

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, Question
-from persona_engine.steer.injection import Context, encode_context, left_pad, steered_forward
+from persona_engine.steer.injection import Prompts, steered_forward
 from persona_engine.steer.persona import letter_logits
-from persona_engine.steer.prompts import EncodedQuestions, encode_questions, reply_ids
+from persona_engine.steer.prompts import encode_questions, reply_ids
 
 
 @dataclass
@@ -159,9 +159,10 @@ def train_soft_prompt(
     if len(train) == 0:
         raise DataError("no answers to train the soft prompt on", expected="a study with known answers")
 
-    encoded = encode_questions(llm.tokenizer, questions, system)
-    context = encode_context(llm, encoded.context_ids)  # persona-independent: computed once
     spm = soft_prompt.to(llm.device).train()
+    placement = spm.config.placement
+    encoded = encode_questions(llm.tokenizer, questions, system)
+    prompts = Prompts.for_questions(llm, encoded, placement)  # persona-independent: computed once
     if not spm.embedding_scaled:  # a fresh SPM; a resumed one keeps its input scale
         spm.set_embedding_scale(embeddings[np.unique(respondent[train])])
     kind = spm.config.kind
@@ -179,7 +180,8 @@ def train_soft_prompt(
         soft = torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=llm.device)
     spoken = rng.random(len(answer)) < words_share  # examples taught in words
     if spoken.any():
-        free = encode_questions(llm.tokenizer, questions, system, lettered=False)
+        free = Prompts.for_questions(llm, encode_questions(llm.tokenizer, questions, system, lettered=False),
+                                     placement)
         replies = reply_ids(llm.tokenizer, questions)
 
     def loss_on(rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
@@ -187,8 +189,7 @@ def train_soft_prompt(
         letters, words = rows[~spoken[rows]], rows[spoken[rows]]
         loss, hits = 0.0, 0
         if len(letters):
-            logits = letter_logits(llm, context, encoded, question[letters], spm(x[respondent[letters]]),
-                                   kind=kind)
+            logits = letter_logits(llm, prompts, question[letters], spm(x[respondent[letters]]), kind=kind)
             hard = F.cross_entropy(logits, y[letters], reduction="sum")
             if teacher is not None and training:
                 log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
@@ -198,7 +199,7 @@ def train_soft_prompt(
             hits = int((logits.argmax(-1) == y[letters]).sum())
         if len(words):
             loss = loss + len(words) * reply_loss(
-                llm, context, free, [replies[q][a] for q, a in zip(question[words], answer[words])],
+                llm, free, [replies[q][a] for q, a in zip(question[words], answer[words])],
                 question[words], spm(x[respondent[words]]), kind=kind)
         return loss / len(rows), hits, len(letters)
 
@@ -277,18 +278,17 @@ def train_soft_prompt(
     return result
 
 
-def reply_loss(llm, context: Context, free: EncodedQuestions, replies: Sequence[Sequence[int]],
-               question_index: np.ndarray, soft_prompt: torch.Tensor | None, *,
-               kind: str = "prefix") -> torch.Tensor:
+def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_index: np.ndarray,
+               soft_prompt: torch.Tensor | None, *, kind: str = "prefix") -> torch.Tensor:
     """Mean cross-entropy of the reply tokens, teacher-forced after each free-form question.
 
+    ``free`` holds the questions asked without options (:meth:`Prompts.for_questions`);
     ``replies[i]`` are the token ids the assistant should say after question
-    ``question_index[i]``; sequences are left-padded, so every reply ends at
+    ``question_index[i]``. Sequences are left-padded, so every reply ends at
     the last position and its predictions are in the last ``max_len + 1``.
     """
     longest = max(len(r) for r in replies)
-    ids, mask = left_pad([tuple(free.body_ids[q]) + tuple(r) for q, r in zip(question_index, replies)],
-                         llm.tokenizer.pad_token_id, llm.device)
+    context, ids, mask = free.batch(question_index, replies)
     logits = steered_forward(llm, context, ids, mask, soft_prompt, kind=kind, n_positions=longest + 1).logits
     # The logits at window index t predict the token at t + 1.
     targets = torch.full((len(replies), longest + 1), -100, dtype=torch.long, device=llm.device)
