@@ -23,7 +23,7 @@ from transformers.generation.logits_process import (
 )
 
 from persona_engine.steer.injection import Prompts, decode_step, steered_forward
-from persona_engine.steer.prompts import encode, reply_opening, split_chat, tail_length
+from persona_engine.steer.prompts import encode, split_chat
 
 
 def chat(
@@ -102,8 +102,7 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
     if soft_prompt is not None:
         soft = soft_prompt(np.asarray(persona, dtype=np.float32)[None])
         kind, placement = soft_prompt.config.kind, soft_prompt.config.placement
-    opening = encode(llm.tokenizer, reply_opening(llm.tokenizer, messages, system))
-    prompts = Prompts(llm, encode(llm.tokenizer, context_text), [body], [tail_length(body, opening)], placement)
+    prompts = Prompts(llm, encode(llm.tokenizer, context_text), [body], placement)
     context, ids, mask = prompts.batch([0])
     state = steered_forward(llm, context, ids, mask, soft, kind=kind, strength=strength)
 

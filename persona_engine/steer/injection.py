@@ -23,11 +23,13 @@ Where the soft prompt goes is the *placement* (:class:`Prompts`):
     shared by the batch) and the body is the question and the assistant's
     header. Every token of the question is read in the persona's presence.
 ``"reply"``
-    Right before the assistant's reply: the context is the whole
-    conversation up to the end of the last user message (one row per
-    question, left-padded), and the body is only the template's few tokens
-    that open the reply. The question is read once for all personas, so a
-    training step runs ~5 tokens per example instead of ~80.
+    Right before the assistant's reply: the context is the whole prompt but
+    its last token (the conversation and the template's opening of the
+    reply; one row per question, left-padded), and the body is that last
+    token, whose next-token prediction starts the reply. The question is
+    read once for all personas, so a training step runs one token per
+    example (plus a reply's tokens when teaching words) instead of ~80, and
+    the persona acts on the reply alone.
 
 Positions: the context's rows end at ``next_position - 1``; prompt-tuning
 virtual tokens take the next ``P`` positions and body tokens continue from
@@ -181,10 +183,6 @@ class Prompts:
         The chat template's opening, the same for every prompt.
     bodies:
         Each prompt's remaining token ids, ending where the assistant speaks.
-    tail_lengths:
-        For each body, how many of its last tokens open the assistant's
-        reply (after the last user message's content); used by
-        ``placement="reply"``.
     placement:
         ``"question"`` or ``"reply"`` (see the module docstring).
     max_cache_bytes:
@@ -194,7 +192,7 @@ class Prompts:
     """
 
     def __init__(self, llm, context_ids: Sequence[int], bodies: Sequence[Sequence[int]],
-                 tail_lengths: Sequence[int], placement: str = "question", *,
+                 placement: str = "question", *,
                  max_cache_bytes: int = 2**30) -> None:
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}: expected one of {PLACEMENTS}")
@@ -204,10 +202,8 @@ class Prompts:
         if placement == "question":
             self.heads, self.bodies = None, [tuple(b) for b in bodies]
             return
-        cut = [len(b) - max(1, min(int(t), len(b) - 1)) if len(b) > 1 else 0
-               for b, t in zip(bodies, tail_lengths)]
-        self.heads = [tuple(b[:c]) for b, c in zip(bodies, cut)]
-        self.bodies = [tuple(b[c:]) for b, c in zip(bodies, cut)]
+        self.heads = [tuple(b[:-1]) for b in bodies]
+        self.bodies = [tuple(b[-1:]) for b in bodies]
         self._cached: Context | None = None
         longest = len(context_ids) + max((len(h) for h in self.heads), default=0)
         if len(self.heads) * longest * _bytes_per_token(llm, self.shared) <= max_cache_bytes:
@@ -217,7 +213,7 @@ class Prompts:
     @classmethod
     def for_questions(cls, llm, encoded, placement: str = "question", **options) -> "Prompts":
         """The prompts of :func:`~persona_engine.steer.prompts.encode_questions`' output."""
-        prompts = cls(llm, encoded.context_ids, encoded.body_ids, encoded.tail_lengths, placement, **options)
+        prompts = cls(llm, encoded.context_ids, encoded.body_ids, placement, **options)
         prompts.encoded = encoded
         return prompts
 

@@ -160,29 +160,6 @@ def split_chat(tokenizer, messages: Sequence[dict], system: str | None = None) -
     return context, full[len(context):]
 
 
-def reply_opening(tokenizer, messages: Sequence[dict], system: str | None = None) -> str:
-    """What the template writes after the last user message's content, up to the reply.
-
-    For ChatML: ``"<|im_end|>\\n<|im_start|>assistant\\n"``. Found as the common
-    end of two renderings that differ only in that message's content.
-    """
-    last = len(messages) - 1
-    a, b = (render_chat(tokenizer, [*messages[:last], dict(messages[last], content=c)], system)
-            for c in ("\x01", "\x02"))
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return a[len(a) - n:]
-
-
-def tail_length(body_ids: Sequence[int], opening_ids: Sequence[int]) -> int:
-    """How many of ``body_ids``' last tokens are the reply's opening (tokens it shares with ``opening_ids``)."""
-    n = 0
-    while n < min(len(body_ids), len(opening_ids)) and body_ids[-1 - n] == opening_ids[-1 - n]:
-        n += 1
-    return n
-
-
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of rendered text; the chat template already wrote any BOS."""
     if not text:
@@ -220,17 +197,12 @@ class EncodedQuestions:
         Shape ``(n_questions,)``: each question's number of options.
     letter_ids:
         Token ids of ``A, B, ...`` up to the largest number of options.
-    tail_lengths:
-        For each body, how many of its last tokens open the assistant's
-        reply (see :func:`reply_opening`): where a soft prompt placed
-        before the reply goes.
     """
 
     context_ids: tuple[int, ...]
     body_ids: tuple[tuple[int, ...], ...]
     n_options: tuple[int, ...]
     letter_ids: tuple[int, ...]
-    tail_lengths: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.body_ids)
@@ -253,13 +225,11 @@ def encode_questions(tokenizer, questions: Sequence[Question], system: str | Non
         raise DataError("the chat template writes a different header for different questions")
     context = contexts.pop() if contexts else ""
     n_options = tuple(q.n_options for q in questions)
-    opening = encode(tokenizer, reply_opening(tokenizer, [{"role": "user", "content": "x"}], system))
     return EncodedQuestions(
         context_ids=tuple(encode(tokenizer, context)),
         body_ids=tuple(bodies),
         n_options=n_options,
         letter_ids=tuple(letter_ids(tokenizer, max(n_options, default=2))),
-        tail_lengths=tuple(tail_length(body, opening) for body in bodies),
     )
 
 
