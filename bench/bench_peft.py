@@ -15,6 +15,9 @@ What is compared
 * Same prompt text: the chat template (with its default system prompt)
   around the question with lettered options (:func:`~persona_engine.steer.question_text`);
   the target is the answer letter as the first token of the reply.
+  Ours runs with its virtual tokens before the question (``question``,
+  where PEFT puts them) and before the reply (``reply``, the default, which
+  runs the persona-independent prompt once: see persona_engine.steer.injection).
 * Same optimisation: AdamW, ``--lr``, weight decay 1e-3, ``--steps`` steps
   of ``--batch-size`` examples, ``--virtual-tokens`` virtual tokens.
 * Speed: examples/s over the steps after ``--warmup`` warm-up steps (one
@@ -95,13 +98,14 @@ class StepClock:
             self.timed_steps, self.seconds = step - self.warmup, now - self.started
 
 
-def train_ours(llm, study, kind, cells, n_train, args) -> tuple[float, float]:
+def train_ours(llm, study, kind, placement, cells, n_train, args) -> tuple[float, float]:
     """(examples/s, held-out accuracy) of our persona-conditioned soft prompt."""
     respondent, question, answer = cells
     train_answers = np.full(study.data.answers.shape, MISSING, dtype=np.int16)
     train_answers[respondent[:n_train], question[:n_train]] = answer[:n_train]
     spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=kind,
-                                  n_virtual_tokens=args.virtual_tokens, random_state=args.seed)
+                                  n_virtual_tokens=args.virtual_tokens, placement=placement,
+                                  random_state=args.seed)
     clock = StepClock(args.warmup)
     train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers,
                       epochs=float(args.steps), max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -199,9 +203,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="16 x 16 = one pass over 256 answers")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-2, help="the steering default (study_steering.DEFAULT_LR)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="the steering default (study_steering.DEFAULT_LR)")
     parser.add_argument("--virtual-tokens", type=int, default=1)
     parser.add_argument("--kinds", default="prefix,prompt", help="our soft prompt kinds to time")
+    parser.add_argument("--placements", default="question,reply",
+                        help="where our virtual tokens go: before the question (as PEFT's) and/or before the reply")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, fixed for both")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -220,17 +226,19 @@ def main() -> None:
           f"{args.virtual_tokens} virtual token(s)")
     print(f"before: {load()}")
     rows = {}
-    for kind in args.kinds.split(","):
-        rows[f"ours ({kind})"] = train_ours(llm, study, kind, cells, args.examples, args)
-        print(f"after ours ({kind}): {load()}")
+    for placement in args.placements.split(","):
+        for kind in args.kinds.split(","):
+            name = f"ours ({kind}, {placement})"
+            rows[name] = train_ours(llm, study, kind, placement, cells, args.examples, args)
+            print(f"after {name}: {load()}")
     peft_speed, peft_accuracy = train_peft(llm, study, cells, args.examples, args)
     print(f"after PEFT: {load()}")
 
-    print(f"{'':16}{'examples/s':>11}{'vs PEFT':>9}{'held-out acc':>14}")
+    print(f"{'':26}{'examples/s':>11}{'vs PEFT':>9}{'held-out acc':>14}")
     for name, (speed, accuracy) in rows.items():
-        print(f"{name:16}{speed:11.1f}{speed / peft_speed:8.2f}x{accuracy:14.3f}")
-    print(f"{'PEFT prompt':16}{peft_speed:11.1f}{1.0:8.2f}x{peft_accuracy:14.3f}")
-    print(f"{'majority':16}{'':11}{'':9}{majority_accuracy(cells, args.examples, len(study.data.questions)):14.3f}"
+        print(f"{name:26}{speed:11.1f}{speed / peft_speed:8.2f}x{accuracy:14.3f}")
+    print(f"{'PEFT prompt':26}{peft_speed:11.1f}{1.0:8.2f}x{peft_accuracy:14.3f}")
+    print(f"{'majority':26}{'':11}{'':9}{majority_accuracy(cells, args.examples, len(study.data.questions)):14.3f}"
           f"   (per-question majority of the training answers)")
     print("target: ours >= 1.5x PEFT at equal held-out accuracy")
 

@@ -131,9 +131,9 @@ with guarded():  # errors become messages, never tracebacks
         resumable = study.steering_path is not None or (Path(study.path) / CHECKPOINT).is_dir()
         with st.form("train"):
             a, b, c = st.columns(3)
-            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 400, step=100,
+            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 10_000, step=1000,
                                           help="A subsample keeps CPU training to minutes")
-            epochs = b.number_input("Epochs", 0.1, 20.0, 3.0, step=0.5)
+            epochs = b.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5)
             kind = c.selectbox("Soft prompt", ["prefix", "prompt"], help="prefix: the paper's prefix tuning")
             resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable)
             estimate, train = st.columns(2)

@@ -273,7 +273,7 @@ def test_reply_loss_is_teacher_forced_cross_entropy(llm):
     free = encode_questions(llm.tokenizer, SHORT, lettered=False)
     assert llm.tokenizer.decode(free.body_ids[1]).startswith("Raise taxes?<|im_end|>")
     replies = reply_ids(llm.tokenizer, SHORT)
-    assert llm.tokenizer.decode(replies[0][2]) == "My answer: maybe."
+    assert llm.tokenizer.decode(replies[0][2]) == "My answer: maybe.<|im_end|>"  # said, then the turn ends
     pairs = [(0, 0), (1, 2), (3, 1)]  # (question, option): replies of different lengths
     targets = [replies[q][a] for q, a in pairs]
     with torch.no_grad():

@@ -23,7 +23,7 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
         respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
         max_text_respondents=_limit(args.max_text_respondents),
         max_fold_in_respondents=_limit(args.max_fold_in_respondents), train_examples=_limit(args.train_examples),
-        epochs=args.epochs, kind=args.kind or "prefix", n_virtual_tokens=args.virtual_tokens,
+        epochs=args.epochs, batch_size=args.batch_size, kind=args.kind or "prefix", n_virtual_tokens=args.virtual_tokens,
         placement=args.placement, words_share=args.words_share,
         teacher_weight=args.teacher_weight, lr=args.lr,
         n_bootstrap=args.bootstrap, random_state=args.seed)
@@ -78,10 +78,8 @@ def add_parser(sub, parents) -> None:
                           help="of those, respondents also asked with text prompts (default 100)")
     evaluate.add_argument("--max-fold-in-respondents", default="150", metavar="N",
                           help="unseen respondents scored at each K (default 150)")
-    evaluate.add_argument("--train-examples", default="2000", metavar="N",
-                          help="answers the soft prompt is trained on (default 2000)")
-    evaluate.add_argument("--epochs", type=float, default=1.0, help="passes over those answers (default 1)")
-    evaluate.add_argument("--lr", type=float, default=3e-3, help="the soft prompt's learning rate (default 0.003)")
+    evaluate.add_argument("--train-examples", default="20000", metavar="N",
+                          help="answers the soft prompt is trained on (default 20000)")
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap")
     evaluate.add_argument("--no-html", action="store_true", help="skip the HTML figures (about 5 MB)")

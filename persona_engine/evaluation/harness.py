@@ -74,15 +74,15 @@ class EvaluationSettings:
     max_fold_in_respondents: int | None = 150
     fold_in_k: tuple = (1, 5, 20, None)
     """Answers used to place an unseen respondent; ``None`` is all of their seen answers."""
-    train_examples: int | None = 2000
+    train_examples: int | None = 20000
     val_examples: int = 128
     """Seen answers held back from training for early stopping."""
-    epochs: float = 1.0
-    batch_size: int = 16
+    epochs: float = 2.0
+    batch_size: int = 32
     lr: float = 3e-3
     kind: str = "prefix"
-    n_virtual_tokens: int = 1
-    placement: str = "question"
+    n_virtual_tokens: int = 4
+    placement: str = "reply"
     """Where the soft prompt goes: ``"question"`` (the paper's) or ``"reply"``."""
     words_share: float = 0.0
     teacher_weight: float = 0.7

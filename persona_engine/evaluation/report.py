@@ -129,7 +129,8 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
     training = facts.get("training", {})
     out += ["## How it was run", "",
             f"- Soft-prompting model: {settings.get('kind')} tuning, {settings.get('n_virtual_tokens')} virtual "
-            f"token(s), {training.get('examples')} training answers, {training.get('steps')} steps "
+            f"token(s) before the {settings.get('placement', 'question')}, {training.get('examples')} "
+            f"training answers, {training.get('steps')} steps "
             f"({training.get('stopped')}), {training.get('seconds_per_step')} s/step.",
             f"- Seconds per stage: {facts.get('seconds')}.",
             f"- Demographics in prompts: {', '.join(facts.get('demographics') or []) or 'none in this study'}.",

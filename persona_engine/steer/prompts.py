@@ -240,6 +240,23 @@ def _adds_bos(tokenizer) -> bool:
 
 
 def reply_ids(tokenizer, questions: Sequence[Question]) -> tuple[tuple[tuple[int, ...], ...], ...]:
-    """Token ids of :func:`option_sentence` for every option of every question: ``[question][option]``."""
-    return tuple(tuple(tuple(encode(tokenizer, option_sentence(q, i))) for i in range(q.n_options))
+    """Token ids of :func:`option_sentence` for every option of every question: ``[question][option]``.
+
+    Each reply ends with the token that ends the assistant's turn, so that a
+    persona taught in words says its sentence and stops instead of running on.
+    """
+    end = end_of_turn_ids(tokenizer)
+    return tuple(tuple(tuple(encode(tokenizer, option_sentence(q, i))) + end for i in range(q.n_options))
                  for q in questions)
+
+
+def end_of_turn_ids(tokenizer) -> tuple[int, ...]:
+    """The token the chat template writes right after an assistant message (the EOS without a template)."""
+    if getattr(tokenizer, "chat_template", None):
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\x01"}]
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+        after = text[text.rindex("\x01") + 1:]
+        ids = encode(tokenizer, after)
+        if ids and ids[0] in set(tokenizer.all_special_ids):
+            return (ids[0],)
+    return () if tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)

@@ -49,7 +49,7 @@ HOLDOUT_SEED = 0
 HOLDOUT_FILE = "holdout.safetensors"
 TRAINING_FILE = "training.json"
 CHECKPOINT = ".steering-checkpoint"
-DEFAULT_LR = 1e-2
+DEFAULT_LR = 3e-3
 """Ten times Li et al.'s 1e-3: CPU runs take hundreds of steps, not tens of thousands."""
 
 
@@ -96,11 +96,11 @@ def train_steering(
     llm,
     *,
     kind: str | None = None,
-    n_virtual_tokens: int = 1,
-    placement: str = "question",
+    n_virtual_tokens: int = 4,
+    placement: str = "reply",
     holdout=None,
-    epochs: float = 3.0,
-    batch_size: int = 16,
+    epochs: float = 2.0,
+    batch_size: int = 32,
     lr: float = DEFAULT_LR,
     max_examples: int | None = None,
     max_val_examples: int | None = None,
@@ -120,9 +120,12 @@ def train_steering(
     llm:
         The frozen base model (:func:`persona_engine.llm.load_llm`).
     kind, n_virtual_tokens, placement:
-        ``"prefix"`` (the paper's, default) or ``"prompt"``, and where the
-        virtual tokens go; see :class:`~persona_engine.steer.SoftPromptModel`.
-        A resumed run keeps the saved model's.
+        ``"prefix"`` (the paper's, default) or ``"prompt"``, how many
+        virtual tokens, and where they go; see
+        :class:`~persona_engine.steer.SoftPromptModel`. The defaults (4
+        tokens before the reply) are faster and, at equal CPU time, more
+        accurate than the paper's (1 token before the question). A resumed
+        run keeps the saved model's.
     holdout:
         Answers never trained on (see :func:`study_holdout`). Not allowed with
         ``resume``, which reuses the saved ones.
@@ -208,8 +211,8 @@ def _resumed(study: Study, llm, kind, holdout):
     return spm, _read_holdout(start), _read_runs(start) or _read_runs(folder)
 
 
-def estimate_steering_seconds(study: Study, llm, *, kind: str | None = None, n_virtual_tokens: int = 1,
-                              placement: str = "question", holdout=None, resume: bool = False,
+def estimate_steering_seconds(study: Study, llm, *, kind: str | None = None, n_virtual_tokens: int = 4,
+                              placement: str = "reply", holdout=None, resume: bool = False,
                               **options) -> float:
     """Seconds :func:`train_steering` would take with the same arguments, from two timed steps."""
     saved = study.steering_path if resume else None
