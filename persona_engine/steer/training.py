@@ -179,6 +179,7 @@ def train_soft_prompt(
         soft[:, :width] = teacher[respondent, question, :width]
         soft = torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=llm.device)
     spoken = rng.random(len(answer)) < words_share  # examples taught in words
+    spoken[val] = False  # validation (early stopping) scores the answers by letter
     if spoken.any():
         free = Prompts.for_questions(llm, encode_questions(llm.tokenizer, questions, system, lettered=False),
                                      placement)
@@ -280,7 +281,12 @@ def train_soft_prompt(
 
 def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_index: np.ndarray,
                soft_prompt: torch.Tensor | None, *, kind: str = "prefix") -> torch.Tensor:
-    """Mean cross-entropy of the reply tokens, teacher-forced after each free-form question.
+    """Cross-entropy of each whole reply (summed over its tokens), teacher-forced, averaged over replies.
+
+    Summed, not averaged over tokens: once the sentence's wording is learned
+    only the token that says the option (e.g. "little" in "spending too
+    little on...") stays uncertain, and it should weigh as much as an answer
+    letter does, not a fourteenth of it.
 
     ``free`` holds the questions asked without options (:meth:`Prompts.for_questions`);
     ``replies[i]`` are the token ids the assistant should say after question
@@ -294,8 +300,9 @@ def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_in
     targets = torch.full((len(replies), longest + 1), -100, dtype=torch.long, device=llm.device)
     for row, reply in enumerate(replies):
         targets[row, longest - len(reply):longest] = torch.as_tensor(list(reply))
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100)
+    token_losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-100, reduction="sum")
+    return token_losses / len(replies)
 
 
 def _cancelled(cancel) -> bool:
