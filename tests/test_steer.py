@@ -26,7 +26,7 @@ from persona_engine.steer import (
 from persona_engine.steer.injection import Prompts
 from persona_engine.steer.persona import letter_logits
 from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
-from persona_engine.steer.training import reply_loss
+from persona_engine.steer.training import learning_rate_factor, reply_loss
 from tiny_llm import tiny_llm
 
 torch.set_num_threads(1)
@@ -249,6 +249,37 @@ def test_training_learns_the_camps_answers(llm, kind, n_virtual, placement):
     gain = after[np.arange(len(camp)), chosen] - before[np.arange(len(camp)), chosen]
     assert gain.mean() > 0.1
     assert result.history[-1]["val_accuracy"] >= 0.9
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    factor = learning_rate_factor("cosine", 100)
+    rates = [factor(step) for step in range(100)]
+    assert rates[0] == pytest.approx(0.2)  # warm-up: 5 steps to the peak
+    assert rates[4] == pytest.approx(1.0) and max(rates) == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:]))  # then only down
+    assert rates[-1] < 0.001
+    assert learning_rate_factor("constant", 100)(99) == 1.0
+    with pytest.raises(DataError, match="schedule"):
+        learning_rate_factor("linear", 100)
+
+
+def test_training_follows_the_schedule(llm):
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(len(SHORT), axis=1).astype(np.int16)
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1], placement="reply")
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(optimizer, *args, **kwargs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        return real_step(optimizer, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", spy)
+        train_soft_prompt(llm, spm, embeddings, SHORT, answers, max_steps=20, epochs=50, batch_size=8,
+                          lr=0.01, schedule="cosine", validation=0.0)
+    factor = learning_rate_factor("cosine", 20)
+    assert seen == pytest.approx([0.01 * factor(step) for step in range(20)])
 
 
 def test_a_teacher_distribution_is_learned_where_the_answers_say_nothing(llm):

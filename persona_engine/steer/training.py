@@ -86,6 +86,7 @@ def train_soft_prompt(
     batch_size: int = 16,
     lr: float = 1e-3,
     weight_decay: float = 1e-3,
+    schedule: str = "constant",
     validation: float = 0.1,
     eval_every: int | None = None,
     patience: int = 3,
@@ -116,6 +117,10 @@ def train_soft_prompt(
         Steps between validation checks; ``None``: about 10 per run.
     patience:
         Validation checks without improvement before stopping early.
+    schedule:
+        ``"constant"`` learning rate, or ``"cosine"``: a linear warm-up over
+        the first 5% of the steps, then a cosine decay to zero at the last
+        step (the usual schedule for short fine-tuning runs).
     max_examples:
         Subsample this many training examples (for speed on a CPU).
     max_steps:
@@ -223,6 +228,7 @@ def train_soft_prompt(
     total = max(1, math.ceil(epochs * steps_per_epoch))
     if max_steps is not None:
         total = min(total, max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
     result = TrainingResult(n_train=len(train), n_val=n_val)
     best_state, bad_checks, running, step_seconds = None, 0, [], 0.0
@@ -243,6 +249,7 @@ def train_soft_prompt(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         running.append(loss.item())
         step_seconds += time.perf_counter() - tick
         result.steps = step + 1
@@ -303,6 +310,26 @@ def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_in
     token_losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                    ignore_index=-100, reduction="sum")
     return token_losses / len(replies)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at each step as a share of the peak (see ``schedule`` in :func:`train_soft_prompt`)."""
+    if schedule not in SCHEDULES:
+        raise DataError(f"unknown learning-rate schedule {schedule!r}", expected=f"one of {SCHEDULES}")
+    if schedule == "constant":
+        return lambda step: 1.0
+    warmup = max(1, round(0.05 * total_steps))
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return cosine
 
 
 def _cancelled(cancel) -> bool:
