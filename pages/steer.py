@@ -18,8 +18,8 @@ from pages.state import (TrainingJob, log, current_study, get_llm, guarded, is_b
                          training_jobs, writable_copy)
 from persona_engine.errors import DataError
 from persona_engine.evaluation import report
-from persona_engine.steer.study_steering import (CHECKPOINT, estimate_steering_seconds, steering_base_model,
-                                                 train_steering, training_runs)
+from persona_engine.steer.study_steering import (CHECKPOINT, WORDS_SHARE, estimate_steering_seconds,
+                                                 steering_base_model, train_steering, training_runs)
 
 
 def duration(seconds: float) -> str:
@@ -130,17 +130,20 @@ with guarded():  # errors become messages, never tracebacks
             st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}).")
         resumable = study.steering_path is not None or (Path(study.path) / CHECKPOINT).is_dir()
         with st.form("train"):
-            a, b, c = st.columns(3)
-            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 10_000, step=1000,
+            a, b, c, d = st.columns(4)
+            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 4_000, step=1000,
                                           help="A subsample keeps CPU training to minutes")
             epochs = b.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5)
-            kind = c.selectbox("Soft prompt", ["prefix", "prompt"], help="prefix: the paper's prefix tuning")
+            words = c.number_input("Share taught in words", 0.0, 1.0, WORDS_SHARE, step=0.1,
+                                   help="Answers taught as a sentence rather than a letter, so that free chat "
+                                        "takes the persona's stance; each costs about ten letters' time")
+            kind = d.selectbox("Soft prompt", ["prefix", "prompt"], help="prefix: the paper's prefix tuning")
             resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable)
             estimate, train = st.columns(2)
             wants_estimate = estimate.form_submit_button("Estimate the time")
             wants_training = train.form_submit_button("Train", type="primary")
-        options = dict(max_examples=int(max_examples) or None, epochs=float(epochs), resume=resume,
-                       kind=None if resume else kind)
+        options = dict(max_examples=int(max_examples) or None, epochs=float(epochs), words_share=float(words),
+                       resume=resume, kind=None if resume else kind)
         if wants_estimate:
             with st.spinner("Timing two training steps…"):
                 seconds = estimate_steering_seconds(study, get_llm(), **options)

@@ -4,9 +4,9 @@
   as a wide table with its codebook, and the same statements as a Polis export;
 * sample_data/studies/gss_spending/: the study `make app` opens (GSS 2018
   spending, fitted with the defaults and seed 0), with its soft-prompting
-  model for the default LLM in steering/ (prefix tuning, 1 virtual token,
-  trained on 384 of the study's training answers for one epoch; ~10 minutes
-  on 2 CPU cores).
+  model for the default LLM in steering/ (prefix tuning, 4 virtual tokens
+  before the reply, 16,000 of the study's training answers for one epoch,
+  half of them taught in words; about 30-50 minutes on 2 CPU cores).
 
 Usage: python scripts/build_sample_data.py [--only synthetic|study|steering]
 """
@@ -46,7 +46,7 @@ def build_synthetic() -> None:
     print(f"wrote {folder}")
 
 
-STEERING = dict(max_examples=16000, epochs=1.0, words_share=0.25, random_state=0)
+STEERING = dict(max_examples=16000, epochs=1.0, words_share=0.5, random_state=0)
 """How the shipped soft prompt is trained (train_steering's defaults otherwise: 4 virtual tokens
 before the reply, batch 32, lr 3e-3, distilled from the collaborative filter at 0.7)."""
 

@@ -29,6 +29,8 @@ from persona_engine.split import holdout_split
 from persona_engine.steer import study_steering
 from persona_engine.steer.study_steering import (
     CHECKPOINT,
+    DEFAULT_LR,
+    WORDS_SHARE,
     load_holdout,
     load_steering,
     train_steering,
@@ -145,16 +147,16 @@ def test_cancel_keeps_the_best_weights_and_resume_continues(fitted, llm, tmp_pat
         return len(steps) >= 2
 
     _, first = train_steering(study, llm, progress=lambda step, total, info: steps.append(step),
-                              max_examples=96, epochs=1, batch_size=16, max_val_examples=32)
-    assert first.steps == 6  # a whole run, to compare with
+                              max_examples=96, epochs=1, batch_size=16, max_val_examples=32, words_share=0.0)
+    assert first.steps > 2  # uncancelled, it runs past the step where the next run is cancelled
     steps.clear()
     _, stopped = train_steering(study, llm, progress=lambda step, total, info: steps.append(step),
-                                cancel=cancel, max_examples=96, epochs=1, batch_size=16, max_val_examples=32)
+                                cancel=cancel, max_examples=96, epochs=1, batch_size=16, max_val_examples=32, words_share=0.0)
     assert stopped.stopped == "cancelled" and stopped.steps == 2
     assert [r["result"]["stopped"] for r in training_runs(study)] == ["cancelled"]
     saved = load_steering(study, llm)  # the cancelled run left a usable model
     _, resumed = train_steering(study, llm, resume=True, max_examples=32, epochs=1, batch_size=16,
-                                max_val_examples=32)
+                                max_val_examples=32, words_share=0.0)
     runs = training_runs(study)
     assert [r["resumed"] for r in runs] == [False, True] and resumed.steps == 2
     assert np.array_equal(load_holdout(study), holdout_split(study.data.answers, random_state=0).test_mask)
@@ -204,7 +206,8 @@ def cli_study(fitted, model_folder, tmp_path_factory):
 def test_train_steering_command_records_its_options(cli_study, capsys):
     runs = training_runs(Study.load(cli_study))
     assert len(runs) == 1 and runs[0]["options"]["random_state"] == 3
-    assert runs[0]["options"]["lr"] == 1e-2 and runs[0]["llm_dtype"] == "float32"
+    assert runs[0]["options"]["lr"] == DEFAULT_LR and runs[0]["options"]["words_share"] == WORDS_SHARE
+    assert runs[0]["llm_dtype"] == "float32"
 
 
 def test_train_steering_prints_estimate_and_summary(fitted, model_folder, tmp_path, capsys):

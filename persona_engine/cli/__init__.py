@@ -120,8 +120,10 @@ def _build_parser() -> argparse.ArgumentParser:
     spm_args.add_argument("--epochs", type=float, default=2.0, help="passes over the training answers (default 2)")
     spm_args.add_argument("--batch-size", type=int, default=32, help="answers per step (default 32)")
     spm_args.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 0.003)")
-    spm_args.add_argument("--words-share", type=float, default=0.0,
-                          help="share of answers taught as a sentence instead of a letter (default 0)")
+    spm_args.add_argument("--words-share", type=float, default=None,
+                          help="share of answers taught as a sentence instead of a letter, so that free "
+                               "chat takes the persona's stance (default 0.5 for train-steering; 0 for "
+                               "evaluate-steering, which scores letters)")
     spm_args.add_argument("--teacher-weight", type=float, default=0.7,
                           help="share of the letter loss taught by the collaborative filter's predicted "
                                "distributions rather than the answer alone (default 0.7; 0 for answers only)")

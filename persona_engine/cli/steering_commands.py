@@ -15,7 +15,7 @@ from persona_engine.errors import DataError
 
 
 def run_train_steering(args: argparse.Namespace) -> int:
-    from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
+    from persona_engine.steer.study_steering import WORDS_SHARE, estimate_steering_seconds, train_steering
     from persona_engine.study import Study
 
     study = Study.load(args.study)
@@ -23,7 +23,8 @@ def run_train_steering(args: argparse.Namespace) -> int:
     options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
                    epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, max_examples=args.max_examples,
-                   words_share=args.words_share, teacher_weight=args.teacher_weight, random_state=args.seed,
+                   words_share=WORDS_SHARE if args.words_share is None else args.words_share,
+                   teacher_weight=args.teacher_weight, random_state=args.seed,
                    resume=args.resume)
     print(f"Timing two training steps of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
           f"{llm.device})...", file=sys.stderr)
