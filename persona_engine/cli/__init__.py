@@ -119,7 +119,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                "paper's)")
     spm_args.add_argument("--epochs", type=float, default=2.0, help="passes over the training answers (default 2)")
     spm_args.add_argument("--batch-size", type=int, default=32, help="answers per step (default 32)")
-    spm_args.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 0.003)")
+    spm_args.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)")
+    spm_args.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
+                          help="learning rate over the run: warm-up then cosine decay to zero (default), or "
+                               "constant")
     spm_args.add_argument("--words-share", type=float, default=None,
                           help="share of answers taught as a sentence instead of a letter, so that free "
                                "chat takes the persona's stance (default 0.5 for train-steering; 0 for "

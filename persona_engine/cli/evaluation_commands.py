@@ -25,7 +25,7 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
         max_fold_in_respondents=_limit(args.max_fold_in_respondents), train_examples=_limit(args.train_examples),
         epochs=args.epochs, batch_size=args.batch_size, kind=args.kind or "prefix", n_virtual_tokens=args.virtual_tokens,
         placement=args.placement, words_share=args.words_share or 0.0,
-        teacher_weight=args.teacher_weight, lr=args.lr,
+        teacher_weight=args.teacher_weight, lr=args.lr, schedule=args.schedule,
         n_bootstrap=args.bootstrap, random_state=args.seed)
     llm = _load_llm(args.model, args.dtype)
     started = time.perf_counter()

@@ -22,7 +22,7 @@ def run_train_steering(args: argparse.Namespace) -> int:
     llm = _load_llm(args.model, args.dtype)
     options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
                    epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, max_examples=args.max_examples,
+                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, max_examples=args.max_examples,
                    words_share=WORDS_SHARE if args.words_share is None else args.words_share,
                    teacher_weight=args.teacher_weight, random_state=args.seed,
                    resume=args.resume)

@@ -80,6 +80,8 @@ class EvaluationSettings:
     epochs: float = 2.0
     batch_size: int = 32
     lr: float = 3e-3
+    schedule: str = "cosine"
+    """Learning rate over the run: ``"cosine"`` (warm-up, then decay to zero) or ``"constant"``."""
     kind: str = "prefix"
     n_virtual_tokens: int = 4
     placement: str = "reply"
@@ -183,7 +185,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     untrained.set_embedding_scale(embeddings[trained])
     training = train_soft_prompt(
         llm, spm, embeddings[trained], questions, training_answers, epochs=settings.epochs,
-        batch_size=settings.batch_size, lr=settings.lr, max_examples=settings.train_examples,
+        batch_size=settings.batch_size, lr=settings.lr, schedule=settings.schedule, max_examples=settings.train_examples,
         max_val_examples=settings.val_examples, words_share=settings.words_share, random_state=seed,
         teacher=cf_probs[trained] if settings.teacher_weight > 0 else None,
         teacher_weight=settings.teacher_weight,

@@ -115,6 +115,7 @@ def train_steering(
     max_val_examples: int | None = None,
     words_share: float = WORDS_SHARE,
     teacher_weight: float = 0.7,
+    schedule: str = "cosine",
     random_state: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     cancel=None,
@@ -138,7 +139,7 @@ def train_steering(
     holdout:
         Answers never trained on (see :func:`study_holdout`). Not allowed with
         ``resume``, which reuses the saved ones.
-    epochs, batch_size, lr, max_examples, words_share, random_state, progress, cancel:
+    epochs, batch_size, lr, schedule, max_examples, words_share, random_state, progress, cancel:
         As for :func:`~persona_engine.steer.train_soft_prompt`; ``words_share``
         defaults to :data:`WORDS_SHARE`, so that chat stays in character.
     teacher_weight:
@@ -170,7 +171,7 @@ def train_steering(
         shutil.rmtree(checkpoint, ignore_errors=True)
     spm.save_pretrained(checkpoint)  # the starting point is the first checkpoint
     _write_holdout(checkpoint, test_mask)
-    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, max_examples=max_examples,
+    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, max_examples=max_examples,
                    max_val_examples=max_val_examples, words_share=words_share, teacher_weight=teacher_weight,
                    random_state=random_state)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
