@@ -18,7 +18,7 @@ What is compared
   Ours runs with its virtual tokens before the question (``question``,
   where PEFT puts them) and before the reply (``reply``, the default, which
   runs the persona-independent prompt once: see persona_engine.steer.injection).
-* Same optimisation: AdamW, ``--lr``, weight decay 1e-3, ``--steps`` steps
+* Same optimisation: AdamW, ``--lr`` held constant, weight decay 1e-3, ``--steps`` steps
   of ``--batch-size`` examples, ``--virtual-tokens`` virtual tokens.
 * Speed: examples/s over the steps after ``--warmup`` warm-up steps (one
   step = forward, backward, optimizer step; no validation in either).
@@ -109,7 +109,7 @@ def train_ours(llm, study, kind, placement, cells, n_train, args) -> tuple[float
     clock = StepClock(args.warmup)
     train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers,
                       epochs=float(args.steps), max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=WEIGHT_DECAY, validation=0.0, random_state=args.seed, progress=clock)
+                      weight_decay=WEIGHT_DECAY, schedule="constant", validation=0.0, random_state=args.seed, progress=clock)
     encoded = encode_questions(llm.tokenizer, study.data.questions)
     held = slice(n_train, None)
     log_probs = score_options(llm, encoded, question[held], spm, study.embeddings[respondent[held]],
