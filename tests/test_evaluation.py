@@ -31,7 +31,7 @@ from tiny_llm import save_tiny_llm, tiny_llm
 
 torch.set_num_threads(1)
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
-TINY = EvaluationSettings(train_examples=32, val_examples=16, max_respondents=40, max_text_respondents=12,
+TINY = EvaluationSettings(train_examples=32, train_steps=3, val_examples=16, max_respondents=40, max_text_respondents=12,
                           max_fold_in_respondents=12, calibration_prompts=8, n_bootstrap=200)
 
 
@@ -155,6 +155,7 @@ def evaluated(study):
 
     def train_spy(llm, spm, embeddings, questions, answers, **options):
         learned_from["soft prompt"] = np.array(answers)
+        learned_from["options"] = options
         return real_train(llm, spm, embeddings, questions, answers, **options)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -168,10 +169,17 @@ def test_nothing_is_learned_from_held_out_answers_or_unseen_respondents(study, e
     _, learned_from = evaluated
     split = evaluation_split(study.data.answers, random_state=TINY.random_state)
     expected = split.training_answers
-    for stage, answers in learned_from.items():
-        assert np.array_equal(answers, expected), stage
+    for stage in ("embedding", "soft prompt"):
+        assert np.array_equal(learned_from[stage], expected), stage
     held_out_of_trained = split.held_out[split.trained]
     assert held_out_of_trained.any() and (expected[held_out_of_trained] == MISSING).all()
+    # The filter may teach cells nobody answered, never a held-out one.
+    options = learned_from["options"]
+    cells = options["teacher_cells"]
+    assert cells.shape == expected.shape and cells.any()
+    assert not cells[held_out_of_trained].any()
+    assert np.array_equal(cells, study.data.answers[split.trained] == MISSING)
+    assert options["max_steps"] == TINY.train_steps and options["epochs"] is None
 
 
 def test_the_harness_scores_every_method_with_intervals(evaluated):

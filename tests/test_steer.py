@@ -459,3 +459,40 @@ def test_chat_stops_when_asked(llm):
     next(replies)
     replies.close()  # a consumer that walks away ends the generation thread cleanly
     assert not any(t.name == "persona-chat" for t in threading.enumerate())
+
+
+def test_teacher_cells_fill_up_the_examples_where_nobody_answered(llm):
+    """Camp 1 answered nothing; the teacher's view of its empty cells is all it can learn from."""
+    questions = SHORT
+    embeddings, camp = two_camps()
+    answers = np.full((len(camp), len(questions)), MISSING, dtype=np.int16)
+    answers[camp == 0] = 0
+    teacher = np.zeros(answers.shape + (3,), dtype=np.float32)
+    teacher[camp == 0, :, 0] = 1
+    teacher[camp == 1, :, 2] = 1
+    cells = np.zeros(answers.shape, dtype=bool)
+    cells[camp == 1, 1:] = True  # question 0 of camp 1 stands for a held-out cell: never taught
+    cells[0, 0] = True  # an answered cell is not 'without an answer', whatever the mask says
+    known = int((answers != MISSING).sum())
+    spm = SoftPromptModel.for_llm(llm, embeddings.shape[1])
+    result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=15, batch_size=16, lr=1e-2,
+                               teacher=teacher, teacher_weight=0.0, teacher_cells=cells, validation=0.0,
+                               max_examples=10_000)
+    assert result.n_teacher_only == int(cells[camp == 1].sum())
+    assert result.n_train == known + result.n_teacher_only
+    after = answer(llm, questions[1], spm, embeddings)
+    assert after[camp == 1, 2].mean() > after[camp == 1, 0].mean() + 0.3  # taught by the teacher alone
+    assert after[camp == 0, 0].mean() > after[camp == 0, 2].mean() + 0.3  # taught by the answers
+
+    # They only make up for missing answers: with enough answers for max_examples, none is added.
+    capped = train_soft_prompt(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings, questions,
+                               answers, teacher=teacher, teacher_cells=cells, validation=0.0,
+                               max_examples=known, max_steps=1)
+    assert capped.n_teacher_only == 0 and capped.n_train == known
+    topped = train_soft_prompt(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings, questions,
+                               answers, teacher=teacher, teacher_cells=cells, validation=0.0,
+                               max_examples=known + 5, max_steps=1)
+    assert topped.n_teacher_only == 5
+    with pytest.raises(DataError, match="teacher cells"):
+        train_soft_prompt(llm, spm, embeddings, questions, answers, teacher=teacher, teacher_cells=cells[:3],
+                          max_examples=10_000, max_steps=1)

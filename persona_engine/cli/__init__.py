@@ -117,7 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="where the virtual tokens go: right before the reply (default: the prompt is "
                                "read once for all personas, about 10x faster) or before the question (the "
                                "paper's)")
-    spm_args.add_argument("--epochs", type=float, default=2.0, help="passes over the training answers (default 2)")
+    spm_args.add_argument("--epochs", type=float, default=None,
+                          help="passes over the training answers (default 2 for train-steering; "
+                               "evaluate-steering: as many as --steps takes)")
     spm_args.add_argument("--batch-size", type=int, default=32, help="answers per step (default 32)")
     spm_args.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)")
     spm_args.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],

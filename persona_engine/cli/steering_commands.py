@@ -21,7 +21,7 @@ def run_train_steering(args: argparse.Namespace) -> int:
     study = Study.load(args.study)
     llm = _load_llm(args.model, args.dtype)
     options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
-                   epochs=args.epochs,
+                   epochs=2.0 if args.epochs is None else args.epochs,
                    batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, max_examples=args.max_examples,
                    words_share=WORDS_SHARE if args.words_share is None else args.words_share,
                    teacher_weight=args.teacher_weight, random_state=args.seed,

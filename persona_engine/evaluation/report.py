@@ -127,10 +127,12 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
                 f"questions with at least {settings.get('min_alignment_answers', '?')} answers.", "",
                 _table(wide.reset_index(), list(wide.reset_index().columns)), ""]
     training = facts.get("training", {})
+    examples, teacher_only = training.get("examples"), training.get("teacher_only_examples") or 0
+    taught = (f"{examples - teacher_only} training answers and {teacher_only} cells nobody answered, taught by "
+              "the collaborative filter alone" if teacher_only and examples else f"{examples} training answers")
     out += ["## How it was run", "",
             f"- Soft-prompting model: {settings.get('kind')} tuning, {settings.get('n_virtual_tokens')} virtual "
-            f"token(s) before the {settings.get('placement', 'question')}, {training.get('examples')} "
-            f"training answers, {training.get('steps')} steps "
+            f"token(s) before the {settings.get('placement', 'question')}, {taught}, {training.get('steps')} steps "
             f"({training.get('stopped')}), {training.get('seconds_per_step')} s/step.",
             f"- Seconds per stage: {facts.get('seconds')}.",
             f"- Demographics in prompts: {', '.join(facts.get('demographics') or []) or 'none in this study'}.",

@@ -77,16 +77,19 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
     kind, placement = ("prefix", "question") if soft_prompt is None else (
         soft_prompt.config.kind, soft_prompt.config.placement)
     prompts = Prompts.for_questions(llm, encoded, placement)
-    out = []
+    # Batches of prompts of similar length waste less on padding (long, varied text prompts).
+    lengths = np.asarray([len(body) for body in encoded.body_ids])
+    order = np.argsort(lengths[question_index], kind="stable") if len(question_index) else question_index
+    out = np.zeros((len(question_index), len(encoded.letter_ids)), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(question_index), batch_size):
-            rows = slice(start, start + batch_size)
+            rows = order[start:start + batch_size]
             soft = None if soft_prompt is None else soft_prompt(personas[rows])
             logits = letter_logits(llm, prompts, question_index[rows], soft, kind=kind, strength=strength)
-            out.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
+            out[rows] = torch.log_softmax(logits, dim=-1).cpu().numpy()
             if progress is not None:
                 progress(min(start + batch_size, len(question_index)), len(question_index), {})
-    return np.concatenate(out) if out else np.zeros((0, len(encoded.letter_ids)))
+    return out
 
 
 @dataclass(frozen=True)

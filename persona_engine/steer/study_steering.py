@@ -146,6 +146,9 @@ def train_steering(
         Share of the letter loss taught by the study's collaborative filter
         (its ``predict_proba`` for each training answer's respondent and
         question) rather than by the answer alone; 0 trains on the answers only.
+        When ``max_examples`` is more than the study's training answers, the
+        cells nobody answered make up the difference, taught by the filter
+        alone (see ``teacher_cells`` in :func:`~persona_engine.steer.train_soft_prompt`).
     max_val_examples:
         Validation answers for early stopping; ``None``: 256, or a quarter of
         ``max_examples`` (at least 48) when that is smaller, so that a short
@@ -176,7 +179,9 @@ def train_steering(
                    random_state=random_state)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     teacher = study.embedder.predict_proba(study.embeddings) if teacher_weight > 0 else None
+    unanswered = study.data.answers == MISSING  # held-out answers are answers: never among these
     result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers, teacher=teacher,
+                               teacher_cells=unanswered,
                                progress=progress, cancel=cancel, checkpoint=checkpoint, **options)
     runs.append({"started": started.isoformat(timespec="seconds"), "resumed": resume,
                  "seconds": round(time.perf_counter() - clock, 2),

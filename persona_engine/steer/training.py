@@ -64,6 +64,8 @@ class TrainingResult:
     seconds_per_step: float = 0.0
     n_train: int = 0
     n_val: int = 0
+    n_teacher_only: int = 0
+    """Of the ``n_train`` examples, those from cells without an answer (``teacher_cells``)."""
 
 
 def answer_examples(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,7 +84,7 @@ def train_soft_prompt(
     questions: Sequence[Question],
     answers: np.ndarray,
     *,
-    epochs: float = 3.0,
+    epochs: float | None = 3.0,
     batch_size: int = 16,
     lr: float = 1e-3,
     weight_decay: float = 1e-3,
@@ -96,6 +98,7 @@ def train_soft_prompt(
     words_share: float = 0.0,
     teacher: np.ndarray | None = None,
     teacher_weight: float = 0.5,
+    teacher_cells: np.ndarray | None = None,
     system: str | None = None,
     random_state: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
@@ -112,7 +115,8 @@ def train_soft_prompt(
         Shape ``(n_respondents, n_questions)`` option indices, ``MISSING``
         where unknown or held out.
     epochs:
-        Passes over the training examples (fractions allowed).
+        Passes over the training examples (fractions allowed); ``None``:
+        as many as ``max_steps`` takes (which must then be given).
     eval_every:
         Steps between validation checks; ``None``: about 10 per run.
     patience:
@@ -139,6 +143,14 @@ def train_soft_prompt(
         the cross-entropy against the teacher's distribution: a full
         distribution per example teaches more per step than one observed
         option (distillation). Validation always scores the answers alone.
+    teacher_cells:
+        Optional boolean mask ``(n_respondents, n_questions)`` of cells with
+        no answer (never a held-out one) that the ``teacher`` alone teaches:
+        when the known answers are fewer than ``max_examples``, examples
+        from these cells make up the difference, with the teacher's
+        distribution as their only target. On a small study this gives
+        the soft prompt the filter's view of every respondent instead of a
+        few dozen answers each.
     progress:
         ``callable(step, total_steps, info)``; ``info`` holds ``loss``,
         ``eta_seconds`` (from the mean step time so far) and, after a
@@ -166,6 +178,17 @@ def train_soft_prompt(
         train = train[:max_examples]
     if len(train) == 0:
         raise DataError("no answers to train the soft prompt on", expected="a study with known answers")
+    if teacher_cells is not None and teacher is not None and max_examples is not None \
+            and len(train) < max_examples:
+        cells = np.asarray(teacher_cells, dtype=bool)
+        if cells.shape != answers.shape:
+            raise DataError(f"teacher cells of shape {cells.shape}", expected=f"shape {answers.shape}")
+        fill_r, fill_q = np.nonzero(cells & (answers == MISSING))
+        pick = rng.permutation(len(fill_r))[: max_examples - len(train)]
+        train = np.concatenate([train, len(answer) + np.arange(len(pick))])
+        respondent = np.concatenate([respondent, fill_r[pick]])
+        question = np.concatenate([question, fill_q[pick]])
+        answer = np.concatenate([answer, np.full(len(pick), -1, dtype=answer.dtype)])  # no answer: teacher only
 
     spm = soft_prompt.to(llm.device).train()
     placement = spm.config.placement
@@ -188,6 +211,7 @@ def train_soft_prompt(
         soft = torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=llm.device)
     spoken = rng.random(len(answer)) < words_share  # examples taught in words
     spoken[val] = False  # validation (early stopping) scores the answers by letter
+    spoken[answer < 0] = False  # a teacher-only cell has no answer to say
     if spoken.any():
         free = Prompts.for_questions(llm, encode_questions(llm.tokenizer, questions, system, lettered=False),
                                      placement)
@@ -199,11 +223,13 @@ def train_soft_prompt(
         loss, hits = 0.0, 0
         if len(letters):
             logits = letter_logits(llm, prompts, question[letters], spm(x[respondent[letters]]), kind=kind)
-            hard = F.cross_entropy(logits, y[letters], reduction="sum")
+            hard = F.cross_entropy(logits, y[letters], reduction="sum", ignore_index=-1)
             if teacher is not None and training:
                 log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
-                distilled = -(soft[letters] * log_p).sum()
-                hard = (1 - teacher_weight) * hard + teacher_weight * distilled
+                distilled = -(soft[letters] * log_p).sum(-1)
+                answered = y[letters] >= 0  # cells without an answer learn from the teacher alone
+                hard = (1 - teacher_weight) * hard + (teacher_weight * distilled[answered]).sum() \
+                    + distilled[~answered].sum()
             loss = loss + hard
             hits = int((logits.argmax(-1) == y[letters]).sum())
         if len(words):
@@ -228,12 +254,14 @@ def train_soft_prompt(
 
     optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = max(1, math.ceil(epochs * steps_per_epoch))
+    if epochs is None and max_steps is None:
+        raise DataError("neither epochs nor max_steps", expected="a number of epochs, of steps, or both")
+    total = max(1, math.ceil(epochs * steps_per_epoch)) if epochs is not None else max(1, max_steps)
     if max_steps is not None:
         total = min(total, max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
-    result = TrainingResult(n_train=len(train), n_val=n_val)
+    result = TrainingResult(n_train=len(train), n_val=n_val, n_teacher_only=int((answer[train] < 0).sum()))
     best_state, bad_checks, running, step_seconds = None, 0, [], 0.0
     result.best_val_loss, _ = evaluate()
     if not math.isnan(result.best_val_loss):
@@ -351,9 +379,10 @@ def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, 
         **options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None, "progress": None})
     n_examples = timed.n_train
     batch_size = options.get("batch_size", 16)
-    steps = math.ceil(options.get("epochs", 3.0) * math.ceil(n_examples / batch_size))
-    if options.get("max_steps") is not None:
-        steps = min(steps, options["max_steps"])
+    epochs, max_steps = options.get("epochs", 3.0), options.get("max_steps")
+    steps = math.ceil(epochs * math.ceil(n_examples / batch_size)) if epochs is not None else max_steps
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     # Validation: ~10 checks of forward-only batches, about a third of a training step each.
     n_val = min(int(round(options.get("validation", 0.1) * len(answer_examples(answers)[0]))),
                 options.get("max_val_examples", 256))
