@@ -221,11 +221,14 @@ def test_evaluate_steering_command_prints_the_tables_and_writes_the_report(study
     model = save_tiny_llm(tmp_path / "tiny-model")
     out = tmp_path / "report"
     code = main(["evaluate-steering", str(study.path), "--model", str(model), "--out", str(out),
-                 "--train-examples", "16", "--max-respondents", "20", "--max-text-respondents", "6",
+                 "--train-examples", "16", "--steps", "3", "--no-teacher-fill",
+                 "--max-respondents", "20", "--max-text-respondents", "6",
                  "--max-fold-in-respondents", "6", "--bootstrap", "100", "--no-html"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "SPM (individual)" in printed and "collaborative filter" in printed and str(out) in printed
     saved = json.loads((out / "settings.json").read_text())
     assert saved["settings"]["max_respondents"] == 20 and "--max-respondents 20" in saved["command"]
+    assert saved["settings"]["train_steps"] == 3 and saved["settings"]["teacher_fill"] is False
+    assert saved["facts"]["training"]["steps"] <= 3
     assert not (out / "figures.html").exists()

@@ -83,7 +83,7 @@ def add_parser(sub, parents) -> None:
                           help="answers the soft prompt is trained on (default 20000)")
     evaluate.add_argument("--steps", default="1250", metavar="N",
                           help="training steps of --batch-size answers, cycling the answers as often as it takes "
-                               "(default 1250; 'all' lets --epochs decide)")
+                               "(default 1250; 'all': --epochs decides, 2 unless given)")
     evaluate.add_argument("--teacher-fill", action=argparse.BooleanOptionalAction, default=True,
                           help="when the seen answers are fewer than --train-examples, make up the difference "
                                "with cells nobody answered, taught by the collaborative filter alone (default: on)")
