@@ -192,10 +192,12 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
 
     untrained, spm = fresh_spm(), fresh_spm()
     untrained.set_embedding_scale(embeddings[trained])
+    epochs = settings.epochs
+    if epochs is None and settings.train_steps is None:  # no bound given: two passes
+        epochs = 2.0
     training = train_soft_prompt(
-        llm, spm, embeddings[trained], questions, training_answers,
-        epochs=settings.epochs if settings.epochs is not None or settings.train_steps is not None else 2.0,
-        max_steps=settings.train_steps, batch_size=settings.batch_size, lr=settings.lr, schedule=settings.schedule,
+        llm, spm, embeddings[trained], questions, training_answers, epochs=epochs, max_steps=settings.train_steps,
+        batch_size=settings.batch_size, lr=settings.lr, schedule=settings.schedule,
         max_examples=settings.train_examples, max_val_examples=settings.val_examples,
         words_share=settings.words_share, random_state=seed,
         teacher=cf_probs[trained] if settings.teacher_weight > 0 else None,

@@ -79,7 +79,7 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
     prompts = Prompts.for_questions(llm, encoded, placement)
     # Batches of prompts of similar length waste less on padding (long, varied text prompts).
     lengths = np.asarray([len(body) for body in encoded.body_ids])
-    order = np.argsort(lengths[question_index], kind="stable") if len(question_index) else question_index
+    order = np.argsort(lengths[question_index], kind="stable")
     out = np.zeros((len(question_index), len(encoded.letter_ids)), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(question_index), batch_size):

@@ -227,9 +227,9 @@ def train_soft_prompt(
             if teacher is not None and training:
                 log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
                 distilled = -(soft[letters] * log_p).sum(-1)
-                answered = y[letters] >= 0  # cells without an answer learn from the teacher alone
-                hard = (1 - teacher_weight) * hard + (teacher_weight * distilled[answered]).sum() \
-                    + distilled[~answered].sum()
+                # cells without an answer learn from the teacher alone
+                weight = torch.where(y[letters] >= 0, teacher_weight, 1.0)
+                hard = (1 - teacher_weight) * hard + (weight * distilled).sum()
             loss = loss + hard
             hits = int((logits.argmax(-1) == y[letters]).sum())
         if len(words):
@@ -254,11 +254,7 @@ def train_soft_prompt(
 
     optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    if epochs is None and max_steps is None:
-        raise DataError("neither epochs nor max_steps", expected="a number of epochs, of steps, or both")
-    total = max(1, math.ceil(epochs * steps_per_epoch)) if epochs is not None else max(1, max_steps)
-    if max_steps is not None:
-        total = min(total, max_steps)
+    total = total_steps(epochs, max_steps, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
     result = TrainingResult(n_train=len(train), n_val=n_val, n_teacher_only=int((answer[train] < 0).sum()))
@@ -343,6 +339,14 @@ def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_in
     return token_losses / len(replies)
 
 
+def total_steps(epochs: float | None, max_steps: int | None, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``epochs`` passes, at most ``max_steps`` (either may be ``None``, not both)."""
+    if epochs is None and max_steps is None:
+        raise DataError("neither epochs nor max_steps", expected="a number of epochs, of steps, or both")
+    total = max(1, math.ceil(epochs * steps_per_epoch)) if epochs is not None else max(1, max_steps)
+    return total if max_steps is None else min(total, max_steps)
+
+
 SCHEDULES = ("constant", "cosine")
 
 
@@ -379,10 +383,7 @@ def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, 
         **options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None, "progress": None})
     n_examples = timed.n_train
     batch_size = options.get("batch_size", 16)
-    epochs, max_steps = options.get("epochs", 3.0), options.get("max_steps")
-    steps = math.ceil(epochs * math.ceil(n_examples / batch_size)) if epochs is not None else max_steps
-    if max_steps is not None:
-        steps = min(steps, max_steps)
+    steps = total_steps(options.get("epochs", 3.0), options.get("max_steps"), math.ceil(n_examples / batch_size))
     # Validation: ~10 checks of forward-only batches, about a third of a training step each.
     n_val = min(int(round(options.get("validation", 0.1) * len(answer_examples(answers)[0]))),
                 options.get("max_val_examples", 256))
