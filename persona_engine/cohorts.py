@@ -102,7 +102,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         ``(n_respondents,)`` int64 cohort of each training respondent.
     centroids_:
         ``(n_cohorts_, dim)`` the cohort personas: each cohort's (weighted)
-        mean vector.
+        mean vector (of ``vectors`` when ``fit`` was given them).
     n_cohorts_:
         Number of cohorts found.
     sizes_:
@@ -143,18 +143,25 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         self.n_threads = n_threads
 
     # ------------------------------------------------------------- fitting
-    def fit(self, embeddings, y=None, sample_weight=None) -> "CohortFinder":
+    def fit(self, embeddings, y=None, sample_weight=None, vectors=None) -> "CohortFinder":
         """Find cohorts among ``embeddings`` ``(n_respondents, dim)``.
 
         ``sample_weight`` ``(n_respondents,)``, optional, weighs respondents
         in the centroids, the BIC and the stability refits; pass each
         respondent's number of answers (see the module docstring). The
         mixture (``method="gmm"``) ignores it except in ``centroids_``.
+        ``vectors`` ``(n_respondents, d)``, optional: when the points
+        clustered are not the respondents' vectors (cohorts found among
+        answers, :mod:`persona_engine.cohort_space`), ``centroids_`` are the
+        cohorts' means of these instead.
         """
         X = _as_matrix(embeddings)
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if weight is not None and weight.shape != (len(X),):
             raise DataError(f"sample_weight has shape {weight.shape} for {len(X)} respondents")
+        persona_space = X if vectors is None else np.asarray(vectors, dtype=np.float64)
+        if len(persona_space) != len(X):
+            raise DataError(f"{len(persona_space)} vectors for {len(X)} respondents")
         if self.method not in METHODS:
             raise DataError(f"unknown cohort method '{self.method}'", expected=" or ".join(METHODS))
         min_size = self._min_size(len(X))
@@ -184,11 +191,11 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         selection["chosen"] = selection["k"] == chosen
         self.selection_ = selection
         self.model_, mapping = fits[chosen]
-        self._set_cohorts(X, mapping, weight)
+        self._set_cohorts(X, mapping, weight, persona_space)
         return self
 
     def predict(self, embeddings) -> np.ndarray:
-        """Cohort of each vector in ``embeddings`` ``(m, dim)``; returns ``(m,)`` int64."""
+        """Cohort of each point ``(m, dim)`` (points like those fitted on); returns ``(m,)`` int64."""
         self._check_fitted()
         return self.component_cohort_[_components(self.model_, _as_matrix(embeddings))]
 
@@ -264,7 +271,8 @@ class CohortFinder(BaseEstimator, ClusterMixin):
                 return int(selection.loc[selection["stability"].idxmax(), "k"])
         return int(candidates.loc[candidates["bic"].idxmin(), "k"])
 
-    def _set_cohorts(self, X: np.ndarray, mapping: np.ndarray, weight: np.ndarray | None) -> None:
+    def _set_cohorts(self, X: np.ndarray, mapping: np.ndarray, weight: np.ndarray | None,
+                     vectors: np.ndarray) -> None:
         components = _components(self.model_, X)
         labels = mapping[components]
         # Number cohorts by size, largest first, ties by earliest respondent.
@@ -277,7 +285,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         self.labels_ = self.component_cohort_[components]
         self.n_cohorts_ = int(len(order))
         self.sizes_ = np.bincount(self.labels_, minlength=self.n_cohorts_)
-        self.centroids_ = _centroids(X, self.labels_, self.n_cohorts_, weight)
+        self.centroids_ = _centroids(vectors, self.labels_, self.n_cohorts_, weight)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "component_cohort_"):

@@ -10,8 +10,10 @@ Rows, from the floor up:
   answering with the cohort's majority;
 * paper MF: Li et al.'s factorization (answers scaled to [0, 1], MSE);
 * softmax MF: our default collaborative filter;
-* our cohorts: cohorts of the default embeddings, answering with the cohort's
-  majority (what a cohort persona knows about its members).
+* our cohorts: the study's cohorts (found in the embedding or the answer
+  space, whichever predicts better on inner splits of the training answers),
+  answering with the cohort's majority (what a cohort persona knows about its
+  members).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.cohort_quality import cohort_majority, polis_groups
+from persona_engine.cohort_space import fit_cohorts
 from persona_engine.cohorts import CohortFinder
 from persona_engine.embed import PaperFactorization, SoftmaxFactorization
 from persona_engine.opinion_data import OpinionData
@@ -32,7 +35,7 @@ METHODS = {
     "Polis cohorts": "cohort majority, Polis's method (mean-impute, PCA 2-D, k-means k=2..5)",
     "paper MF": "Li et al.: answers scaled to [0,1], MSE matrix factorization",
     "softmax MF (default)": "softmax factorization over each question's options",
-    "our cohorts": "cohort majority, cohorts of the default embeddings",
+    "our cohorts": "cohort majority, the study's cohorts (space chosen on inner splits)",
 }
 
 
@@ -42,6 +45,7 @@ def quality_table(
     dim: int = 16,
     n_cohorts: int | str = "auto",
     cohort_method: str = "kmeans",
+    cohort_space: str = "auto",
     seeds: Sequence[int] = (0,),
     fraction: float = 0.2,
     min_answers: int = 5,
@@ -56,6 +60,8 @@ def quality_table(
     report = progress or (lambda stage, step, total: None)
     scores: dict[str, list[float]] = {name: [] for name in METHODS}
     n_options = data.n_options
+    positions = [q.scaled_values() for q in data.questions]
+    ordinal = np.array([q.ordinal for q in data.questions])
     scored = 0
     for index, seed in enumerate(seeds):
         report("evaluate", index, len(seeds))
@@ -77,11 +83,11 @@ def quality_table(
         default = SoftmaxFactorization(dim=dim, random_state=seed).fit(train)
         scores["softmax MF (default)"].append(score(default.predict(default.respondent_factors_)))
 
-        cohorts = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=seed)
-        # weighted by answers, so vectors resting on few answers pull the cohorts less
-        weight = (split.train_answers != -1).sum(axis=1)
-        labels = cohorts.fit(default.respondent_factors_, sample_weight=weight).labels_
-        scores["our cohorts"].append(score(cohort_majority(split.train_answers, labels, n_options)))
+        finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=seed)
+        # the study's procedure: space chosen on inner splits of the training answers only
+        cohorts, _, _ = fit_cohorts(default, split.train_answers, finder, cohort_space,
+                                    positions=positions, ordinal=ordinal, random_state=seed)
+        scores["our cohorts"].append(score(cohort_majority(split.train_answers, cohorts.labels_, n_options)))
     report("evaluate", len(seeds), len(seeds))
 
     return pd.DataFrame(

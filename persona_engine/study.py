@@ -44,6 +44,7 @@ import pandas as pd
 
 from persona_engine.embed import EMBEDDERS, embedder_from_state
 from persona_engine.cohort_quality import cohort_stability
+from persona_engine.cohort_space import fit_cohorts
 from persona_engine.cohorts import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.latent_map import LatentMap
@@ -266,6 +267,7 @@ def fit_study(
     dim: int = 16,
     n_cohorts: int | str = "auto",
     cohort_method: str = "kmeans",
+    cohort_space: str = "auto",
     min_cohort_size: int | None = None,
     map_3d: bool = False,
     random_state: int = 0,
@@ -273,7 +275,9 @@ def fit_study(
 ) -> Study:
     """Fit embeddings, cohorts and the map on ``data`` and return the study.
 
-    ``map_3d`` also lays out a 3-D map (another UMAP fit).
+    ``map_3d`` also lays out a 3-D map (another UMAP fit). ``cohort_space``:
+    where cohorts are found, ``"auto"`` (chosen by held-out accuracy),
+    ``"embedding"`` or ``"answers"`` (see :mod:`persona_engine.cohort_space`).
 
     ``model`` is ``"softmax"`` (the default collaborative filter) or
     ``"paper"`` (Li et al.'s MSE factorization of answers scaled to [0, 1]).
@@ -292,11 +296,12 @@ def fit_study(
     # Weighted by answers: vectors resting on few answers pull the cohorts less.
     weight = data.observed.sum(axis=1)
     finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
-    cohorts = CohortFinder(
-        method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs
-    ).fit(embeddings, sample_weight=weight)
+    finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs)
+    cohorts, points, space = fit_cohorts(
+        embedder, data.answers, finder, cohort_space, positions=[q.scaled_values() for q in data.questions],
+        ordinal=np.array([q.ordinal for q in data.questions]), random_state=random_state)
     report("cohorts", 1, 2)
-    stability = cohort_stability(embeddings, cohorts, random_state=random_state, sample_weight=weight)
+    stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=weight)
     report("cohorts", 2, 2)
 
     report("map", 0, 1)
@@ -311,12 +316,15 @@ def fit_study(
         "data": data.summary(),
         "parameters": {
             "model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
-            "min_cohort_size": min_cohort_size, "map_3d": map_3d, "random_state": random_state,
+            "cohort_space": cohort_space, "min_cohort_size": min_cohort_size, "map_3d": map_3d,
+            "random_state": random_state,
         },
         "fitted": {
             "embedding_reg": float(embedder.reg_),
             "embedding_validation": to_jsonable(embedder.validation_scores_),
             "n_cohorts": int(len(cohorts.centroids_)),
+            "cohort_space": space.space,
+            "cohort_space_scores": {k: round(v, 4) for k, v in space.mean_scores().items()},
             "cohort_stability_ari": round(stability.ari, 4),
             "map_method": latent_map.method_,
         },

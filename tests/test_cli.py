@@ -11,7 +11,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 @pytest.fixture(scope="module")
 def study_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "brexit"
-    assert main(["fit", str(SAMPLE / "polis" / "brexit-consensus"), "--out", str(folder), "--seed", "1"]) == 0
+    assert main(["fit", str(SAMPLE / "polis" / "brexit-consensus"), "--out", str(folder), "--seed", "1",
+                 "--cohort-space", "answers"]) == 0
     return folder
 
 
@@ -22,6 +23,7 @@ def test_fit_writes_a_study_that_info_and_profile_read(study_folder, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["respondents"] == 204 and info["questions"] == 50
     assert info["manifest"]["parameters"]["random_state"] == 1
+    assert info["manifest"]["fitted"]["cohort_space"] == "answers"
     assert main(["profile", str(study_folder), "--cohort", "0", "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert "Cohort 0: most distinctive answers" in out and "Cohort 1:" not in out

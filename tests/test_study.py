@@ -36,6 +36,12 @@ def test_fitted_study_has_one_vector_cohort_and_map_point_per_respondent(study, 
     assert list(table.columns[:4]) == ["respondent_id", "cohort", "map_x", "map_y"]
     assert "polis_group" in table.columns
     assert study.manifest["source"]["files"][0]["sha256"]
+    # Where the cohorts were found, and the held-out evidence for it.
+    fitted = study.manifest["fitted"]
+    assert study.manifest["parameters"]["cohort_space"] == "auto"
+    scores = fitted["cohort_space_scores"]
+    assert set(scores) == {"embedding", "answers"} and all(0 < v < 1 for v in scores.values())
+    assert fitted["cohort_space"] == ("answers" if scores["answers"] > scores["embedding"] else "embedding")
 
 
 def test_same_data_and_seed_give_the_same_study(study, brexit):

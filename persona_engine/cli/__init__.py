@@ -66,6 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     model_args.add_argument("--k", default="auto", help="number of cohorts, or 'auto' (default)")
     model_args.add_argument("--cohort-method", default="kmeans", choices=["kmeans", "gmm"],
                             help="clustering method (default kmeans)")
+    model_args.add_argument("--cohort-space", default="auto", choices=["auto", "embedding", "answers"],
+                            help="find cohorts among the embeddings or the answers; auto (default) "
+                                 "picks the one whose cohorts predict held-out answers better")
 
     fit = sub.add_parser("fit", parents=[common, data_args, model_args],
                          help="embed respondents, find cohorts, draw the map; save a study folder",

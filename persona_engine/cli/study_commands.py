@@ -20,7 +20,7 @@ def run_fit(args: argparse.Namespace) -> int:
     with _StageBars() as bars:
         study = fit_study(
             data, model=args.model, dim=args.dim, n_cohorts=_k(args.k),
-            cohort_method=args.cohort_method, min_cohort_size=args.min_cohort_size,
+            cohort_method=args.cohort_method, cohort_space=args.cohort_space, min_cohort_size=args.min_cohort_size,
             map_3d=args.map_3d, random_state=args.seed, progress=bars,
         )
     study.save(args.out)
@@ -42,12 +42,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         data, params = study.data, study.manifest.get("parameters", {})
         dim = params.get("dim", args.dim)
         cohort_method = params.get("cohort_method", args.cohort_method)
+        cohort_space = params.get("cohort_space", args.cohort_space)
         n_cohorts = params.get("n_cohorts", _k(args.k))
     else:
-        data, dim, cohort_method, n_cohorts = _read_data(args), args.dim, args.cohort_method, _k(args.k)
+        data, dim, n_cohorts = _read_data(args), args.dim, _k(args.k)
+        cohort_method, cohort_space = args.cohort_method, args.cohort_space
     with _StageBars() as bars:
         table = quality_table(
-            data, dim=dim, n_cohorts=n_cohorts, cohort_method=cohort_method,
+            data, dim=dim, n_cohorts=n_cohorts, cohort_method=cohort_method, cohort_space=cohort_space,
             seeds=args.seeds, progress=bars,
         )
     if args.json:

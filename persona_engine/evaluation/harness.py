@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from persona_engine.cohort_quality import cohort_majority
+from persona_engine.cohort_space import fit_cohorts
 from persona_engine.cohorts import CohortFinder
 from persona_engine.embed import EMBEDDERS
 from persona_engine.evaluation import baselines
@@ -174,9 +175,11 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         dim=study.embeddings.shape[1], random_state=seed).fit(training_answers, n_options)
     embeddings = np.zeros((data.n_respondents, embedder.dim), dtype=np.float32)
     embeddings[trained] = embedder.respondent_factors_
-    weight = (training_answers != MISSING).sum(axis=1)
-    finder = CohortFinder(method=parameters.get("cohort_method", "kmeans"), n_cohorts=study.n_cohorts,
-                          random_state=seed).fit(embeddings[trained], sample_weight=weight)
+    finder, _, _ = fit_cohorts(
+        embedder, training_answers,
+        CohortFinder(method=parameters.get("cohort_method", "kmeans"), n_cohorts=study.n_cohorts, random_state=seed),
+        parameters.get("cohort_space", "auto"), positions=[q.scaled_values() for q in data.questions],
+        ordinal=np.array([q.ordinal for q in data.questions]), random_state=seed)
     labels = np.full(data.n_respondents, -1)
     labels[trained] = finder.labels_
     centroids = finder.centroids_

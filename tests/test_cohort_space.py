@@ -1,0 +1,109 @@
+"""Cohort spaces: the answer-space points, the held-out choice between spaces, personas stay in the embedding."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from persona_engine.cohort_quality import cohort_majority
+from persona_engine.cohort_space import choose_cohort_space, cohort_features, fit_cohorts
+from persona_engine.cohorts import CohortFinder
+from persona_engine.embed import SoftmaxFactorization
+from persona_engine.errors import DataError
+from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.synthetic import make_opinions
+
+
+@pytest.fixture(scope="module")
+def opinions():
+    return make_opinions(n_respondents=240, n_cohorts=3, n_likert=4, n_statements=10, random_state=5)
+
+
+@pytest.fixture(scope="module")
+def embedder(opinions):
+    return SoftmaxFactorization(dim=6, reg=0.1, random_state=0).fit(opinions)
+
+
+def test_answer_space_keeps_given_answers_and_fills_the_rest_with_expected_answers(opinions, embedder):
+    answers = opinions.answers
+    positions = [q.scaled_values() for q in opinions.questions]
+    points = cohort_features("answers", embedder, answers, positions)
+    assert points.shape == answers.shape
+    proba = embedder.predict_proba(embedder.respondent_factors_)
+    for j, scale in enumerate(positions):
+        given = answers[:, j] != -1
+        assert np.allclose(points[given, j], scale[answers[given, j]])
+        expected = proba[~given, j, :len(scale)] @ scale
+        assert np.allclose(points[~given, j], expected)
+        assert (~given).any()  # the sample has empty cells to fill
+    assert np.array_equal(cohort_features("embedding", embedder, answers), embedder.respondent_factors_)
+
+
+def test_a_question_that_is_not_ordinal_gets_one_column_per_option(opinions, embedder):
+    answers = opinions.answers
+    ordinal = np.ones(answers.shape[1], dtype=bool)
+    ordinal[0] = False
+    points = cohort_features("answers", embedder, answers, ordinal=ordinal)
+    m = int(embedder.n_options_[0])
+    assert points.shape == (answers.shape[0], answers.shape[1] - 1 + m)
+    given = answers[:, 0] != -1
+    one_hot = np.eye(m)[answers[given, 0]] / np.sqrt(2)
+    assert np.allclose(points[given, :m], one_hot)
+    # Empty cells: the filter's probabilities, on the same scale.
+    assert np.allclose(points[~given, :m].sum(axis=1), 1 / np.sqrt(2))
+
+
+def test_the_choice_is_the_space_with_the_better_held_out_cohort_majority(opinions, embedder):
+    finder = CohortFinder(random_state=0, n_resamples=4)
+    choice = choose_cohort_space(embedder, opinions.answers, finder, n_splits=2, random_state=3)
+    assert list(choice.scores["split"]) == [0, 0, 1, 1]
+    assert list(choice.scores["space"]) == ["embedding", "answers"] * 2
+    means = choice.mean_scores()
+    assert choice.space == max(means, key=means.get) or means["answers"] == means["embedding"]
+    # Recompute the first split's answer-space score by hand.
+    split = holdout_split(opinions.answers, fraction=0.2, min_answers=5, random_state=3 + 1000)
+    inner = SoftmaxFactorization(dim=6, reg=float(embedder.reg_), random_state=3).fit(
+        split.train_answers, embedder.n_options_)
+    points = cohort_features("answers", inner, split.train_answers)
+    labels = clone(finder).fit(points, sample_weight=(split.train_answers != -1).sum(axis=1)).labels_
+    expected = macro_accuracy(cohort_majority(split.train_answers, labels, embedder.n_options_),
+                              opinions.answers, split.test_mask)
+    assert choice.scores["accuracy"].iloc[1] == pytest.approx(expected)
+    again = choose_cohort_space(embedder, opinions.answers, finder, n_splits=2, random_state=3)
+    assert again.scores.equals(choice.scores)
+
+
+@pytest.mark.parametrize("space", ["answers", "embedding"])
+def test_cohort_personas_are_member_means_in_the_embedding_space(opinions, embedder, space):
+    finder, points, choice = fit_cohorts(embedder, opinions.answers, CohortFinder(random_state=0, n_resamples=4),
+                                         space)
+    assert choice.space == space and choice.scores.empty
+    vectors = embedder.respondent_factors_
+    weight = (opinions.answers != -1).sum(axis=1)
+    assert finder.centroids_.shape == (finder.n_cohorts_, vectors.shape[1])
+    for c in range(finder.n_cohorts_):
+        members = finder.labels_ == c
+        assert np.allclose(finder.centroids_[c], np.average(vectors[members], axis=0, weights=weight[members]))
+    assert points.shape[1] == (opinions.answers.shape[1] if space == "answers" else vectors.shape[1])
+
+
+def test_planted_cohorts_come_back_in_either_space(opinions, embedder):
+    truth = opinions.metadata["planted_cohort"].to_numpy()
+    from sklearn.metrics import adjusted_rand_score
+    for space in ("answers", "embedding"):
+        finder, _, _ = fit_cohorts(embedder, opinions.answers, CohortFinder(random_state=0, n_resamples=4), space)
+        assert adjusted_rand_score(truth, finder.labels_) > 0.8, space
+
+
+def test_unknown_space_is_a_clear_error(opinions, embedder):
+    with pytest.raises(DataError, match="cohort space 'pca'"):
+        fit_cohorts(embedder, opinions.answers, CohortFinder(), "pca")
+    with pytest.raises(DataError, match="cohort space"):
+        cohort_features("latent", embedder, opinions.answers)
+
+
+def test_without_answers_to_hold_out_the_embedding_is_kept(embedder):
+    few = np.full((30, len(embedder.n_options_)), -1)
+    few[:, :3] = 0  # three answers each: nobody has the five needed to hold any out
+    tiny = SoftmaxFactorization(dim=2, reg=0.1, random_state=0).fit(few, embedder.n_options_)
+    choice = choose_cohort_space(tiny, few, CohortFinder(n_resamples=2))
+    assert choice.space == "embedding" and choice.scores.empty
