@@ -141,6 +141,12 @@ with guarded():  # errors become messages, never tracebacks
     if len(selection) > 1:
         st.plotly_chart(selection_figure(selection), key="selection")
         st.caption("★ the k chosen automatically: the lowest BIC among the stable choices.")
+        fitted = study.manifest.get("fitted", {})
+        if fitted.get("cohort_space"):
+            scores = fitted.get("cohort_space_scores") or {}
+            evidence = ", ".join(f"{space} {score:.3f}" for space, score in scores.items())
+            st.caption(f"Cohorts found among the **{fitted['cohort_space']}**"
+                       + (f" (held-out cohort-majority accuracy on inner splits: {evidence})." if evidence else "."))
         left, right = st.columns([1, 3])
         k = left.selectbox("Refit with k =", list(selection["k"]),
                            index=int(selection["chosen"].to_numpy().argmax()))
@@ -151,6 +157,7 @@ with guarded():  # errors become messages, never tracebacks
             target = new_study_path(f"{study.data.source.name} k{k}") if is_bundled(study.path) else study.path
             fit_and_save(study.data, target, n_cohorts=int(k), model=parameters.get("model", "softmax"),
                          dim=study.embeddings.shape[1], cohort_method=parameters.get("cohort_method", "kmeans"),
+                         cohort_space=parameters.get("cohort_space", "auto"),
                          random_state=int(parameters.get("random_state") or 0))
     else:
         st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
