@@ -30,8 +30,11 @@ def test_fit_writes_a_study_that_info_and_profile_read(study_folder, capsys):
 
 
 def test_evaluate_prints_the_quality_table_as_json(capsys):
-    assert main(["evaluate", str(SAMPLE / "polis" / "brexit-consensus"), "--json"]) == 0
+    assert main(["evaluate", str(SAMPLE / "polis" / "brexit-consensus"), "--json", "--seeds", "0", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
+    paired = result["our_cohorts_minus_polis"]
+    assert paired["splits"] == 2 and paired["standard_error"] >= 0
+    assert paired["wins"] + paired["ties"] <= 2
     rows = {row["method"]: row["accuracy"] for row in result["results"]}
     assert set(rows) == {"question majority", "Polis cohorts", "paper MF", "softmax MF (default)", "our cohorts"}
     assert all(0.0 <= a <= 1.0 for a in rows.values())

@@ -22,3 +22,20 @@ def test_default_embedding_beats_the_question_majority_and_the_references(datase
     assert table["softmax MF (default)"] >= REFERENCE.get(dataset, 0.0)
     # cohort personas know more about their members than the overall majority does
     assert table["our cohorts"] > table["question majority"]
+
+
+def test_paired_difference_compares_methods_split_by_split():
+    import numpy as np
+    import pandas as pd
+
+    from persona_engine.quality import paired_difference
+
+    table = pd.DataFrame({"method": ["Polis cohorts", "our cohorts"]})
+    table.attrs["per_seed"] = pd.DataFrame({"Polis cohorts": [0.70, 0.60, 0.80], "our cohorts": [0.72, 0.60, 0.79]})
+    paired = paired_difference(table)
+    difference = np.array([0.02, 0.0, -0.01])
+    assert paired["mean"] == pytest.approx(difference.mean())
+    assert paired["standard_error"] == pytest.approx(difference.std(ddof=1) / np.sqrt(3))
+    assert (paired["wins"], paired["ties"], paired["splits"]) == (1, 1, 3)
+    table.attrs["per_seed"] = table.attrs["per_seed"].iloc[:1]
+    assert np.isnan(paired_difference(table)["standard_error"])

@@ -88,7 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Hide 20% of each respondent's answers (respondents with at least 5), predict them, "
                     "and print per-respondent macro accuracy for each method.")
     evaluate.add_argument("source", metavar="DATA|STUDY", help="input data, or a study folder")
-    evaluate.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds to average over")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                          help="split seeds to average over (default 0 1 2 3 4)")
     evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
     evaluate.set_defaults(run=run_evaluate)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from persona_engine.quality import quality_table
+    from persona_engine.quality import paired_difference, quality_table
 
     source = Path(args.source)
     if (source / "manifest.json").is_file():
@@ -52,13 +53,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
             data, dim=dim, n_cohorts=n_cohorts, cohort_method=cohort_method, cohort_space=cohort_space,
             seeds=args.seeds, progress=bars,
         )
+    paired = paired_difference(table)
+    one_split = not math.isfinite(paired["standard_error"])
     if args.json:
-        print(json.dumps({"data": data.summary(), "results": table.to_dict(orient="records")}, indent=2))
+        paired_json = {**paired, "standard_error": None if one_split else paired["standard_error"]}
+        print(json.dumps({"data": data.summary(), "results": table.to_dict(orient="records"),
+                          "our_cohorts_minus_polis": paired_json}, indent=2))
     else:
         print(f"Held-out macro accuracy on {data.source.name} "
               f"({int(table['respondents'].iloc[0])} respondents scored, "
               f"20% of each respondent's answers hidden, seeds {args.seeds}):")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        spread = "" if one_split else f" ± {paired['standard_error']:.4f} (one s.e.)"
+        print(f"our cohorts − Polis cohorts, paired by split: {paired['mean']:+.4f}{spread}; "
+              f"ahead on {paired['wins']}, level on {paired['ties']} of {paired['splits']} splits")
     return 0
 
 
