@@ -150,7 +150,9 @@ def evaluated(study):
     real_fit, real_train = harness.EMBEDDERS["softmax"].fit, harness.train_soft_prompt
 
     def fit_spy(self, X, *args, **kwargs):
-        learned_from["embedding"] = np.array(X)
+        # The first fit is the filter; later ones are the cohort-space choice's inner refits.
+        learned_from.setdefault("embedding", np.array(X))
+        learned_from.setdefault("inner fits", []).append(np.array(X))
         return real_fit(self, X, *args, **kwargs)
 
     def train_spy(llm, spm, embeddings, questions, answers, **options):
@@ -171,6 +173,12 @@ def test_nothing_is_learned_from_held_out_answers_or_unseen_respondents(study, e
     expected = split.training_answers
     for stage in ("embedding", "soft prompt"):
         assert np.array_equal(learned_from[stage], expected), stage
+    # Choosing where to find cohorts refits the filter on parts of the same answers, nothing more.
+    inner = learned_from["inner fits"][1:]
+    assert inner
+    for answers in inner:
+        given = answers != MISSING
+        assert answers.shape == expected.shape and np.array_equal(answers[given], expected[given])
     held_out_of_trained = split.held_out[split.trained]
     assert held_out_of_trained.any() and (expected[held_out_of_trained] == MISSING).all()
     # The filter may teach cells nobody answered, never a held-out one.
