@@ -32,6 +32,7 @@ lives where the soft prompt reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,11 +41,12 @@ from sklearn.base import clone
 from persona_engine.cohort_quality import cohort_majority
 from persona_engine.cohorts import CohortFinder
 from persona_engine.errors import DataError
-from persona_engine.opinion_data import MISSING
+from persona_engine.opinion_data import MISSING, Question
 from persona_engine.split import holdout_split, macro_accuracy
 
 COHORT_SPACES = ("embedding", "answers")
 SPACE_CHOICES = ("auto", *COHORT_SPACES)
+SCORE_COLUMNS = ["split", "space", "accuracy"]
 SELECTION_RESPONDENTS = 5000
 """``"auto"`` chooses on a random sample of at most this many respondents."""
 
@@ -74,15 +76,14 @@ class CohortSpaceChoice:
 
 
 def cohort_features(space: str, embedder, answers: np.ndarray,
-                    positions: list[np.ndarray] | None = None,
-                    ordinal: np.ndarray | None = None) -> np.ndarray:
+                    questions: Sequence[Question] | None = None) -> np.ndarray:
     """The points cohorts are found among, one row per respondent.
 
     ``embedder``: a fitted collaborative filter whose ``respondent_factors_``
     belong to the rows of ``answers`` ``(n_respondents, n_questions)``
-    (-1 missing). ``positions``: each question's option positions on [0, 1]
-    (default: evenly spaced); ``ordinal`` ``(n_questions,)`` bool (default:
-    all ordinal). See the module docstring for the two spaces.
+    (-1 missing). ``questions`` give each question's option positions on
+    [0, 1] and whether it is ordinal (default: evenly spaced, all ordinal).
+    See the module docstring for the two spaces.
     """
     if space == "embedding":
         return np.asarray(embedder.respondent_factors_, dtype=np.float64)
@@ -90,10 +91,10 @@ def cohort_features(space: str, embedder, answers: np.ndarray,
         raise DataError(f"unknown cohort space '{space}'", expected=" or ".join(COHORT_SPACES))
     answers = np.asarray(answers)
     n_options = np.asarray(embedder.n_options_)
-    if positions is None:
-        positions = [np.linspace(0, 1, int(k)) for k in n_options]
-    if ordinal is None:
-        ordinal = np.ones(len(n_options), dtype=bool)
+    if questions is None:
+        positions, ordinal = [np.linspace(0, 1, int(k)) for k in n_options], [True] * len(n_options)
+    else:
+        positions, ordinal = [q.scaled_values() for q in questions], [q.ordinal for q in questions]
     proba = embedder.predict_proba(embedder.respondent_factors_)  # (n, q, max_options)
     columns = []
     for j, m in enumerate(n_options):
@@ -113,8 +114,7 @@ def choose_cohort_space(
     embedder,
     answers: np.ndarray,
     finder: CohortFinder,
-    positions: list[np.ndarray] | None = None,
-    ordinal: np.ndarray | None = None,
+    questions: Sequence[Question] | None = None,
     n_splits: int = 3,
     max_respondents: int = SELECTION_RESPONDENTS,
     random_state: int = 0,
@@ -141,17 +141,15 @@ def choose_cohort_space(
         inner = type(embedder)(**params).fit(split.train_answers, embedder.n_options_)
         weight = (split.train_answers != MISSING).sum(axis=1)
         for space in COHORT_SPACES:
-            points = cohort_features(space, inner, split.train_answers, positions, ordinal)
+            points = cohort_features(space, inner, split.train_answers, questions)
             labels = clone(finder).fit(points, sample_weight=weight).labels_
             predicted = cohort_majority(split.train_answers, labels, embedder.n_options_)
             rows.append({"split": split_index, "space": space,
                          "accuracy": macro_accuracy(predicted, answers, split.test_mask)})
-    scores = pd.DataFrame(rows, columns=["split", "space", "accuracy"])
-    choice = CohortSpaceChoice("embedding", scores)
-    means = choice.mean_scores()
-    if means and means["answers"] > means["embedding"]:
-        return CohortSpaceChoice("answers", scores)
-    return choice
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    means = scores.groupby("space")["accuracy"].mean()
+    wins = not scores.empty and means["answers"] > means["embedding"]
+    return CohortSpaceChoice("answers" if wins else "embedding", scores)
 
 
 def fit_cohorts(
@@ -159,8 +157,7 @@ def fit_cohorts(
     answers: np.ndarray,
     finder: CohortFinder,
     space: str = "auto",
-    positions: list[np.ndarray] | None = None,
-    ordinal: np.ndarray | None = None,
+    questions: Sequence[Question] | None = None,
     random_state: int = 0,
 ) -> tuple[CohortFinder, np.ndarray, CohortSpaceChoice]:
     """Find cohorts of the respondents ``embedder`` was fitted on.
@@ -174,10 +171,10 @@ def fit_cohorts(
         raise DataError(f"unknown cohort space '{space}'", expected=" or ".join(SPACE_CHOICES))
     answers = np.asarray(answers)
     if space == "auto":
-        choice = choose_cohort_space(embedder, answers, finder, positions, ordinal, random_state=random_state)
+        choice = choose_cohort_space(embedder, answers, finder, questions, random_state=random_state)
     else:
-        choice = CohortSpaceChoice(space, pd.DataFrame(columns=["split", "space", "accuracy"]))
-    points = cohort_features(choice.space, embedder, answers, positions, ordinal)
+        choice = CohortSpaceChoice(space, pd.DataFrame(columns=SCORE_COLUMNS))
+    points = cohort_features(choice.space, embedder, answers, questions)
     weight = (answers != MISSING).sum(axis=1)
     fitted = clone(finder).fit(points, sample_weight=weight, vectors=embedder.respondent_factors_)
     return fitted, points, choice

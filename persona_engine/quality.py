@@ -61,8 +61,6 @@ def quality_table(
     report = progress or (lambda stage, step, total: None)
     scores: dict[str, list[float]] = {name: [] for name in METHODS}
     n_options = data.n_options
-    positions = [q.scaled_values() for q in data.questions]
-    ordinal = np.array([q.ordinal for q in data.questions])
     scored = 0
     for index, seed in enumerate(seeds):
         report("evaluate", index, len(seeds))
@@ -87,7 +85,7 @@ def quality_table(
         finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=seed)
         # the study's procedure: space chosen on inner splits of the training answers only
         cohorts, _, _ = fit_cohorts(default, split.train_answers, finder, cohort_space,
-                                    positions=positions, ordinal=ordinal, random_state=seed)
+                                    questions=data.questions, random_state=seed)
         scores["our cohorts"].append(score(cohort_majority(split.train_answers, cohorts.labels_, n_options)))
     report("evaluate", len(seeds), len(seeds))
 

@@ -298,8 +298,7 @@ def fit_study(
     finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
     finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs)
     cohorts, points, space = fit_cohorts(
-        embedder, data.answers, finder, cohort_space, positions=[q.scaled_values() for q in data.questions],
-        ordinal=np.array([q.ordinal for q in data.questions]), random_state=random_state)
+        embedder, data.answers, finder, cohort_space, questions=data.questions, random_state=random_state)
     report("cohorts", 1, 2)
     stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=weight)
     report("cohorts", 2, 2)

@@ -1,5 +1,7 @@
 """Cohort spaces: the answer-space points, the held-out choice between spaces, personas stay in the embedding."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -26,7 +28,7 @@ def embedder(opinions):
 def test_answer_space_keeps_given_answers_and_fills_the_rest_with_expected_answers(opinions, embedder):
     answers = opinions.answers
     positions = [q.scaled_values() for q in opinions.questions]
-    points = cohort_features("answers", embedder, answers, positions)
+    points = cohort_features("answers", embedder, answers, opinions.questions)
     assert points.shape == answers.shape
     proba = embedder.predict_proba(embedder.respondent_factors_)
     for j, scale in enumerate(positions):
@@ -40,9 +42,8 @@ def test_answer_space_keeps_given_answers_and_fills_the_rest_with_expected_answe
 
 def test_a_question_that_is_not_ordinal_gets_one_column_per_option(opinions, embedder):
     answers = opinions.answers
-    ordinal = np.ones(answers.shape[1], dtype=bool)
-    ordinal[0] = False
-    points = cohort_features("answers", embedder, answers, ordinal=ordinal)
+    questions = [replace(q, ordinal=False) if j == 0 else q for j, q in enumerate(opinions.questions)]
+    points = cohort_features("answers", embedder, answers, questions)
     m = int(embedder.n_options_[0])
     assert points.shape == (answers.shape[0], answers.shape[1] - 1 + m)
     given = answers[:, 0] != -1

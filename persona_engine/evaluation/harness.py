@@ -178,8 +178,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     finder, _, _ = fit_cohorts(
         embedder, training_answers,
         CohortFinder(method=parameters.get("cohort_method", "kmeans"), n_cohorts=study.n_cohorts, random_state=seed),
-        parameters.get("cohort_space", "auto"), positions=[q.scaled_values() for q in data.questions],
-        ordinal=np.array([q.ordinal for q in data.questions]), random_state=seed)
+        parameters.get("cohort_space", "auto"), questions=questions, random_state=seed)
     labels = np.full(data.n_respondents, -1)
     labels[trained] = finder.labels_
     centroids = finder.centroids_
