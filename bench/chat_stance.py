@@ -1,21 +1,31 @@
-"""Does chat stay in character? Stance and fluency of cohort personas' free-form replies.
+"""Does free chat stay in character when people ask in their own words?
 
-Each study question is asked in free form (its text, no options, plus "Answer in one or
-two sentences.") of each cohort persona (the study's soft prompt, steered toward the
-cohort's centroid) and of the unsteered model. Each reply's stance is the option whose
-first-person sentence ("I think we are spending too much on welfare.") is closest in
-sentence embedding (persona_engine.steer.stance). Printed per cohort:
+Each probe is a conversational rewording of one study question ("Should the country put
+more money into space exploration?" for the GSS item on the space program), keyed by the
+question's id. Every cohort persona of the study answers every probe, and so does the
+unsteered model, by each method:
 
-* matched: share of questions where the stance equals the cohort members' majority
-  answer, steered vs unsteered (the unsteered replies are the same for every cohort;
-  only the majority they are compared with changes);
-* fluency: mean share of distinct word bigrams per reply, and how many replies collapse
-  into repetition (share below 0.5).
+* ``grounded``: persona_engine.steer.grounding (the reply opens with the option the soft
+  prompt's answer distribution says for the matched study question, then gives reasons);
+* ``soft prompt``: plain chat steered by the study's soft prompt, no grounding;
+* ``before``: plain chat steered by another soft prompt folder (``--compare``, e.g. the one
+  shipped before grounding), no grounding;
+* ``unsteered``: the model itself (one reply per probe, compared with every cohort).
 
-All answers count (training and held-out alike): this checks chat, not generalisation.
+Each reply's stance is read by persona_engine.steer.judge (cue phrases, validated on
+hand-labelled replies by bench/judge_accuracy.py). Printed per method:
 
-    python bench/chat_stance.py                          # sample study, strength 1, greedy
-    python bench/chat_stance.py --strength 2 --questions 6
+* match: share of (cohort, probe) whose reply takes the cohort members' majority answer;
+* distinct: over cohort pairs whose majorities differ on the probe's question, the share
+  whose replies take different stances (both must take one);
+* no stance: share of replies the judge finds no stance in;
+* echo: share of replies whose word Jaccard similarity with the probe is >= 0.6;
+* words: median words per reply; bigrams: mean share of distinct word bigrams per reply;
+* grounding: share of probes matched to their own question (grounded method only).
+
+    python bench/chat_stance.py                               # both suites, greedy
+    python bench/chat_stance.py --suite gss --compare /tmp/old_steering
+    python bench/chat_stance.py --suite gss --methods grounded --temperature 0.7 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -32,127 +43,178 @@ import torch
 from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona
-from persona_engine.steer import chat
-from persona_engine.steer.prompts import question_text
-from persona_engine.steer.stance import closest_options, load_sentence_encoder
+from persona_engine.steer import SoftPromptModel, chat
+from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
+from persona_engine.steer.judge import judge_stance
 from persona_engine.steer.study_steering import load_steering
 from persona_engine.study import Study
 
-ASK = "{question} Answer in one or two sentences."
-REPETITIVE = 0.5
-"""A reply whose distinct-bigram share is below this has collapsed into repetition."""
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = {
+    "gss": (ROOT / "sample_data/studies/gss_spending", ROOT / "sample_data/chat_probes/gss_spending.json"),
+    "brexit": (ROOT / "sample_data/studies/brexit-consensus", ROOT / "sample_data/chat_probes/brexit-consensus.json"),
+}
+METHODS = ("grounded", "soft prompt", "before", "unsteered")
+ECHO = 0.6
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = set(words(a)), set(words(b))
+    return len(x & y) / len(x | y) if x | y else 0.0
 
 
 def distinct_bigram_share(text: str) -> float:
     """Distinct word bigrams / all word bigrams of ``text``; NaN under two words."""
-    words = re.findall(r"\w+|[^\w\s]", text.lower())
-    bigrams = list(zip(words, words[1:]))
+    tokens = words(text)
+    bigrams = list(zip(tokens, tokens[1:]))
     return len(set(bigrams)) / len(bigrams) if bigrams else float("nan")
 
 
-def reply(llm, question, soft_prompt=None, persona=None, *, strength, max_new_tokens, temperature, seed) -> str:
-    messages = [{"role": "user", "content": ASK.format(question=question_text(question, lettered=False))}]
-    return "".join(chat(llm, messages, soft_prompt, persona, strength=strength, max_new_tokens=max_new_tokens,
-                        temperature=temperature, random_state=seed)).strip()
+def majorities(study: Study) -> np.ndarray:
+    """Each cohort's most common answer to each question, shape ``(n_cohorts, n_questions)``."""
+    out = np.zeros((study.n_cohorts, study.data.n_questions), dtype=int)
+    for c in range(study.n_cohorts):
+        members = study.data.answers[study.labels == c]
+        for j, (q, column) in enumerate(zip(study.data.questions, members.T)):
+            out[c, j] = np.bincount(column[column != MISSING], minlength=q.n_options).argmax()
+    return out
 
 
-def majority_answers(study: Study, cohort: int) -> np.ndarray:
-    """Each question's most common answer among the cohort's members, shape ``(n_questions,)``."""
-    members = study.data.answers[study.labels == cohort]
-    return np.array([np.bincount(column[column != MISSING], minlength=q.n_options).argmax()
-                     for q, column in zip(study.data.questions, members.T)])
+def timed(stream) -> tuple[str, float, float]:
+    """``(text, seconds to the first piece, pieces per second after it)`` of a reply stream."""
+    started = time.perf_counter()
+    pieces, first = [], None
+    for piece in stream:
+        if first is None:
+            first = time.perf_counter()
+        pieces.append(piece)
+    end = time.perf_counter()
+    first = first or end
+    return "".join(pieces).strip(), first - started, len(pieces) / max(end - first, 1e-9)
 
 
-def print_row(label: str, steered_matched: float, unsteered_matched: float, steered_shares: np.ndarray,
-              unsteered_shares: np.ndarray) -> None:
-    print(f"{label} | {steered_matched:>26.2f} {unsteered_matched:>10.2f} | "
-          f"{np.nanmean(steered_shares):>25.2f} {np.nanmean(unsteered_shares):>10.2f} | "
-          f"{int(np.sum(steered_shares < REPETITIVE)):>28d} {int(np.sum(unsteered_shares < REPETITIVE)):>10d}")
+def run_method(method, llm, study, probes, matcher, soft_prompt, compare, options) -> list[dict]:
+    rows = []
+    cohorts = [None] if method == "unsteered" else range(study.n_cohorts)
+    for probe in probes:
+        messages = [{"role": "user", "content": probe["text"]}]
+        for cohort in cohorts:
+            vector = None if cohort is None else cohort_persona(study, cohort).vector
+            row = {"method": method, "cohort": cohort, "question_id": probe["question_id"], "probe": probe["text"]}
+            if method == "grounded":
+                grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, vector, **options)
+                row["grounded_on"] = grounding.question_id
+            else:
+                spm = {"soft prompt": soft_prompt, "before": compare}.get(method)
+                stream = chat(llm, messages, spm, vector if spm is not None else None, **options)
+            row["reply"], row["first_piece_s"], row["pieces_per_s"] = timed(stream)
+            rows.append(row)
+    return rows
 
 
-def save_replies(path, study, questions, picked, unsteered, unsteered_stance, steered, encoder) -> None:
-    """Every reply with its stance (and, for a cohort, its majority answer) as a JSON list."""
-    rows = [{"cohort": None, "question": q.id, "reply": r, "stance": q.options[s]}
-            for q, r, s in zip(questions, unsteered, unsteered_stance)]
-    for cohort, replies in steered.items():
-        majority = majority_answers(study, cohort)[picked]
-        for q, r, s, m in zip(questions, replies, closest_options(encoder, replies, questions), majority):
-            rows.append({"cohort": cohort, "question": q.id, "reply": r, "stance": q.options[s],
-                         "majority": q.options[m]})
-    Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+def score(rows: list[dict], study: Study, majority: np.ndarray) -> dict:
+    questions = {q.id: q for q in study.data.questions}
+    index = {q.id: j for j, q in enumerate(study.data.questions)}
+    for row in rows:
+        stance = judge_stance(row["reply"], questions[row["question_id"]])
+        row["stance"] = None if stance is None else questions[row["question_id"]].options[stance]
+        row["_stance"] = stance
+    cohorts = range(study.n_cohorts)
+    matched, stances = [], {}
+    for row in rows:
+        targets = cohorts if row["cohort"] is None else [row["cohort"]]
+        for c in targets:
+            stances[(c, row["probe"])] = row["_stance"]
+            matched.append(row["_stance"] == majority[c, index[row["question_id"]]])
+    differ = []
+    for row in {r["probe"]: r for r in rows}.values():
+        j = index[row["question_id"]]
+        for a in cohorts:
+            for b in cohorts:
+                if a < b and majority[a, j] != majority[b, j]:
+                    sa, sb = stances[(a, row["probe"])], stances[(b, row["probe"])]
+                    differ.append(sa is not None and sb is not None and sa != sb)
+    result = {
+        "replies": len(rows),
+        "match": float(np.mean(matched)),
+        "distinct": float(np.mean(differ)) if differ else float("nan"),
+        "no_stance": float(np.mean([r["_stance"] is None for r in rows])),
+        "echo": float(np.mean([jaccard(r["reply"], r["probe"]) >= ECHO for r in rows])),
+        "median_words": float(statistics.median(len(words(r["reply"])) for r in rows)),
+        "distinct_bigrams": float(np.nanmean([distinct_bigram_share(r["reply"]) for r in rows])),
+        "first_piece_s": float(statistics.median(r["first_piece_s"] for r in rows)),
+        "pieces_per_s": float(statistics.median(r["pieces_per_s"] for r in rows)),
+    }
+    if rows and "grounded_on" in rows[0]:
+        result["grounding"] = float(np.mean([r["grounded_on"] == r["question_id"] for r in rows]))
+    for row in rows:
+        row.pop("_stance")
+    return result
+
+
+def print_table(title: str, results: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'method':<28} {'match':>6} {'distinct':>8} {'no stance':>9} {'echo':>5} {'words':>6} "
+          f"{'bigrams':>7} {'grounding':>9} {'1st piece s':>11} {'pieces/s':>8}")
+    for name, r in results.items():
+        grounding = f"{r['grounding']:.2f}" if "grounding" in r else "-"
+        print(f"{name:<28} {r['match']:>6.2f} {r['distinct']:>8.2f} {r['no_stance']:>9.2f} {r['echo']:>5.2f} "
+              f"{r['median_words']:>6.0f} {r['distinct_bigrams']:>7.2f} {grounding:>9} "
+              f"{r['first_piece_s']:>11.2f} {r['pieces_per_s']:>8.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="sample_data/studies/gss_spending")
+    parser.add_argument("--suite", choices=[*SUITES, "all"], default="all")
+    parser.add_argument("--study", default=None, help="a study folder instead of the suite's")
+    parser.add_argument("--probes", default=None, help="a probes JSON file instead of the suite's")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="default: all (before only with --compare)")
+    parser.add_argument("--compare", default=None, help="another soft prompt folder for the 'before' method")
     parser.add_argument("--strength", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--questions", type=int, default=None, help="ask only this many (a random subset)")
+    parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--show", type=int, default=1, help="questions whose replies are printed")
     parser.add_argument("--save", default=None, help="write every reply with its stance to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    methods = args.methods or [m for m in METHODS if m != "before" or args.compare]
 
-    study = Study.load(args.study)
     llm = load_llm()
-    soft_prompt = load_steering(study, llm)
-    encoder = load_sentence_encoder()
-    rng = np.random.default_rng(args.seed)
-    picked = np.arange(study.data.n_questions)
-    if args.questions is not None and args.questions < len(picked):
-        picked = np.sort(rng.choice(picked, args.questions, replace=False))
-    questions = [study.data.questions[j] for j in picked]
-    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-
-    started = time.perf_counter()
-    unsteered = [reply(llm, q, strength=0.0, **options) for q in questions]
-    unsteered_stance = closest_options(encoder, unsteered, questions)
-    steered = {}
-    for cohort in range(study.n_cohorts):
-        persona = cohort_persona(study, cohort)
-        steered[cohort] = [reply(llm, q, soft_prompt, persona.vector, strength=args.strength, **options)
-                           for q in questions]
-    seconds = time.perf_counter() - started
-
-    print(f"{study.data.source.name}: {len(questions)} questions x {study.n_cohorts} cohorts, "
-          f"strength {args.strength}, {args.max_new_tokens} new tokens, "
-          f"{'greedy' if args.temperature == 0 else f'temperature {args.temperature}, seed {args.seed}'}, "
-          f"{seconds:.0f} s of generation")
-    print(f"cohort  size | majority matched: steered  unsteered | distinct bigrams: steered  unsteered | "
-          f"repetitive (<{REPETITIVE}): steered  unsteered")
-    unsteered_shares = np.array([distinct_bigram_share(r) for r in unsteered])
-    rows = []
-    for cohort, replies in steered.items():
-        majority = majority_answers(study, cohort)[picked]
-        shares = np.array([distinct_bigram_share(r) for r in replies])
-        rows.append((np.mean(closest_options(encoder, replies, questions) == majority),
-                     np.mean(unsteered_stance == majority), shares))
-        print_row(f"{cohort:>6} {int(np.sum(study.labels == cohort)):>5}", *rows[-1], unsteered_shares)
-    print_row("  mean      ", np.mean([r[0] for r in rows]), np.mean([r[1] for r in rows]),
-              np.concatenate([r[2] for r in rows]), unsteered_shares)
-    majorities = np.stack([majority_answers(study, c)[picked] for c in steered])  # (n_cohorts, n_picked)
-    labels = questions[0].options if len({q.options for q in questions}) == 1 else None
-    if labels is not None:  # the same options everywhere: what always giving one answer would score
-        print("always the same answer: " + ", ".join(f"'{label}' {np.mean(majorities == k):.2f}"
-                                                      for k, label in enumerate(labels)))
-    empty = sum(not r for rs in steered.values() for r in rs), sum(not r for r in unsteered)
-    print(f"empty replies: steered {empty[0]} of {len(questions) * len(steered)}, "
-          f"unsteered {empty[1]} of {len(unsteered)}")
-
+    saved, tables, suites = [], {}, [args.suite] if args.suite != "all" else list(SUITES)
+    for suite in suites:
+        study_path, probes_path = SUITES[suite]
+        study = Study.load(args.study or study_path)
+        probes = json.loads(Path(args.probes or probes_path).read_text())["probes"]
+        soft_prompt = load_steering(study, llm)
+        compare = SoftPromptModel.from_pretrained(args.compare) if args.compare else None
+        matcher = QuestionMatcher().fit(study.data.questions)
+        majority = majorities(study)
+        results = {}
+        for seed in args.seeds:
+            options = dict(strength=args.strength, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, random_state=seed)
+            for method in methods:
+                started = time.perf_counter()
+                rows = run_method(method, llm, study, probes, matcher, soft_prompt, compare, options)
+                name = method if len(args.seeds) == 1 else f"{method} (seed {seed})"
+                results[name] = score(rows, study, majority)
+                results[name]["seconds"] = round(time.perf_counter() - started, 1)
+                saved += [dict(r, suite=suite, seed=seed) for r in rows]
+        decoding = "greedy" if args.temperature == 0 else f"temperature {args.temperature}"
+        print_table(f"{study.data.source.name}: {len(probes)} probes x {study.n_cohorts} cohorts, "
+                    f"strength {args.strength:g}, {decoding}, {args.max_new_tokens} new tokens at most", results)
+        tables[suite] = results
+        if args.save:
+            Path(args.save).write_text(json.dumps({"results": tables, "replies": saved}, indent=1) + "\n")
     if args.save:
-        save_replies(args.save, study, questions, picked, unsteered, unsteered_stance, steered, encoder)
-    for n in range(min(args.show, len(questions))):
-        question = questions[n]
-        print(f"\n{question.id}: {question.text}")
-        print(f"  unsteered [{question.options[unsteered_stance[n]]}]: {unsteered[n]!r}")
-        for cohort, replies in steered.items():
-            stance = question.options[closest_options(encoder, replies[n:n + 1], [question])[0]]
-            real = question.options[majority_answers(study, cohort)[picked][n]]
-            print(f"  cohort {cohort} (majority {real}) [{stance}]: {replies[n]!r}")
+        print(f"\nreplies saved to {args.save}")
 
 
 if __name__ == "__main__":

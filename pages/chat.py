@@ -1,32 +1,39 @@
 """Chat page: talk to the model steered toward a persona, or to several side by side.
 
-A persona is a respondent, a cohort, a point of the map, or yourself (a few
-answers placed by fold-in). Replies stream from ``persona_engine.steer.chat``.
+A persona is a respondent, a cohort, a point of the map, a selection on the
+map, or yourself (a few answers placed by fold-in). Replies are grounded in
+the study (``persona_engine.steer.grounding``) and stream as they are
+written; under each one, its provenance: the study questions it rests on,
+the persona's answer distribution and whether the reply's stance agrees.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.state import current_study, get_llm, get_steering, guarded
+from pages.state import current_study, get_llm, get_matcher, get_steering, guarded
 from pages.widgets import NOTE, persona_from_spec, predicted_table
 from persona_engine.personas import predicted_answers
 from persona_engine.profiles import distinctive_answers, short_question_texts
-from persona_engine.steer import chat
+from persona_engine.steer.grounding import grounded_chat
+from persona_engine.steer.judge import judge_stance
 
-KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself"}
+KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",
+         "selection": "A map selection"}
 UNSTEERED = "unsteered model"
+STOP = "chat_stop"
 
 
 def choose_persona(study) -> dict:
     """The persona spec picked on this page (starting from the one handed over by another page)."""
     handed = st.session_state.get("chat_persona") or {"kind": "cohort", "cohort": 0}
-    kinds = list(KINDS)
+    kinds = [k for k in KINDS if k != "selection" or handed["kind"] == "selection"]
     kind = st.radio("Talk to", kinds, format_func=KINDS.get, horizontal=True,
                     index=kinds.index(handed["kind"]), key=f"kind_{json.dumps(handed)}")
     if kind == "respondent":
@@ -38,6 +45,9 @@ def choose_persona(study) -> dict:
         cohort = st.selectbox("Cohort", range(study.n_cohorts), index=int(handed.get("cohort", 0)),
                               format_func=lambda c: f"cohort {c}: {labels[c]}")
         return {"kind": "cohort", "cohort": int(cohort)}
+    if kind == "selection":
+        st.caption(f"The mean vector of the {len(handed['ids']):,} respondents selected on the map.")
+        return handed
     if kind == "map_point":
         x0, y0 = handed.get("point", study.centroid_coords()[0])
         left, right = st.columns(2)
@@ -112,11 +122,117 @@ def grounding(study, spec: dict, persona) -> None:
     st.dataframe(predicted_table(predicted_answers(study, persona)), hide_index=True, height=300)
 
 
-def reply(llm, spm, messages, persona, settings) -> str:
+def reply(study, llm, spm, messages: list, persona, settings, show=True) -> dict:
+    """Stream the next reply to ``messages`` (a list in session state) and append it there.
+
+    The reply is appended before it streams and filled as it does, so that a
+    rerun or a closed tab (which interrupt the run, and with it the
+    generation) leaves what was written, marked as stopped.
+    """
     steered = spm is not None and persona is not None
-    stream = chat(llm, messages, spm if steered else None, persona.vector if steered else None,
-                  strength=settings["strength"], max_new_tokens=settings["max_new_tokens"])
-    return st.write_stream(stream)
+    stop = threading.Event()
+    st.session_state[STOP] = stop
+    grounding, stream = grounded_chat(
+        llm, [{"role": m["role"], "content": m["content"]} for m in messages if m["content"]],
+        get_matcher(study), spm if steered else None, persona.vector if persona is not None else None,
+        embedder=study.embedder if persona is not None else None, strength=settings["strength"],
+        max_new_tokens=settings["max_new_tokens"], stop=stop)
+    message = {"role": "assistant", "content": "", "grounding": grounding.to_dict(), "pending": True}
+    messages.append(message)
+
+    def pieces():
+        try:
+            for piece in stream:
+                message["content"] += piece
+                yield piece
+        finally:
+            stop.set()  # also when the run is interrupted: the generation thread ends
+            stream.close()
+
+    if show:
+        st.button("Stop", key=f"stop_{len(messages)}_{id(messages)}", icon=":material/stop_circle:",
+                  on_click=stop.set, help="Stop this reply here")
+    st.write_stream(pieces())
+    message["content"] = message["content"].strip()
+    message["pending"], message["stopped"] = False, False
+    message["stance"] = reply_stance(study, message)
+    provenance(message)
+    return message
+
+
+def settle(messages: list) -> None:
+    """Replies left half-written by an interrupted run are kept, marked as stopped."""
+    for message in messages:
+        if message.get("pending"):
+            message.update(pending=False, stopped=True, content=message["content"].strip())
+            message["stance"] = None
+
+
+def reply_stance(study, message: dict) -> str | None:
+    """The option the reply's words take, on the question it was grounded in (None: no stance)."""
+    grounding = message.get("grounding") or {}
+    if not grounding.get("grounded"):
+        return None
+    question = study.data.questions[study.data.question_index(grounding["question_id"])]
+    stance = judge_stance(message["content"], question)
+    return None if stance is None else question.options[stance]
+
+
+def bars(options, distribution) -> str:
+    """A distribution as a few lines of text bars (cheap enough to draw under every reply)."""
+    return "  \n".join(f"`{'█' * round(10 * p)}{'░' * (10 - round(10 * p))}` {p:.0%} {label}"
+                       for label, p in zip(options, distribution))
+
+
+def stance_chip(message: dict) -> str:
+    """The reply's stance as a coloured chip: green when it agrees with the persona's answers."""
+    grounding = message.get("grounding") or {}
+    if not grounding.get("grounded"):
+        return ":gray-badge[ungrounded]"
+    said, expected = message.get("stance"), grounding.get("stance")
+    if said is None:
+        return ":gray-badge[stance: none]"
+    colour = "green" if expected is None or said == expected else "orange"
+    return f":{colour}-badge[stance: {said}]"
+
+
+def provenance(message: dict) -> None:
+    """Under a reply: what grounded it, the persona's distribution, and whether the reply agrees."""
+    grounding = message.get("grounding")
+    if not grounding:
+        return
+    if message.get("stopped"):
+        st.caption("Stopped.")
+    closest = grounding["matches"][0] if grounding["matches"] else None
+    if not grounding["grounded"]:
+        where = f" (closest: {closest['question_id']}, similarity {closest['similarity']:.2f})" if closest else ""
+        st.caption(f"{stance_chip(message)} Not grounded: nothing in the study is close to this message{where}. "
+                   "The reply is the model's own.")
+        return
+    expected = grounding.get("stance")
+    said = message.get("stance")
+    verdict = ("" if expected is None else " · agrees with the persona's answers" if said == expected
+               else " · **differs** from the persona's answers" if said else " · takes no clear stance")
+    follow = " · follow-up" if grounding.get("follow_up") else ""
+    st.caption(f"{stance_chip(message)} Grounded in **{grounding['question_id']}** "
+               f"(similarity {closest['similarity']:.2f}){follow}{verdict}")
+    with st.expander("Why this stance", expanded=False):
+        st.caption(grounding["question"])
+        if grounding.get("distribution") is not None:
+            st.markdown(f"The persona's answers ({grounding['source']}):  \n"
+                        + bars(grounding["options"], grounding["distribution"]))
+        else:
+            st.caption("No persona: the unsteered model answers for itself.")
+        others = ", ".join(f"{m['question_id']} ({m['similarity']:.2f})" for m in grounding["matches"][1:])
+        if others:
+            st.caption(f"Also close: {others}")
+
+
+def show_message(message: dict) -> None:
+    with st.chat_message(message["role"]):
+        st.write(message["content"])
+        if message["role"] == "assistant":
+            provenance(message)
 
 
 def transcript(conversations: dict, settings: dict) -> tuple[str, str]:
@@ -124,13 +240,24 @@ def transcript(conversations: dict, settings: dict) -> tuple[str, str]:
     lines = [f"# Persona Engine chat ({settings['study']})", "", f"> {NOTE}", "",
              f"Model: {settings['model']} · strength {settings['strength']:g}", ""]
     for name, messages in conversations.items():
-        lines += [f"## {name}", ""] + [f"**{'You' if m['role'] == 'user' else name}:** {m['content']}\n"
-                                       for m in messages]
+        lines += [f"## {name}", ""]
+        for m in messages:
+            lines.append(f"**{'You' if m['role'] == 'user' else name}:** {m['content']}\n")
+            grounding = m.get("grounding")
+            if grounding and grounding.get("grounded"):
+                lines.append(f"*Grounded in {grounding['question_id']} (similarity "
+                             f"{grounding['matches'][0]['similarity']:.2f}); persona's answer: "
+                             f"{grounding.get('stance')}; reply's stance: {m.get('stance')}*\n")
+            elif grounding:
+                lines.append("*Not grounded in the study.*\n")
     payload = {"note": NOTE, **settings, "conversations": conversations}
     return "\n".join(lines), json.dumps(payload, indent=2, ensure_ascii=False)
 
 
 with guarded():  # errors become messages, never tracebacks
+    earlier = st.session_state.get(STOP)
+    if earlier is not None:
+        earlier.set()  # a rerun (a new message, the stop button, any widget) ends the reply being written
     study = current_study()
     st.title("Chat")
     st.info(NOTE, icon=":material/info:")
@@ -160,14 +287,14 @@ with guarded():  # errors become messages, never tracebacks
             grounding(study, spec, persona)
         with talk:
             st.markdown(f"**{persona.name}**" + ("" if spm else " (unsteered model)"))
+            settle(conversation["messages"])
             for message in conversation["messages"]:
-                st.chat_message(message["role"]).write(message["content"])
+                show_message(message)
             if prompt:
                 conversation["messages"].append({"role": "user", "content": prompt})
                 st.chat_message("user").write(prompt)
                 with st.chat_message("assistant"):
-                    text = reply(llm, spm, conversation["messages"], persona, settings)
-                conversation["messages"].append({"role": "assistant", "content": text})
+                    reply(study, llm, spm, conversation["messages"], persona, settings)
         conversations = {persona.name: conversation["messages"]}
     else:
         candidates = [{"kind": "cohort", "cohort": c} for c in range(study.n_cohorts)]
@@ -182,20 +309,24 @@ with guarded():  # errors become messages, never tracebacks
             st.info("Pick at least two personas.")
             st.stop()
         state = st.session_state.setdefault("side_by_side", {})
+        if prompt:
+            st.button("Stop", key="stop_side_by_side", icon=":material/stop_circle:",
+                      on_click=lambda: st.session_state[STOP].set() if STOP in st.session_state else None,
+                      help="Stop the reply being written (the ones after it are not started)")
         columns = st.columns(len(picked) + 1)
         for column, name in zip(columns, picked + [UNSTEERED]):
             messages = state.setdefault(name, [])
+            settle(messages)
             persona = None if name == UNSTEERED else persona_from_spec(study, names[name])
             with column:
                 st.markdown(f"**{name}**")
                 for message in messages:
-                    st.chat_message(message["role"]).write(message["content"])
+                    show_message(message)
                 if prompt:
                     messages.append({"role": "user", "content": prompt})
                     st.chat_message("user").write(prompt)
                     with st.chat_message("assistant"):
-                        text = reply(llm, spm, messages, persona, settings)
-                    messages.append({"role": "assistant", "content": text})
+                        reply(study, llm, spm, messages, persona, settings, show=False)
         conversations = {name: state.get(name, []) for name in picked + [UNSTEERED]}
 
     if any(conversations.values()):

@@ -140,6 +140,9 @@ with guarded():  # errors become messages, never tracebacks
             profile = selection_profile(study.data, ids)
             if len(profile):
                 st.plotly_chart(share_bars(profile, "selection"), key="selection_profile")
+            if st.button(f"Chat with this selection ({len(ids):,})", key="chat_with_selection",
+                         help="A persona at the selected respondents' mean vector"):
+                chat_with({"kind": "selection", "ids": ids, "name": f"selection of {len(ids):,}"})
 
     st.subheader("Latent cursor")
     st.caption("Any spot of the map is a persona: the map's inverse turns it into a latent vector.")

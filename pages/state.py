@@ -175,6 +175,25 @@ def get_steering(study: Study, llm):
         return None, str(error)
 
 
+@st.cache_resource(show_spinner=False)
+def _load_sentence_encoder():
+    from persona_engine.steer.stance import load_sentence_encoder
+
+    return load_sentence_encoder()
+
+
+@st.cache_resource(show_spinner="Reading the study's questions for grounding…", max_entries=8)
+def _load_matcher(study_path: str, stamp: float, _study: Study):
+    from persona_engine.steer.grounding import QuestionMatcher
+
+    return QuestionMatcher(_load_sentence_encoder()).fit(_study.data.questions)
+
+
+def get_matcher(study: Study):
+    """The study's :class:`~persona_engine.steer.grounding.QuestionMatcher` (shared by every session)."""
+    return _load_matcher(str(study.path), study_stamp(study), study)
+
+
 # ----------------------------------------------------------- training jobs
 @dataclass
 class TrainingJob:

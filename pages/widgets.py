@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from persona_engine.personas import (Persona, answers_persona, cohort_persona, map_point_persona,
-                                     respondent_persona)
+                                     respondent_persona, selection_persona)
 
 CURSOR = "latent cursor"
 """Name of the map's clickable grid trace; its points carry this marker as customdata."""
@@ -27,7 +27,8 @@ def persona_from_spec(study, spec: dict) -> Persona:
     """The persona a spec dict names (JSON-able, so it can sit in session state and transcripts).
 
     ``{"kind": "respondent", "id": "17"}``, ``{"kind": "cohort", "cohort": 2}``,
-    ``{"kind": "map_point", "point": [x, y]}``, ``{"kind": "answers", "answers": {qid: option}}``.
+    ``{"kind": "map_point", "point": [x, y]}``, ``{"kind": "answers", "answers": {qid: option}}``,
+    ``{"kind": "selection", "ids": [...], "name": ...}`` (a lasso or box on the map).
     """
     kind = spec["kind"]
     if kind == "respondent":
@@ -38,6 +39,8 @@ def persona_from_spec(study, spec: dict) -> Persona:
         return map_point_persona(study, spec["point"])
     if kind == "answers":
         return answers_persona(study, spec["answers"], name=spec.get("name", "you"))
+    if kind == "selection":
+        return selection_persona(study, spec["ids"], name=spec.get("name"))
     raise ValueError(f"unknown persona kind {kind!r}")
 
 

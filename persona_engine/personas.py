@@ -9,7 +9,8 @@ with a name for people to read. It can come from
 * a point of the 2-D map (through the map's inverse; the distance to the
   nearest respondents says how much of an extrapolation it is),
 * a new person's partial answers, placed by fold-in: the question
-  parameters stay frozen and only the person's vector is fitted.
+  parameters stay frozen and only the person's vector is fitted,
+* a selection of respondents (a lasso or box on the map): their mean vector.
 
 Before any LLM is involved, :func:`predicted_answers` shows what the
 collaborative filter expects a persona to answer to each study question.
@@ -29,7 +30,7 @@ import pandas as pd
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
 
-SOURCES = ("respondent", "cohort", "vector", "map_point", "answers")
+SOURCES = ("respondent", "cohort", "vector", "map_point", "answers", "selection")
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,7 +49,8 @@ class Persona:
         Source-specific facts: ``respondent_id``; ``cohort`` and ``size``;
         ``point`` and ``distance_to_data`` (in map kernel widths: below ~1
         among respondents, well above it an extrapolation); ``answers``
-        (``{question_id: option}``) for a fold-in.
+        (``{question_id: option}``) for a fold-in; ``size`` and ``cohorts``
+        (``{cohort: members}``) for a selection.
     """
 
     name: str
@@ -114,6 +116,25 @@ def answers_persona(study, answers: Mapping, name: str | None = None) -> Persona
              for j, a in enumerate(row) if a != MISSING}
     return Persona(name or f"new person ({len(known)} answers)", _vector(vector), "answers",
                    {"answers": known})
+
+
+def selection_persona(study, respondent_ids: Sequence, name: str | None = None) -> Persona:
+    """The mean vector of some respondents (e.g. a lasso or box selection on the map).
+
+    Ids not in the study are an error naming the first few of them.
+    """
+    ids = [str(r) for r in dict.fromkeys(respondent_ids)]
+    if not ids:
+        raise DataError("an empty selection", expected="at least one respondent id")
+    rows = np.flatnonzero(np.isin(study.data.respondent_ids.astype(str), ids))
+    if len(rows) < len(ids):
+        known = set(study.data.respondent_ids[rows].astype(str))
+        missing = [r for r in ids if r not in known]
+        raise DataError(f"{len(missing)} selected respondents are not in this study: {', '.join(missing[:5])}",
+                        expected="respondent ids of the open study")
+    cohorts = np.bincount(study.labels[rows], minlength=study.n_cohorts)
+    return Persona(name or f"selection of {len(rows):,}", _vector(study.embeddings[rows].mean(axis=0)), "selection",
+                   {"size": int(len(rows)), "cohorts": {int(c): int(n) for c, n in enumerate(cohorts) if n}})
 
 
 def answer_row(study, answers: Mapping) -> np.ndarray:

@@ -9,6 +9,7 @@ the model, so several app sessions can chat through one shared LLM at once.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Iterator, Sequence
 
@@ -17,6 +18,7 @@ import torch
 from transformers import TextIteratorStreamer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
@@ -40,6 +42,10 @@ def chat(
     repetition_penalty: float = 1.1,
     random_state: int | None = None,
     stop: threading.Event | None = None,
+    opening: str | None = None,
+    min_words: int = 0,
+    max_sentences: int | None = None,
+    no_repeat_ngram_size: int = 3,
 ) -> Iterator[str]:
     """Stream the assistant's next reply to ``messages``, spoken as ``persona``.
 
@@ -58,6 +64,15 @@ def chat(
         0 for greedy decoding.
     stop:
         Set it to end the reply early (e.g. a stop button).
+    opening:
+        The reply's first words, fixed (e.g. the persona's stance, see
+        :mod:`persona_engine.steer.grounding`): streamed first, and the
+        model goes on from them.
+    min_words, max_sentences:
+        The reply cannot end before ``min_words`` words, and ends after
+        ``max_sentences`` sentences (once ``min_words`` are there).
+    no_repeat_ngram_size:
+        No run of this many tokens appears twice in the reply (0: allowed).
 
     Yields
     ------
@@ -76,7 +91,8 @@ def chat(
     def run() -> None:
         try:
             _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tokens,
-                      temperature, top_p, repetition_penalty, random_state, stopped, streamer)
+                      temperature, top_p, repetition_penalty, random_state, stopped, streamer,
+                      opening, min_words, max_sentences, no_repeat_ngram_size)
         except BaseException as error:  # handed to the consumer below
             failure.append(error)
         finally:
@@ -95,7 +111,8 @@ def chat(
 
 @torch.no_grad()
 def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tokens, temperature,
-              top_p, repetition_penalty, random_state, stopped, streamer) -> None:
+              top_p, repetition_penalty, random_state, stopped, streamer, opening=None, min_words=0,
+              max_sentences=None, no_repeat_ngram_size=0) -> None:
     context_text, body_text = split_chat(llm.tokenizer, messages, system)
     body = encode(llm.tokenizer, body_text)
     soft, kind, placement = None, "prefix", "question"
@@ -113,24 +130,49 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
         processors.append(TemperatureLogitsWarper(temperature))
         if top_p < 1.0:
             processors.append(TopPLogitsWarper(top_p))
+    no_repeat = NoRepeatNGramLogitsProcessor(no_repeat_ngram_size) if no_repeat_ngram_size > 0 else None
     generator = torch.Generator(device=llm.device)
     generator.manual_seed(int(random_state) if random_state is not None else int(torch.seed() % 2**63))
     stop_ids = _stop_ids(llm)
+    stop_list = torch.tensor(sorted(stop_ids), device=llm.device)
 
     seen = torch.tensor([body], device=llm.device)
-    for _ in range(max_new_tokens):
+    reply = torch.zeros((1, 0), dtype=torch.long, device=llm.device)
+    forced = encode(llm.tokenizer, opening) if opening else []
+    for step in range(len(forced) + max_new_tokens):
         if stopped():
             break
-        scores = processors(seen, state.logits.float())
-        if temperature > 0:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[:, 0]
+        if step < len(forced):
+            token = torch.tensor([forced[step]], device=llm.device)
         else:
-            token = scores.argmax(dim=-1)
-        if int(token) in stop_ids:
-            break
+            text = llm.tokenizer.decode(reply[0], skip_special_tokens=True)
+            words = len(text.split())
+            if max_sentences is not None and words >= min_words and _sentences(text) >= max_sentences:
+                break
+            logits = state.logits.float()
+            if no_repeat is not None:
+                logits = no_repeat(reply, logits)
+            if words < min_words:  # too short to end yet
+                logits[:, stop_list] = float("-inf")
+            scores = processors(seen, logits)
+            if temperature > 0:
+                token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[:, 0]
+            else:
+                token = scores.argmax(dim=-1)
+            if int(token) in stop_ids:
+                break
         streamer.put(token.cpu())
         seen = torch.cat([seen, token[:, None]], dim=1)
+        reply = torch.cat([reply, token[:, None]], dim=1)
         state = decode_step(llm, state, token)
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)")
+
+
+def _sentences(text: str) -> int:
+    """Sentences ended so far in ``text`` (a full stop, question or exclamation mark before a space or the end)."""
+    return len(_SENTENCE_END.findall(text.strip()))
 
 
 def _stop_ids(llm) -> set[int]:

@@ -92,6 +92,11 @@ def option_sentence(question: Question, option: int) -> str:
     return f"I think {statement}."
 
 
+def lists_options(question: Question) -> bool:
+    """Whether ``question``'s text writes out its options ("too much, too little, or about right")."""
+    return _enumeration(question.text.strip().rstrip("?.! "), question.options) is not None
+
+
 def _enumeration(text: str, options: Sequence[str]) -> tuple[int, int, list[str]] | None:
     """``(start, end, items)`` of the list of options written in ``text``, or None.
 
