@@ -7,6 +7,10 @@ Prints, for the default LLM (or ``--model``):
   soft prompt for a cohort persona), and their ratio (target: steered at
   least 0.95x unsteered); ``model.generate`` unsteered as a reference;
 * time to first token of :func:`~persona_engine.steer.chat`, unsteered and steered;
+* grounded chat (:func:`~persona_engine.steer.grounding.grounded_chat`) against plain unsteered
+  chat on the same questions: time to the first piece of text, grounding included (sentence
+  encoder, matching, the soft prompt's answer distribution, prefill; target <= 1.0 s), and
+  tokens/s over the whole reply after it (target >= 0.9x unsteered);
 * soft-prompt training examples/s on the sample study (letter targets).
 
 The soft prompt is the study's own if it has one, else a fresh one (its speed
@@ -30,6 +34,7 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel, chat, train_soft_prompt
+from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
 from persona_engine.steer.injection import decode_step, encode_context, steered_forward
 from persona_engine.steer.prompts import encode, split_chat
 from persona_engine.steer.study_steering import load_steering
@@ -71,6 +76,37 @@ def first_token_seconds(llm, soft_prompt, persona) -> float:
     seconds = time.perf_counter() - started
     replies.close()
     return seconds
+
+
+QUESTIONS = ["Should the country put more money into space exploration?",
+             "Is the government putting enough money into health care?",
+             "What do you think about government spending on welfare?"]
+
+
+def reply_timing(llm, stream) -> tuple[float, float]:
+    """``(seconds to the first piece, tokens/s after it)`` of a streamed reply."""
+    started = time.perf_counter()
+    pieces, first = [], None
+    for piece in stream:
+        first = first or time.perf_counter()
+        pieces.append(piece)
+    end = time.perf_counter()
+    n_tokens = len(encode(llm.tokenizer, "".join(pieces)))
+    return first - started, n_tokens / (end - first)
+
+
+def grounded_versus_plain(llm, matcher, soft_prompt, persona, n_tokens: int, repeats: int) -> dict:
+    timings = {"grounded": [], "unsteered": []}
+    for _ in range(repeats):
+        for text in QUESTIONS:
+            messages = [{"role": "user", "content": text}]
+            _, stream = grounded_chat(llm, messages, matcher, soft_prompt, persona, temperature=0,
+                                      max_new_tokens=n_tokens)
+            timings["grounded"].append(reply_timing(llm, stream))
+            timings["unsteered"].append(reply_timing(llm, chat(llm, messages, temperature=0,
+                                                               max_new_tokens=n_tokens)))
+    return {name: (statistics.median(t[0] for t in rows), statistics.median(t[1] for t in rows))
+            for name, rows in timings.items()}
 
 
 def training_examples_per_second(llm, soft_prompt, study: Study, steps: int, batch_size: int) -> float:
@@ -117,12 +153,18 @@ def main() -> None:
     reference = args.tokens / statistics.median(generate_seconds(llm, args.tokens) for _ in range(args.repeats))
     ttft = {name: statistics.median(first_token_seconds(llm, *variant) for _ in range(args.repeats))
             for name, variant in variants.items()}
+    matcher = QuestionMatcher().fit(study.data.questions)
+    grounded = grounded_versus_plain(llm, matcher, soft_prompt, persona, 100, args.repeats)
     examples = training_examples_per_second(llm, soft_prompt, study, args.train_steps, args.batch_size)
 
     print(f"generation   unsteered {rows['unsteered']:6.1f} tok/s   steered {rows['steered']:6.1f} tok/s   "
           f"ratio {rows['steered'] / rows['unsteered']:.2f} (target >= 0.95)")
     print(f"             model.generate (unsteered reference) {reference:6.1f} tok/s")
     print(f"first token  unsteered {ttft['unsteered'] * 1000:6.0f} ms     steered {ttft['steered'] * 1000:6.0f} ms")
+    (g_first, g_rate), (u_first, u_rate) = grounded["grounded"], grounded["unsteered"]
+    print(f"chat reply   grounded: first piece {g_first * 1000:4.0f} ms (target <= 1000), {g_rate:5.1f} tok/s   "
+          f"unsteered: first piece {u_first * 1000:4.0f} ms, {u_rate:5.1f} tok/s   "
+          f"ratio {g_rate / u_rate:.2f} (target >= 0.9)")
     print(f"training     {examples:6.1f} examples/s (batch {args.batch_size}, letter targets, "
           f"{args.train_steps} steps)")
 

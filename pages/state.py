@@ -63,6 +63,9 @@ def studies_folder() -> Path:
 def saved_studies() -> dict[str, Path]:
     """The bundled sample study and every study in the studies folder: ``{label: folder}``."""
     found = {f"{DEFAULT_STUDY.name} (sample)": DEFAULT_STUDY}
+    for path in sorted(DEFAULT_STUDY.parent.iterdir()):  # the other bundled samples
+        if path != DEFAULT_STUDY and (path / MANIFEST).is_file():
+            found[f"{path.name} (sample)"] = path
     folder = studies_folder()
     if folder.is_dir():
         for path in sorted(folder.iterdir()):

@@ -82,7 +82,7 @@ def test_the_sidebar_lists_saved_studies_and_opens_one(studies_folder):
     shutil.copytree(STUDY, studies_folder / "my-copy")
     app = open_app()
     picker = app.sidebar.selectbox[0]
-    assert picker.options == ["gss_spending (sample)", "my-copy"]
+    assert picker.options == ["gss_spending (sample)", "brexit-consensus (sample)", "my-copy"]
     picker.select("my-copy").run()
     assert not app.exception and Path(app.session_state["study_path"]) == studies_folder / "my-copy"
 
@@ -235,6 +235,61 @@ def test_side_by_side_sends_one_message_to_every_persona_and_the_unsteered_model
     assert not app.exception, app.exception
     assert [m.name for m in app.chat_message] == ["user", "assistant"] * 4
     assert set(app.session_state["side_by_side"]) >= {"cohort 0", "cohort 1", "cohort 2", "unsteered model"}
+
+
+def test_a_reply_shows_what_grounded_it(study, tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "cohort", "cohort": 0})
+    app.chat_input[0].set_value("What do you think about government spending on welfare?").run()
+    assert not app.exception, app.exception
+    message = app.session_state["conversation"]["messages"][-1]
+    assert message["grounding"]["question_id"] == "natfare"
+    assert message["content"].startswith("I think we are spending")
+    assert message["stance"] == message["grounding"]["stance"]  # the reply says what the persona answers
+    assert "Grounded in **natfare**" in texts(app.caption)
+    assert "agrees with the persona's answers" in texts(app.caption)
+    app.chat_input[0].set_value("Tell me a joke.").run()
+    assert "Not grounded" in texts(app.caption)
+    markdown = [b for b in app.get("download_button") if "Markdown" in b.label]
+    assert markdown
+
+
+def test_a_reply_cut_short_by_a_rerun_is_kept_and_marked_stopped(tiny_model):
+    half = {"role": "assistant", "content": "I think we are spend", "pending": True,
+            "grounding": {"grounded": False, "matches": []}}
+    conversation = {"persona": {"kind": "cohort", "cohort": 1},
+                    "messages": [{"role": "user", "content": "Hello"}, half]}
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "cohort", "cohort": 1},
+                   conversation=conversation)
+    kept = app.session_state["conversation"]["messages"][-1]
+    assert kept["stopped"] and not kept["pending"] and kept["content"] == "I think we are spend"
+    assert "Stopped." in texts(app.caption)
+    app.chat_input[0].set_value("Go on").run()  # the conversation carries on from what was said
+    assert [m["role"] for m in app.session_state["conversation"]["messages"]] == ["user", "assistant"] * 2
+
+
+def test_a_map_selection_is_a_persona_to_chat_with(study, tiny_model):
+    ids = [str(r) for r in study.data.respondent_ids[:40]]
+    spec = {"kind": "selection", "ids": ids, "name": "selection of 40"}
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona=spec)
+    assert "mean vector of the 40 respondents" in texts(app.caption)
+    app.chat_input[0].set_value("Should we spend more on parks?").run()
+    assert not app.exception, app.exception
+    assert app.session_state["conversation"]["persona"] == spec
+    assert app.session_state["conversation"]["messages"][-1]["grounding"]["question_id"] == "natpark"
+
+
+def test_side_by_side_shows_each_personas_stance(study, tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model)
+    app.radio(key="chat_mode").set_value("Side by side").run()
+    app.multiselect(key="side_by_side_personas").set_value(["cohort 0", "cohort 1"]).run()
+    app.chat_input[0].set_value("What do you think about government spending on welfare?").run()
+    assert not app.exception, app.exception
+    state = app.session_state["side_by_side"]
+    stances = [state[name][-1]["stance"] for name in ("cohort 0", "cohort 1")]
+    expected = [state[name][-1]["grounding"]["stance"] for name in ("cohort 0", "cohort 1")]
+    assert stances == expected and stances[0] != stances[1]
+    captions = texts(app.caption)
+    assert all(f"-badge[stance: {stance}]" in captions for stance in stances)  # a chip per persona
 
 
 def test_yourself_persona_lands_on_the_map(tiny_model):

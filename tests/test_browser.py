@@ -1,4 +1,4 @@
-"""The app in a real browser: Data -> Cohorts -> Map -> Chat with the real default model.
+"""The app in a real browser: Data -> Cohorts -> Map -> Chat with the real default model, then side by side.
 
 Starts ``streamlit run app.py`` on a free port with the bundled sample study
 and drives Debian's chromium through Playwright (sync API). Screenshots of
@@ -8,6 +8,7 @@ are not root (as root, as in CI, a missing browser is a failure).
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -125,3 +126,32 @@ def test_data_cohorts_map_chat_with_the_real_model(browser, app_url):
     reply = page.get_by_test_id("stChatMessage").nth(1).get_by_test_id("stMarkdownContainer")
     assert len(reply.inner_text().strip()) > 10
     snap(page, "chat")
+
+
+def test_side_by_side_cohorts_whose_majorities_differ_take_different_stances(browser, app_url):
+    """Cohorts 0 and 1 of the sample study disagree on welfare (too little / about right)."""
+    import numpy as np
+
+    from persona_engine.opinion_data import MISSING
+    from persona_engine.study import Study
+
+    study = Study.load(ROOT / "sample_data/studies/gss_spending")
+    j = study.data.question_index("natfare")
+    majority = [np.bincount(column[column != MISSING]).argmax()
+                for column in (study.data.answers[study.labels == c, j] for c in (0, 1))]
+    assert majority[0] != majority[1]  # the premise of this test
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_url}/chat")
+    page.get_by_role("heading", name="Chat").wait_for(timeout=180_000)
+    settled(page, timeout=180)
+    page.get_by_text("Side by side", exact=True).click()
+    settled(page)
+    page.get_by_test_id("stChatInputTextArea").fill("What do you think about government spending on welfare?")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Transcript (Markdown)").wait_for(timeout=240_000)
+    chips = [t.strip() for t in page.get_by_text(re.compile(r"^stance: ")).all_inner_texts()]
+    assert len(chips) >= 3  # cohort 0, cohort 1 and the unsteered model
+    labels = study.data.questions[j].options
+    assert chips[0] == f"stance: {labels[majority[0]]}" and chips[1] == f"stance: {labels[majority[1]]}"
+    snap(page, "side_by_side")

@@ -80,6 +80,8 @@ def test_a_follow_up_keeps_the_question_it_follows(matcher):
         matches, grounded, again = matcher.match(conversation + [user(follow_up)])
         assert grounded and again
         assert matches[0].question_id == "natfare"
+    # Small talk after a grounded message is about nothing the study asked.
+    assert not matcher.match(conversation + [user("Tell me a joke.")])[1]
     # A new topic in the follow-up moves the grounding.
     matches, grounded, again = matcher.match(conversation + [user("And what about money for the space program?")])
     assert grounded and not again and matches[0].question_id == "natspac"
@@ -102,6 +104,8 @@ def test_spending_questions_open_with_the_option_in_the_first_person(study):
     natfare = study.data.questions[study.data.question_index("natfare")]
     assert opening(natfare, 2) == "I think we are spending too little on welfare, because"
     assert opening(natfare, 0, follow_up=True) == \
+        "As I said, I think we are spending too much on welfare, because"
+    assert opening(natfare, 0, follow_up=True, doubted=True) == \
         "Yes, I'm sure. I think we are spending too much on welfare, because"
 
 
@@ -194,6 +198,21 @@ def test_a_grounded_reply_opens_with_the_stance_and_runs_on(llm, matcher, study)
     # The tiny model's bytes are rarely words, so only the floor is checked: it could not stop early.
     assert len(text.split()) >= MIN_WORDS or len(llm.tokenizer(text)["input_ids"]) >= 120
     assert judge_stance(text, study.data.questions[study.data.question_index("natfare")]) == grounding.stance
+
+
+def test_a_follow_up_keeps_the_stance(llm, matcher, study):
+    vector = cohort_persona(study, 1).vector
+    conversation = [user("Should we spend more on welfare?")]
+    first, stream = grounded_chat(llm, conversation, matcher, None, vector, embedder=study.embedder,
+                                  temperature=0, max_new_tokens=30)
+    conversation.append({"role": "assistant", "content": "".join(stream)})
+    for follow_up, start in (("Why?", "As I said, "), ("Are you sure?", "Yes, I'm sure. ")):
+        again, stream = grounded_chat(llm, conversation + [user(follow_up)], matcher, None, vector,
+                                      embedder=study.embedder, temperature=0, max_new_tokens=30)
+        text = "".join(stream)
+        assert again.follow_up and again.question_id == "natfare" and again.stance == first.stance
+        assert text.startswith(start + opening(study.data.questions[study.data.question_index("natfare")],
+                                               first.stance).removesuffix(", because"))
 
 
 def test_an_ungrounded_reply_is_the_models_own(llm, matcher, study):

@@ -33,6 +33,7 @@ the reply.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -43,7 +44,7 @@ from persona_engine.steer.chat import chat
 from persona_engine.steer.persona import answer
 from persona_engine.steer.prompts import question_text
 from persona_engine.steer.stance import SentenceEncoder, load_sentence_encoder
-from persona_engine.steer.statements import opening, study_vocabulary
+from persona_engine.steer.statements import BECAUSE, doubts, opening, study_vocabulary
 
 MIN_SIMILARITY = 0.35
 """Cosine similarity (all-MiniLM-L6-v2) from which a message counts as being about a study question.
@@ -177,9 +178,11 @@ class QuestionMatcher:
     def match(self, messages: Sequence[dict]) -> tuple[tuple[QuestionMatch, ...], bool, bool]:
         """``(matches, grounded, follow_up)`` for the last user message of a conversation.
 
-        A last message about no study question is read with the most recent
-        grounded user message of the last :data:`FOLLOW_UP_TURNS` (their two
-        texts joined), so "Why?" stays on the question it follows.
+        A last message about no study question that reads as a follow-up
+        (:func:`refers_back`) is read with the most recent grounded user
+        message of the last :data:`FOLLOW_UP_TURNS` (their two texts joined),
+        so "Why?" stays on the question it follows while "Tell me a joke."
+        is about nothing the study asked.
         """
         users = [m["content"] for m in messages if m["role"] == "user"]
         if not users:
@@ -189,7 +192,7 @@ class QuestionMatcher:
         latest = similarity[-1]
         earlier = [k for k in range(len(texts) - 1) if similarity[k].max() >= self.min_similarity]
         previous = int(similarity[earlier[-1]].argmax()) if earlier else None
-        if latest.max() >= self.min_similarity or previous is None:
+        if latest.max() >= self.min_similarity or previous is None or not refers_back(texts[-1]):
             chosen = latest
         else:  # "Why?", "What about for children?": with the message it follows
             chosen = self.similarities([texts[earlier[-1]] + " " + texts[-1]])[0]
@@ -197,6 +200,17 @@ class QuestionMatcher:
         matches = tuple(QuestionMatch(int(j), self.questions_[j].id, float(chosen[j])) for j in order)
         grounded = matches[0].similarity >= self.min_similarity
         return matches, grounded, grounded and previous == matches[0].index
+
+
+_REFERS_BACK = re.compile(
+    r"^\W*(why|how come|what about|and|but|so|then|really|are you sure|is that|you said|could you|can you|"
+    r"explain|tell me more|go on|say more|what makes you)\b|\b(it|that|this|those|these|them|they|there|"
+    r"sure|why|more about)\b", re.IGNORECASE)
+
+
+def refers_back(message: str) -> bool:
+    """Whether a message reads as a follow-up ("Why?", "Are you sure?", "What about for children?")."""
+    return bool(_REFERS_BACK.search(message))
 
 
 def ground(matcher: QuestionMatcher, messages: Sequence[dict], persona: np.ndarray | None = None, *,
@@ -224,12 +238,13 @@ def ground(matcher: QuestionMatcher, messages: Sequence[dict], persona: np.ndarr
                      question.options, source, question.text)
 
 
-def reply_opening(matcher: QuestionMatcher, grounding: Grounding) -> str | None:
-    """The words a grounded reply starts with, or None when there is no stance to take."""
+def reply_opening(matcher: QuestionMatcher, grounding: Grounding, message: str = "") -> str | None:
+    """The words a grounded reply to ``message`` starts with, or None when there is no stance to take."""
     if grounding.stance is None:
         return None
     question = matcher.questions_[grounding.matches[0].index]
-    return opening(question, grounding.stance, vocabulary=matcher.vocabulary_, follow_up=grounding.follow_up)
+    return opening(question, grounding.stance, vocabulary=matcher.vocabulary_, follow_up=grounding.follow_up,
+                   doubted=grounding.follow_up and doubts(message))
 
 
 def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_prompt=None,
@@ -243,13 +258,14 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
     """
     grounding = ground(matcher, messages, persona, llm=llm, soft_prompt=soft_prompt, embedder=embedder,
                        strength=strength)
-    start = reply_opening(matcher, grounding)
+    start = reply_opening(matcher, grounding, messages[-1]["content"])
     steered = soft_prompt is not None and persona is not None
     if start is None:
         stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
                       strength=strength, **options)
         return grounding, stream
-    view = start.removesuffix(", because") + "."
+    view = opening(matcher.questions_[grounding.matches[0].index], grounding.stance,
+                   vocabulary=matcher.vocabulary_).removesuffix(BECAUSE) + "."
     stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
                   strength=strength, system=SYSTEM.format(view=view), opening=start,
                   min_words=MIN_WORDS, max_sentences=MAX_SENTENCES, **options)

@@ -57,7 +57,8 @@ def is_statement(question: Question) -> bool:
     return {"agree", "disagree"} <= kinds
 
 
-def opening(question: Question, option: int, *, vocabulary: Iterable[str] = (), follow_up: bool = False) -> str:
+def opening(question: Question, option: int, *, vocabulary: Iterable[str] = (), follow_up: bool = False,
+            doubted: bool = False) -> str:
     """The first words of a reply that takes ``option`` of ``question``, ending before the reason.
 
     Parameters
@@ -67,13 +68,25 @@ def opening(question: Question, option: int, *, vocabulary: Iterable[str] = (), 
         tell a capital that only starts the sentence ("The") from a name
         ("Labour", "Brexit") when a statement moves after "I agree that".
     follow_up:
-        The user asks again about the same question ("Why?", "Are you
-        sure?"): the opening says the persona holds its view.
+        The user asks again about the same question ("Why?"): the opening
+        says the persona holds its view ("As I said, ...").
+    doubted:
+        The follow-up doubts it ("Are you sure?"): "Yes, I'm sure. ...".
     """
     core = _core(question, option, set(vocabulary))
-    if follow_up:
-        core = f"Yes, I'm sure. {core}" if not core.startswith(("Yes", "No")) else f"I'm sure. {core}"
+    if follow_up and doubted:
+        core = f"Yes, I'm sure. {core}"
+    elif follow_up:
+        core = f"As I said, {core[0].lower() + core[1:] if core.startswith(('Yes', 'No')) else core}"
     return core + BECAUSE
+
+
+_DOUBT = re.compile(r"\b(sure|really|certain|serious|seriously|honestly|kidding)\b", re.IGNORECASE)
+
+
+def doubts(message: str) -> bool:
+    """Whether a follow-up questions the persona's view ("Are you sure?", "Really?")."""
+    return bool(_DOUBT.search(message))
 
 
 def _core(question: Question, option: int, vocabulary: set[str]) -> str:
