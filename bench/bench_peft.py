@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="16 x 16 = one pass over 256 answers")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3, help="the steering default (study_steering.DEFAULT_LR)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="the steering default (SteeringSettings().lr)")
     parser.add_argument("--virtual-tokens", type=int, default=1)
     parser.add_argument("--kinds", default="prefix,prompt", help="our soft prompt kinds to time")
     parser.add_argument("--placements", default="question,reply",

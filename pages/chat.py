@@ -264,7 +264,8 @@ with guarded():  # errors become messages, never tracebacks
     llm = get_llm()
     spm, why_not = get_steering(study, llm)
     if spm is None:
-        st.warning(f"{why_not} Replies come from the unsteered model.")
+        st.warning(f"{why_not} Replies come from the unsteered model, grounded in the persona's answers "
+                   "as the collaborative filter predicts them.")
         st.page_link("pages/steer.py", label="Train a soft-prompting model on the Steer page", icon=":material/tune:")
 
     mode = st.radio("Mode", ["One persona", "Side by side"], horizontal=True, key="chat_mode")

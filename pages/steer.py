@@ -9,6 +9,7 @@ so far; "continue" resumes from them.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,12 @@ from pages.state import (TrainingJob, log, current_study, get_llm, guarded, is_b
                          training_jobs, writable_copy)
 from persona_engine.errors import DataError
 from persona_engine.evaluation import report
-from persona_engine.steer.study_steering import (CHECKPOINT, WORDS_SHARE, estimate_steering_seconds,
-                                                 steering_base_model, train_steering, training_runs)
+from persona_engine.steer.settings import SteeringSettings
+from persona_engine.steer.settings import KINDS
+from persona_engine.steer.study_steering import (CHECKPOINT, estimate_steering_seconds, steering_base_model,
+                                                 train_steering, training_runs)
+
+DEFAULTS = SteeringSettings()
 
 
 def duration(seconds: float) -> str:
@@ -38,17 +43,19 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
                      "answers trained on": result.get("n_train"), "stopped": result.get("stopped"),
                      "best validation loss": result.get("best_val_loss"),
                      "letter accuracy": history[0].get("val_accuracy") if history else None,
-                     "max examples": options.get("max_examples"), "epochs": options.get("epochs")})
+                     "max examples": options.get("max_examples"), "most epochs": options.get("epochs"),
+                     "words share": options.get("words_share")})
     return pd.DataFrame(rows)
 
 
-def train_in_background(job: TrainingJob, study, llm, options: dict) -> None:
+def train_in_background(job: TrainingJob, study, llm, settings: SteeringSettings, resume: bool) -> None:
     def progress(step: int, total: int, info: dict) -> None:
         job.step, job.total, job.info = step, total, dict(info)
 
     def run() -> None:
         try:
-            job.result = train_steering(study, llm, progress=progress, cancel=job.cancel, **options)[1]
+            job.result = train_steering(study, llm, settings, resume=resume, progress=progress,
+                                        cancel=job.cancel)[1]
         except DataError as error:
             job.error = str(error)
         except Exception as error:  # shown on the page; the traceback goes to the server's log
@@ -74,6 +81,24 @@ def training_progress(job: TrainingJob) -> None:
         st.caption("Stopping after this step; the best weights so far will be saved.")
     elif st.button("Cancel (keeps the best weights so far)"):
         job.cancel.set()
+
+
+def training_form() -> SteeringSettings:
+    """The training inputs, each starting at the default settings' value; 0 stands for no bound (``None``)."""
+    a, b, c, d, e = st.columns(5)
+    max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, DEFAULTS.max_examples or 0,
+                                  step=1000, help="A random subsample of the study's training answers")
+    epochs = b.number_input("Most epochs (0: no bound)", 0.0, 50.0, float(DEFAULTS.epochs or 0), step=0.5,
+                            help="Passes over the training answers, if fewer than the steps take")
+    steps = c.number_input("Steps (0: epochs decide)", 0, 100_000, DEFAULTS.steps or 0, step=250,
+                           help=f"Optimizer steps of {DEFAULTS.batch_size} answers; the time grows with them")
+    words = d.number_input("Share taught in words", 0.0, 1.0, DEFAULTS.words_share, step=0.1,
+                           help="Answers taught as a sentence rather than a letter; each costs about ten "
+                                "letters' time, and chat is grounded in the study's answers without them")
+    kind = e.selectbox("Soft prompt", list(KINDS), index=KINDS.index(DEFAULTS.kind),
+                       help="prefix: the paper's prefix tuning")
+    return replace(DEFAULTS, max_examples=int(max_examples) or None, epochs=float(epochs) or None,
+                   steps=int(steps) or None, words_share=float(words), kind=kind)
 
 
 def evaluation_section(study) -> None:
@@ -130,27 +155,19 @@ with guarded():  # errors become messages, never tracebacks
             st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}).")
         resumable = study.steering_path is not None or (Path(study.path) / CHECKPOINT).is_dir()
         with st.form("train"):
-            a, b, c, d = st.columns(4)
-            max_examples = a.number_input("Training answers (0: all)", 0, 1_000_000, 4_000, step=1000,
-                                          help="A subsample keeps CPU training to minutes")
-            epochs = b.number_input("Epochs", 0.1, 20.0, 2.0, step=0.5)
-            words = c.number_input("Share taught in words", 0.0, 1.0, WORDS_SHARE, step=0.1,
-                                   help="Answers taught as a sentence rather than a letter, so that free chat "
-                                        "takes the persona's stance; each costs about ten letters' time")
-            kind = d.selectbox("Soft prompt", ["prefix", "prompt"], help="prefix: the paper's prefix tuning")
-            resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable)
+            settings = training_form()
+            resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable,
+                                 help="Keeps the saved model's kind of soft prompt")
             estimate, train = st.columns(2)
             wants_estimate = estimate.form_submit_button("Estimate the time")
             wants_training = train.form_submit_button("Train", type="primary")
-        options = dict(max_examples=int(max_examples) or None, epochs=float(epochs), words_share=float(words),
-                       resume=resume, kind=None if resume else kind)
-        if wants_estimate:
+        if wants_estimate:  # the same settings as the run's
             with st.spinner("Timing two training steps…"):
-                seconds = estimate_steering_seconds(study, get_llm(), **options)
+                seconds = estimate_steering_seconds(study, get_llm(), settings, resume=resume)
             st.info(f"Training should take about {duration(seconds)} with {llm_model() or 'SmolLM2'}.")
         if wants_training:
             job = jobs[str(study.path)] = TrainingJob()
-            train_in_background(job, study, get_llm(), options)
+            train_in_background(job, study, get_llm(), settings, resume)
             st.rerun()
 
     st.subheader("Evaluation")

@@ -4,9 +4,12 @@
   as a wide table with its codebook, and the same statements as a Polis export;
 * sample_data/studies/gss_spending/: the study `make app` opens (GSS 2018
   spending, fitted with the defaults and seed 0), with its soft-prompting
-  model for the default LLM in steering/ (prefix tuning, 4 virtual tokens
-  before the reply, 16,000 of the study's training answers for one epoch,
-  half of them taught in words; about 30-50 minutes on 2 CPU cores).
+  model for the default LLM in steering/ (the default settings but one pass
+  over the 33,504 training answers, 1,047 steps; about 5 minutes on 2 CPU
+  cores);
+* sample_data/studies/brexit-consensus/: the Polis brexit-consensus
+  conversation fitted the same way, with its soft prompt (4 passes over the
+  training answers, filled up with the cells nobody answered: 1,112 steps).
 
 Usage: python scripts/build_sample_data.py [--only synthetic|study|steering]
 """
@@ -46,29 +49,36 @@ def build_synthetic() -> None:
     print(f"wrote {folder}")
 
 
-STEERING = dict(max_examples=16000, epochs=1.0, words_share=0.5, random_state=0)
-"""How the shipped soft prompt is trained (train_steering's defaults otherwise: 4 virtual tokens
-before the reply, batch 32, lr 3e-3, distilled from the collaborative filter at 0.7)."""
+STUDIES = {"gss_spending": ROOT / "gss_spending", "brexit-consensus": ROOT / "polis" / "brexit-consensus"}
+"""The sample studies and the data each is fitted on."""
+
+STEERING = {"gss_spending": dict(steps=None, epochs=1.0, max_examples=40000),
+            "brexit-consensus": dict(steps=None, epochs=4.0, max_examples=40000)}
+"""How each shipped soft prompt is trained: SteeringSettings' defaults (letters only, distilled from
+the collaborative filter at 0.7) but for a number of passes instead of a number of steps."""
 
 
-def build_steering(study_folder: Path = ROOT / "studies" / "gss_spending") -> None:
+def build_steering() -> None:
     from persona_engine.llm import load_llm
     from persona_engine.steer.study_steering import train_steering
     from persona_engine.study import Study
 
-    study = Study.load(study_folder)
-    _, result = train_steering(study, load_llm(), **STEERING)
-    print(f"wrote {study.steering_path}: {result}")
+    llm = load_llm()
+    for name, options in STEERING.items():
+        study = Study.load(ROOT / "studies" / name)
+        _, result = train_steering(study, llm, **options)
+        print(f"wrote {study.steering_path}: {result}")
 
 
 def build_study() -> None:
-    data = read_opinions(ROOT / "gss_spending")
-    study = fit_study(data, random_state=0)
-    # Record the source relative to the repository, not this machine's paths.
-    for entry in study.manifest["source"]["files"]:
-        entry["name"] = str(Path(entry["name"]).resolve().relative_to(ROOT.parent))
-    path = study.save(ROOT / "studies" / "gss_spending")
-    print(f"wrote {path}: {study.summary()['cohort_sizes']} respondents per cohort")
+    for name, source in STUDIES.items():
+        data = read_opinions(source)
+        study = fit_study(data, random_state=0)
+        # Record the source relative to the repository, not this machine's paths.
+        for entry in study.manifest["source"]["files"]:
+            entry["name"] = str(Path(entry["name"]).resolve().relative_to(ROOT.parent))
+        path = study.save(ROOT / "studies" / name)
+        print(f"wrote {path}: {study.summary()['cohort_sizes']} respondents per cohort")
 
 
 if __name__ == "__main__":

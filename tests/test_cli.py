@@ -58,3 +58,42 @@ def test_every_command_has_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert "usage: persona-engine " + command in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ soft-prompt options
+def test_steering_commands_default_to_the_steering_settings():
+    from persona_engine.cli import _build_parser
+    from persona_engine.cli.evaluation_commands import evaluation_settings
+    from persona_engine.cli.steering_commands import steering_settings
+    from persona_engine.evaluation import EvaluationSettings
+    from persona_engine.steer import SteeringSettings
+
+    parser = _build_parser()
+    args = parser.parse_args(["train-steering", "STUDY"])
+    assert steering_settings(args, max_examples=args.max_examples) == SteeringSettings()
+    assert evaluation_settings(parser.parse_args(["evaluate-steering", "STUDY"])) == EvaluationSettings()
+    args = parser.parse_args(["train-steering", "STUDY", "--steps", "all", "--epochs", "1.5", "--words-share",
+                              "0.5", "--no-teacher-fill", "--kind", "prompt", "--max-examples", "400"])
+    assert steering_settings(args, max_examples=args.max_examples) == SteeringSettings(
+        steps=None, epochs=1.5, words_share=0.5, teacher_fill=False, kind="prompt", max_examples=400)
+
+
+def test_steering_options_state_the_settings_defaults(capsys):
+    from persona_engine.steer import SteeringSettings
+
+    defaults = SteeringSettings()
+    for command in ["train-steering", "evaluate-steering"]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        for text in [f"(default {defaults.lr:g})", f"(default {defaults.batch_size})",
+                     f"(default {defaults.steps};", f"(default {defaults.words_share:g}:",
+                     f"(default {defaults.teacher_weight:g};", f"(default {defaults.n_virtual_tokens};"]:
+            assert text in shown, (command, text)
+
+
+def test_steps_must_be_a_positive_number_or_all(capsys):
+    for steps in ["0", "many"]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train-steering", "STUDY", "--steps", steps])
+        assert exit_info.value.code == 2 and "--steps" in capsys.readouterr().err

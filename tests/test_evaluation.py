@@ -137,6 +137,25 @@ def test_context_lists_the_most_similar_answered_questions_never_the_asked_one()
     assert all(f"My answer: {questions[j].options[row[j]]}." in text for j in nearest)
 
 
+# ------------------------------------------------------------- settings
+def test_the_evaluation_trains_with_the_steering_settings_and_its_values_are_unchanged():
+    from dataclasses import asdict, replace
+
+    from persona_engine.steer import SteeringSettings
+
+    settings = EvaluationSettings()
+    assert settings.steering() == replace(SteeringSettings(), max_examples=20000, max_val_examples=128)
+    assert EvaluationSettings.for_steering(settings.steering()) == settings
+    # The evaluation's numbers depend on these: the same seeds must keep giving the same ones.
+    training_knobs = {k: v for k, v in asdict(settings).items() if k in (
+        "train_examples", "train_steps", "val_examples", "epochs", "batch_size", "lr", "schedule", "kind",
+        "n_virtual_tokens", "placement", "words_share", "teacher_weight", "teacher_fill", "random_state")}
+    assert training_knobs == dict(train_examples=20000, train_steps=1250, val_examples=128, epochs=None,
+                                  batch_size=32, lr=3e-3, schedule="cosine", kind="prefix", n_virtual_tokens=4,
+                                  placement="reply", words_share=0.0, teacher_weight=0.7, teacher_fill=True,
+                                  random_state=0)
+
+
 # ------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
@@ -188,6 +207,7 @@ def test_nothing_is_learned_from_held_out_answers_or_unseen_respondents(study, e
     assert not cells[held_out_of_trained].any()
     assert np.array_equal(cells, study.data.answers[split.trained] == MISSING)
     assert options["max_steps"] == TINY.train_steps and options["epochs"] is None
+    assert {k: options[k] for k in TINY.steering().training_options()} == TINY.steering().training_options()
 
 
 def test_the_harness_scores_every_method_with_intervals(evaluated):

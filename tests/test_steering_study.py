@@ -26,11 +26,10 @@ from persona_engine.ingest import read_opinions
 from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.split import holdout_split
-from persona_engine.steer import study_steering
+from persona_engine.steer import SteeringSettings, TrainingResult, study_steering
 from persona_engine.steer.study_steering import (
     CHECKPOINT,
-    DEFAULT_LR,
-    WORDS_SHARE,
+    estimate_steering_seconds,
     load_holdout,
     load_steering,
     train_steering,
@@ -194,6 +193,50 @@ def test_resume_prefers_an_interrupted_runs_checkpoint(trained, llm, tmp_path):
     assert not checkpoint.exists()
 
 
+def test_train_steering_defaults_are_the_steering_settings_and_are_recorded(fitted, llm, tmp_path, monkeypatch):
+    study = Study.load(fitted.save(tmp_path / "brexit"))
+    given = {}
+    real = study_steering.train_soft_prompt
+
+    def spy(llm, soft_prompt, embeddings, questions, **options):
+        given["training"] = options
+        return real(llm, soft_prompt, embeddings, questions, **{**options, "max_steps": 1})
+
+    monkeypatch.setattr(study_steering, "train_soft_prompt", spy)
+    monkeypatch.setattr(study_steering, "estimate_training_seconds",
+                        lambda llm, spm, embeddings, questions, **options: given.update(estimate=options) or 1.0)
+    defaults = SteeringSettings()
+    estimate_steering_seconds(study, llm)
+    spm, _ = train_steering(study, llm)
+    for options in (given["training"], given["estimate"]):  # the estimate times the run it estimates
+        assert {k: options[k] for k in defaults.training_options()} == defaults.training_options()
+        assert options["teacher"] is not None and options["teacher_cells"] is not None
+    assert (spm.config.kind, spm.config.n_virtual_tokens, spm.config.placement) == (
+        defaults.kind, defaults.n_virtual_tokens, defaults.placement)
+    [run] = training_runs(study)
+    assert run["options"] == defaults.to_dict()
+
+
+def test_train_steering_takes_settings_and_overrides_and_records_them(fitted, llm, tmp_path, monkeypatch):
+    study = Study.load(fitted.save(tmp_path / "brexit"))
+    given = []
+    monkeypatch.setattr(study_steering, "train_soft_prompt",
+                        lambda llm, spm, *args, **options: given.append(options) or TrainingResult(steps=1))
+    settings = SteeringSettings(steps=7, lr=0.01, words_share=0.25, teacher_weight=0.0, teacher_fill=False,
+                                random_state=5)
+    train_steering(study, llm, settings, batch_size=8, kind="prompt", n_virtual_tokens=2)
+    used = SteeringSettings(**{**settings.to_dict(), "batch_size": 8, "kind": "prompt", "n_virtual_tokens": 2})
+    assert given[0]["max_steps"] == 7 and given[0]["batch_size"] == 8 and given[0]["lr"] == 0.01
+    assert given[0]["teacher"] is None and given[0]["teacher_cells"] is None  # no teacher, no fill
+    assert training_runs(study)[-1]["options"] == used.to_dict()
+    # A resumed run keeps the saved model's form, and records it.
+    train_steering(study, llm, SteeringSettings(), resume=True)
+    resumed = SteeringSettings.from_dict(training_runs(study)[-1]["options"])
+    assert (resumed.kind, resumed.n_virtual_tokens) == ("prompt", 2) and resumed.steps == SteeringSettings.steps
+    with pytest.raises(TypeError, match="steering settings"):
+        train_steering(study, llm, epoch=1)
+
+
 # ------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def cli_study(fitted, model_folder, tmp_path_factory):
@@ -205,26 +248,29 @@ def cli_study(fitted, model_folder, tmp_path_factory):
 
 def test_train_steering_command_records_its_options(cli_study, capsys):
     runs = training_runs(Study.load(cli_study))
-    assert len(runs) == 1 and runs[0]["options"]["random_state"] == 3
-    assert runs[0]["options"]["lr"] == DEFAULT_LR and runs[0]["options"]["words_share"] == WORDS_SHARE
-    assert runs[0]["llm_dtype"] == "float32"
+    assert len(runs) == 1 and runs[0]["llm_dtype"] == "float32"
+    assert SteeringSettings.from_dict(runs[0]["options"]) == SteeringSettings(max_examples=32, epochs=1,
+                                                                              random_state=3)
 
 
 def test_train_steering_prints_estimate_and_summary(fitted, model_folder, tmp_path, capsys):
     folder = fitted.save(tmp_path / "brexit")
     assert main(["train-steering", str(folder), "--model", str(model_folder), "--max-examples", "16",
-                 "--kind", "prompt", "--virtual-tokens", "2", "--dtype", "bfloat16"]) == 0
+                 "--kind", "prompt", "--virtual-tokens", "2", "--dtype", "bfloat16", "--steps", "2"]) == 0
     captured = capsys.readouterr()
     assert "should take about" in captured.err
     assert f"Saved the soft prompt to {folder / STEERING}" in captured.out
     config = json.loads((folder / STEERING / "config.json").read_text())
     assert config["kind"] == "prompt" and config["n_virtual_tokens"] == 2
+    [run] = training_runs(Study.load(folder))
+    assert run["options"]["steps"] == 2 and run["result"]["steps"] == 2  # --steps bounds the run
 
 
 def test_ctrl_c_stops_training_and_keeps_the_best_weights(fitted, model_folder, tmp_path):
     folder = replace(fitted, path=None).save(tmp_path / "brexit")
+    # Answers taught in words make each step slow enough to be interrupted before early stopping.
     command = [sys.executable, "-m", "persona_engine.cli", "train-steering", str(folder), "--model",
-               str(model_folder), "--epochs", "50", "--max-examples", "256"]
+               str(model_folder), "--epochs", "50", "--max-examples", "256", "--words-share", "0.5"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
@@ -293,7 +339,7 @@ def test_chat_answers_piped_input_with_the_conversation_so_far(cli_study, model_
     monkeypatch.setattr(steer, "chat", spy)
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\n\nWhat do you think of Brexit?\n/quit\nignored\n"))
     capsys.readouterr()
-    assert main(["chat", str(cli_study), "--respondent", "3", "--model", str(model_folder),
+    assert main(["chat", str(cli_study), "--respondent", "3", "--model", str(model_folder), "--no-grounding",
                  "--max-new-tokens", "12", "--temperature", "0", "--system", "Be brief."]) == 0
     out = capsys.readouterr().out
     assert len(calls) == 2  # the blank line is skipped, /quit ends before 'ignored'
@@ -304,6 +350,23 @@ def test_chat_answers_piped_input_with_the_conversation_so_far(cli_study, model_
     study = Study.load(cli_study)
     assert np.array_equal(calls[0][1], study.embeddings[study.data.respondent_index("3")])
     assert calls[0][2]["system"] == "Be brief." and calls[0][2]["temperature"] == 0
+
+
+def test_chat_grounds_each_reply_and_says_what_grounded_it(cli_study, model_folder, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Should Brexit be a success?\nTell me a joke.\n"))
+    capsys.readouterr()
+    assert main(["chat", str(cli_study), "--cohort", "0", "--model", str(model_folder),
+                 "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert len(lines) == 2
+    assert lines[0].startswith("[grounded in ") and "similarity" in lines[0]
+    assert lines[1].startswith("[not grounded")
+    study = Study.load(cli_study)
+    question_id = lines[0].split()[2]
+    question = study.data.questions[study.data.question_index(question_id)]
+    assert any(word in captured.out for word in ("I agree", "I disagree", "not sure", "Yes,", "No,")), \
+        f"{question.text!r}: {captured.out!r}"
 
 
 def test_chat_ends_at_end_of_input(cli_study, model_folder, monkeypatch, capsys):

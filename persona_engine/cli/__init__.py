@@ -15,6 +15,9 @@ from persona_engine.cli.evaluation_commands import add_parser as add_evaluation_
 from persona_engine.cli.steering_commands import run_ask, run_chat, run_train_steering
 from persona_engine.cli.study_commands import run_evaluate, run_fit, run_info, run_profile
 from persona_engine.errors import DataError
+from persona_engine.steer.settings import KINDS, PLACEMENTS, SCHEDULES, UNBOUNDED_EPOCHS, SteeringSettings
+
+STEERING = SteeringSettings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +46,65 @@ def main(argv: list[str] | None = None) -> int:
         print(f"persona-engine: unexpected error: {type(error).__name__}: {error} "
               "(run again with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _soft_prompt_arguments() -> argparse.ArgumentParser:
+    """The soft prompt's training options; their defaults are :class:`SteeringSettings`' (``STEERING``)."""
+    spm_args = argparse.ArgumentParser(add_help=False)
+    spm_args.add_argument("--kind", default=None, choices=KINDS,
+                          help=f"prefix tuning (the paper's) or prompt tuning (default {STEERING.kind}; "
+                               "--resume keeps the saved model's)")
+    spm_args.add_argument("--virtual-tokens", type=int, default=STEERING.n_virtual_tokens,
+                          help=f"virtual tokens (default {STEERING.n_virtual_tokens}; the paper: 1)")
+    spm_args.add_argument("--placement", default=STEERING.placement, choices=PLACEMENTS,
+                          help="where the virtual tokens go: right before the reply (the prompt is read once "
+                               "for all personas, about 10x faster) or before the question (the paper's); "
+                               f"default {STEERING.placement}")
+    spm_args.add_argument("--steps", type=_count_or_all, default=STEERING.steps, metavar="N|all",
+                          help="training steps of --batch-size answers, cycling the answers as often as it "
+                               f"takes (default {_shown(STEERING.steps, 'all')}; 'all': --epochs decides, "
+                               f"{UNBOUNDED_EPOCHS:g} unless given)")
+    spm_args.add_argument("--epochs", type=float, default=STEERING.epochs,
+                          help="most passes over the training answers, fractions allowed "
+                               f"(default: {_shown(STEERING.epochs, 'no bound but --steps')})")
+    spm_args.add_argument("--batch-size", type=int, default=STEERING.batch_size,
+                          help=f"answers per step (default {STEERING.batch_size})")
+    spm_args.add_argument("--lr", type=float, default=STEERING.lr,
+                          help=f"peak learning rate (default {STEERING.lr:g})")
+    spm_args.add_argument("--schedule", default=STEERING.schedule, choices=SCHEDULES,
+                          help="learning rate over the run: warm-up then cosine decay to zero, or constant "
+                               f"(default {STEERING.schedule})")
+    spm_args.add_argument("--words-share", type=float, default=STEERING.words_share,
+                          help="share of answers taught as a sentence instead of a letter "
+                               f"(default {STEERING.words_share:g}: chat is grounded in the study's answers "
+                               "separately, and letters alone give the most accurate answers)")
+    spm_args.add_argument("--teacher-weight", type=float, default=STEERING.teacher_weight,
+                          help="share of the letter loss taught by the collaborative filter's predicted "
+                               f"distributions rather than the answer alone (default {STEERING.teacher_weight:g}; "
+                               "0 for answers only)")
+    spm_args.add_argument("--teacher-fill", action=argparse.BooleanOptionalAction, default=STEERING.teacher_fill,
+                          help="when the answers are fewer than the examples asked for (--max-examples, "
+                               "--train-examples), make up the difference with cells nobody answered, taught by "
+                               f"the collaborative filter alone (default: {'on' if STEERING.teacher_fill else 'off'})")
+    return spm_args
+
+
+def _count_or_all(value: str) -> int | None:
+    """A positive whole number, or ``None`` for 'all'."""
+    if value.strip().lower() in ("all", "none"):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', not '{value}'") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', not '{value}'")
+    return number
+
+
+def _shown(value, none: str) -> str:
+    """A default as the help text says it."""
+    return none if value is None else f"{value:g}"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -113,29 +175,7 @@ def _build_parser() -> argparse.ArgumentParser:
     llm_args.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                           help="weights' number format (default float32 on CPU, bfloat16 on a GPU)")
 
-    spm_args = argparse.ArgumentParser(add_help=False)  # shared by train-steering and evaluate-steering
-    spm_args.add_argument("--kind", default=None, choices=["prefix", "prompt"],
-                          help="prefix tuning (the paper's, default) or prompt tuning")
-    spm_args.add_argument("--virtual-tokens", type=int, default=4, help="virtual tokens (default 4; the paper: 1)")
-    spm_args.add_argument("--placement", default="reply", choices=["reply", "question"],
-                          help="where the virtual tokens go: right before the reply (default: the prompt is "
-                               "read once for all personas, about 10x faster) or before the question (the "
-                               "paper's)")
-    spm_args.add_argument("--epochs", type=float, default=None,
-                          help="passes over the training answers (default 2 for train-steering; "
-                               "evaluate-steering: as many as --steps takes)")
-    spm_args.add_argument("--batch-size", type=int, default=32, help="answers per step (default 32)")
-    spm_args.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 0.003)")
-    spm_args.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
-                          help="learning rate over the run: warm-up then cosine decay to zero (default), or "
-                               "constant")
-    spm_args.add_argument("--words-share", type=float, default=None,
-                          help="share of answers taught as a sentence instead of a letter, so that free "
-                               "chat takes the persona's stance (default 0.5 for train-steering; 0 for "
-                               "evaluate-steering, which scores letters)")
-    spm_args.add_argument("--teacher-weight", type=float, default=0.7,
-                          help="share of the letter loss taught by the collaborative filter's predicted "
-                               "distributions rather than the answer alone (default 0.7; 0 for answers only)")
+    spm_args = _soft_prompt_arguments()  # shared by train-steering and evaluate-steering
 
     train = sub.add_parser(
         "train-steering", parents=[common, llm_args, spm_args],
@@ -144,9 +184,11 @@ def _build_parser() -> argparse.ArgumentParser:
                     "respondent's answers stay held out) and save it in STUDY/steering. Prints a time "
                     "estimate first; Ctrl-C stops early and keeps the best weights so far.")
     train.add_argument("study", metavar="STUDY")
-    train.add_argument("--max-examples", type=int, default=None, metavar="N",
-                       help="train on a random subsample of N answers (faster on a CPU)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--max-examples", type=_count_or_all, default=STEERING.max_examples, metavar="N|all",
+                       help="train on a random subsample of N answers "
+                            f"(default {_shown(STEERING.max_examples, 'all')})")
+    train.add_argument("--seed", type=int, default=STEERING.random_state,
+                       help=f"random seed (default {STEERING.random_state})")
     train.add_argument("--resume", action="store_true",
                        help="continue from the saved soft prompt (or an interrupted run's checkpoint)")
     train.set_defaults(run=run_train_steering)
@@ -173,9 +215,14 @@ def _build_parser() -> argparse.ArgumentParser:
     talk = sub.add_parser(
         "chat", parents=[common, llm_args, persona_args], help="chat with a persona",
         description="Talk with the LLM steered toward a persona, one line per message; replies stream as "
-                    "they are generated. Reads piped input too. /quit or end of input leaves.")
+                    "they are generated. Each reply is grounded in the study: it finds the study question "
+                    "the message is about, opens with the persona's answer to it and gives reasons; what "
+                    "grounded it goes to standard error. Reads piped input too. /quit or end of input leaves.")
     talk.add_argument("study", metavar="STUDY")
-    talk.add_argument("--system", default=None, help="a system prompt (default: the model's own)")
+    talk.add_argument("--no-grounding", dest="grounding", action="store_false",
+                      help="let the steered model answer on its own, without the study's questions")
+    talk.add_argument("--system", default=None,
+                      help="a system prompt for ungrounded replies (default: the model's own)")
     talk.add_argument("--max-new-tokens", type=int, default=200, help="longest reply in tokens (default 200)")
     talk.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy")
     talk.add_argument("--seed", type=int, default=None, help="random seed for sampling")

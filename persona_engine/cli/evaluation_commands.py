@@ -12,22 +12,14 @@ import pandas as pd
 
 
 def run_evaluate_steering(args: argparse.Namespace) -> int:
-    from persona_engine.evaluation import EvaluationSettings, evaluate_steering, write_report
+    from persona_engine.evaluation import evaluate_steering, write_report
     from persona_engine.evaluation.report import verdict
     from persona_engine.study import Study
 
     from persona_engine.cli.steering_commands import _load_llm
 
     study = Study.load(args.study)
-    settings = EvaluationSettings(
-        respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
-        max_text_respondents=_limit(args.max_text_respondents),
-        max_fold_in_respondents=_limit(args.max_fold_in_respondents), train_examples=_limit(args.train_examples),
-        train_steps=_limit(args.steps), epochs=args.epochs, teacher_fill=args.teacher_fill,
-        batch_size=args.batch_size, kind=args.kind or "prefix", n_virtual_tokens=args.virtual_tokens,
-        placement=args.placement, words_share=args.words_share or 0.0,
-        teacher_weight=args.teacher_weight, lr=args.lr, schedule=args.schedule,
-        n_bootstrap=args.bootstrap, random_state=args.seed)
+    settings = evaluation_settings(args)
     llm = _load_llm(args.model, args.dtype)
     started = time.perf_counter()
     with _StageBars() as bars:
@@ -59,6 +51,20 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_settings(args: argparse.Namespace):
+    """The :class:`~persona_engine.evaluation.EvaluationSettings` of the options in ``args``."""
+    from persona_engine.evaluation import EvaluationSettings
+
+    from persona_engine.cli.steering_commands import steering_settings
+
+    steering = steering_settings(args, max_examples=_limit(args.train_examples),
+                                 max_val_examples=EvaluationSettings.val_examples)
+    return EvaluationSettings.for_steering(
+        steering, respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
+        max_text_respondents=_limit(args.max_text_respondents),
+        max_fold_in_respondents=_limit(args.max_fold_in_respondents), n_bootstrap=args.bootstrap)
+
+
 def add_parser(sub, parents) -> None:
     evaluate = sub.add_parser(
         "evaluate-steering", parents=parents,
@@ -81,12 +87,6 @@ def add_parser(sub, parents) -> None:
                           help="unseen respondents scored at each K (default 150)")
     evaluate.add_argument("--train-examples", default="20000", metavar="N",
                           help="answers the soft prompt is trained on (default 20000)")
-    evaluate.add_argument("--steps", default="1250", metavar="N",
-                          help="training steps of --batch-size answers, cycling the answers as often as it takes "
-                               "(default 1250; 'all': --epochs decides, 2 unless given)")
-    evaluate.add_argument("--teacher-fill", action=argparse.BooleanOptionalAction, default=True,
-                          help="when the seen answers are fewer than --train-examples, make up the difference "
-                               "with cells nobody answered, taught by the collaborative filter alone (default: on)")
     evaluate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the split, training and bootstrap")
     evaluate.add_argument("--no-html", action="store_true", help="skip the HTML figures (about 5 MB)")

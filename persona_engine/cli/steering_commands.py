@@ -15,25 +15,22 @@ from persona_engine.errors import DataError
 
 
 def run_train_steering(args: argparse.Namespace) -> int:
-    from persona_engine.steer.study_steering import WORDS_SHARE, estimate_steering_seconds, train_steering
+    from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
     from persona_engine.study import Study
 
     study = Study.load(args.study)
     llm = _load_llm(args.model, args.dtype)
-    options = dict(kind=args.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
-                   epochs=2.0 if args.epochs is None else args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, max_examples=args.max_examples,
-                   words_share=WORDS_SHARE if args.words_share is None else args.words_share,
-                   teacher_weight=args.teacher_weight, random_state=args.seed,
-                   resume=args.resume)
+    settings = steering_settings(args, max_examples=args.max_examples)
+    # --kind only when given: a resumed run keeps the saved model's otherwise
+    options = dict(resume=args.resume, kind=args.kind)
     print(f"Timing two training steps of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
           f"{llm.device})...", file=sys.stderr)
-    seconds = estimate_steering_seconds(study, llm, **options)
+    seconds = estimate_steering_seconds(study, llm, settings, **options)
     print(f"Training the soft prompt should take about {_duration(seconds)}. "
           "Ctrl-C stops early and keeps the best weights so far.", file=sys.stderr)
     cancel = threading.Event()
     with _StepBar("steering") as bar, _cancel_on_interrupt(cancel):
-        _, result = train_steering(study, llm, progress=bar, cancel=cancel, **options)
+        _, result = train_steering(study, llm, settings, progress=bar, cancel=cancel, **options)
     checked = [h for h in result.history if h["val_loss"] == result.best_val_loss]
     scores = (f", validation loss {result.best_val_loss:.3f}, letter accuracy {checked[0]['val_accuracy']:.3f}"
               if checked else "")
@@ -43,6 +40,20 @@ def run_train_steering(args: argparse.Namespace) -> int:
         print("Stopped early; continue with --resume.", file=sys.stderr)
         return 130
     return 0
+
+
+def steering_settings(args: argparse.Namespace, **others):
+    """The :class:`~persona_engine.steer.settings.SteeringSettings` of the soft-prompt options in ``args``.
+
+    ``others``: settings the command has its own option for (``max_examples``...).
+    """
+    from persona_engine.steer.settings import SteeringSettings
+
+    return SteeringSettings(
+        kind=args.kind or SteeringSettings.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
+        steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+        words_share=args.words_share, teacher_weight=args.teacher_weight, teacher_fill=args.teacher_fill,
+        random_state=args.seed, **others)
 
 
 def run_ask(args: argparse.Namespace) -> int:
@@ -72,9 +83,11 @@ def run_ask(args: argparse.Namespace) -> int:
 
 def run_chat(args: argparse.Namespace) -> int:
     from persona_engine.steer import chat
+    from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
 
     study, persona = _study_and_persona(args)
     llm, soft_prompt = _steered_llm(study, args)
+    matcher = QuestionMatcher().fit(study.data.questions) if args.grounding else None
     interactive = sys.stdin.isatty()
     print(f"Chatting with {persona.name} (strength {args.strength:g}) through {llm.name}. "
           "/quit or end of input leaves; Ctrl-C stops a reply.", file=sys.stderr)
@@ -90,20 +103,37 @@ def run_chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         messages.append({"role": "user", "content": text})
+        options = dict(strength=args.strength, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, random_state=args.seed)
+        if matcher is not None:
+            grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, persona.vector, **options)
+            print(f"[{_provenance(grounding)}]", file=sys.stderr, flush=True)
+        else:
+            stream = chat(llm, messages, soft_prompt, persona.vector, system=args.system, **options)
         pieces: list[str] = []
         if interactive:
             print(f"{persona.name}> ", end="", flush=True)
         try:
-            for piece in chat(llm, messages, soft_prompt, persona.vector, system=args.system,
-                              strength=args.strength, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, random_state=args.seed):
+            for piece in stream:
                 pieces.append(piece)
                 print(piece, end="", flush=True)
         except KeyboardInterrupt:  # stops this reply, not the conversation
+            stream.close()
             pieces.append(" ...")
         print(flush=True)
-        messages.append({"role": "assistant", "content": "".join(pieces)})
+        messages.append({"role": "assistant", "content": "".join(pieces).strip()})
     return 0
+
+
+def _provenance(grounding) -> str:
+    """One line on what grounded a reply."""
+    best = grounding.matches[0] if grounding.matches else None
+    if not grounding.grounded:
+        closest = f"; closest {best.question_id} at {best.similarity:.2f}" if best else ""
+        return f"not grounded: nothing in the study is close{closest}"
+    shares = ", ".join(f"{o} {p:.0%}" for o, p in zip(grounding.options, grounding.distribution))
+    again = ", follow-up" if grounding.follow_up else ""
+    return f"grounded in {best.question_id} (similarity {best.similarity:.2f}{again}); {grounding.source}: {shares}"
 
 
 def _load_llm(model: str | None, dtype: str | None):

@@ -47,6 +47,7 @@ from persona_engine.opinion_data import MISSING
 from persona_engine.split import question_majority
 from persona_engine.steer.persona import score_options
 from persona_engine.steer.prompts import encode_questions
+from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import SoftPromptModel
 from persona_engine.steer.training import train_soft_prompt
 
@@ -54,6 +55,9 @@ Progress = Callable[[str, int, int], None]
 
 TEXT, STEERED, REFERENCE = "LLM, text prompt", "LLM, soft prompt", "no LLM"
 FOLD_IN_COLUMNS = ["k", "method", "accuracy", "low", "high", "respondents", "answers"]
+STEERING = SteeringSettings()
+RENAMED = {"steps": "train_steps", "max_examples": "train_examples", "max_val_examples": "val_examples"}
+"""The :class:`SteeringSettings` fields that :class:`EvaluationSettings` names otherwise."""
 
 
 @dataclass
@@ -62,7 +66,11 @@ class EvaluationSettings:
 
     The ``max_*`` knobs subsample respondents to bound the time on a CPU
     (``None``: all). Defaults keep the bundled GSS study under 15 minutes
-    on 2 cores.
+    on 2 cores. The soft prompt's training knobs are the fields of
+    :class:`~persona_engine.steer.settings.SteeringSettings` (see there),
+    with their defaults, except for ``train_examples`` and ``val_examples``
+    (``max_examples`` and ``max_val_examples`` there); :meth:`steering`
+    gathers them.
     """
 
     respondent_fraction: float = 0.2
@@ -77,25 +85,20 @@ class EvaluationSettings:
     """Answers used to place an unseen respondent; ``None`` is all of their seen answers."""
     train_examples: int | None = 20000
     """Examples the soft prompt trains on: seen answers, subsampled to this many (``None``: all)."""
-    train_steps: int | None = 1250
-    """Optimizer steps; the examples are cycled for as many epochs as it takes (``None``: ``epochs`` decides).
-    A fixed number of steps gives a small study as much training as a large one, and bounds the time."""
-    val_examples: int = 128
-    """Seen answers held back from training for early stopping."""
-    epochs: float | None = None
-    """Most passes over the examples (``None``: no bound but ``train_steps``)."""
-    batch_size: int = 32
-    lr: float = 3e-3
-    schedule: str = "cosine"
-    """Learning rate over the run: ``"cosine"`` (warm-up, then decay to zero) or ``"constant"``."""
-    kind: str = "prefix"
-    n_virtual_tokens: int = 4
-    placement: str = "reply"
-    """Where the soft prompt goes: ``"question"`` (the paper's) or ``"reply"``."""
-    words_share: float = 0.0
-    teacher_weight: float = 0.7
-    """Share of the letter loss taught by the collaborative filter's distributions (0: answers only)."""
-    teacher_fill: bool = True
+    train_steps: int | None = STEERING.steps
+    """Optimizer steps (``steps`` of the steering settings)."""
+    val_examples: int | None = 128
+    """Seen answers held back from training for early stopping (``None``: ``max_val_examples``' rule)."""
+    epochs: float | None = STEERING.epochs
+    batch_size: int = STEERING.batch_size
+    lr: float = STEERING.lr
+    schedule: str = STEERING.schedule
+    kind: str = STEERING.kind
+    n_virtual_tokens: int = STEERING.n_virtual_tokens
+    placement: str = STEERING.placement
+    words_share: float = STEERING.words_share
+    teacher_weight: float = STEERING.teacher_weight
+    teacher_fill: bool = STEERING.teacher_fill
     """When the seen answers are fewer than ``train_examples``, cells the respondents never answered (never
     a held-out one) make up the difference, taught by the collaborative filter alone. On the Brexit
     conversation (3,275 seen answers) this lifted the individual SPM from 0.670 to 0.713 at equal steps."""
@@ -104,10 +107,20 @@ class EvaluationSettings:
     min_alignment_answers: int = 5
     confidence: float = 0.95
     n_bootstrap: int = 2000
-    random_state: int = 0
+    random_state: int = STEERING.random_state
+    """Seed of the split, the training and the bootstrap."""
 
     def __post_init__(self) -> None:
         self.fold_in_k = tuple(self.fold_in_k)
+
+    def steering(self) -> SteeringSettings:
+        """How the evaluation trains its soft prompt."""
+        return SteeringSettings(**{name: getattr(self, RENAMED.get(name, name)) for name in STEERING.to_dict()})
+
+    @classmethod
+    def for_steering(cls, steering: SteeringSettings, **others) -> EvaluationSettings:
+        """An evaluation that trains its soft prompt with ``steering``; ``others``: the other knobs."""
+        return cls(**{RENAMED.get(name, name): value for name, value in steering.to_dict().items()}, **others)
 
 
 @dataclass
@@ -187,26 +200,21 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     report("embedding", 1, 1)
     lap("embedding and cohorts")
 
+    steering = settings.steering()
+
     def fresh_spm() -> SoftPromptModel:
-        return SoftPromptModel.for_llm(llm, embedder.dim, kind=settings.kind, study=data.source.name,
-                                       n_virtual_tokens=settings.n_virtual_tokens,
-                                       placement=settings.placement, random_state=seed)
+        return SoftPromptModel.for_llm(llm, embedder.dim, kind=steering.kind, study=data.source.name,
+                                       n_virtual_tokens=steering.n_virtual_tokens,
+                                       placement=steering.placement, random_state=seed)
 
     untrained, spm = fresh_spm(), fresh_spm()
     untrained.set_embedding_scale(embeddings[trained])
-    epochs = settings.epochs
-    if epochs is None and settings.train_steps is None:  # no bound given: two passes
-        epochs = 2.0
     training = train_soft_prompt(
-        llm, spm, embeddings[trained], questions, training_answers, epochs=epochs, max_steps=settings.train_steps,
-        batch_size=settings.batch_size, lr=settings.lr, schedule=settings.schedule,
-        max_examples=settings.train_examples, max_val_examples=settings.val_examples,
-        words_share=settings.words_share, random_state=seed,
-        teacher=cf_probs[trained] if settings.teacher_weight > 0 else None,
-        teacher_weight=settings.teacher_weight,
+        llm, spm, embeddings[trained], questions, training_answers,
+        teacher=cf_probs[trained] if steering.teacher_weight > 0 else None,
         # cells nobody answered: held-out cells are answered, so they never qualify
-        teacher_cells=data.answers[trained] == MISSING if settings.teacher_fill else None,
-        progress=lambda step, total, info: report("training", step, total))
+        teacher_cells=data.answers[trained] == MISSING if steering.teacher_fill else None,
+        progress=lambda step, total, info: report("training", step, total), **steering.training_options())
     spm.eval()
     lap("soft-prompt training")
 

@@ -8,32 +8,42 @@ study's answers (:func:`train_soft_prompt`), then asked questions
 
 Modules: ``prompts`` (question and chat formatting), ``soft_prompt`` (the
 SPM), ``injection`` (placing the soft prompt in the LLM, strength),
-``persona`` (answers and letter calibration), ``training``, ``chat``, and
+``persona`` (answers and letter calibration), ``settings`` (how a soft
+prompt is trained: :class:`SteeringSettings`), ``training``, ``chat``, and
 ``study_steering`` (train on a saved study, keep the SPM in its folder; not
 imported here, so that ``persona_engine.steer`` stays free of the study
 stages). The personas themselves come from :mod:`persona_engine.personas`.
 """
 
-from persona_engine.steer.chat import chat
-from persona_engine.steer.persona import (
-    LetterCalibration,
-    answer,
-    calibrate_letters,
-    score_options,
-)
-from persona_engine.steer.prompts import encode_questions, question_text
-from persona_engine.steer.soft_prompt import SoftPromptConfig, SoftPromptModel
-from persona_engine.steer.training import (
-    TrainingResult,
-    answer_examples,
-    estimate_training_seconds,
-    train_soft_prompt,
-)
+from importlib import import_module
+
+# Names are imported on first use (PEP 562), so that the CLI can read the torch-free
+# settings without loading torch and transformers.
+_WHERE = {
+    "chat": "chat",
+    "LetterCalibration": "persona", "answer": "persona", "calibrate_letters": "persona",
+    "score_options": "persona",
+    "encode_questions": "prompts", "question_text": "prompts",
+    "SteeringSettings": "settings",
+    "SoftPromptConfig": "soft_prompt", "SoftPromptModel": "soft_prompt",
+    "TrainingResult": "training", "answer_examples": "training", "estimate_training_seconds": "training",
+    "train_soft_prompt": "training",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LetterCalibration",
     "SoftPromptConfig",
     "SoftPromptModel",
+    "SteeringSettings",
     "TrainingResult",
     "answer",
     "answer_examples",

@@ -58,7 +58,7 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
-PLACEMENTS = ("question", "reply")
+from persona_engine.steer.settings import PLACEMENTS
 
 
 @dataclass(frozen=True)

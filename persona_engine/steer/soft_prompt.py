@@ -30,12 +30,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from persona_engine.errors import DataError
-from persona_engine.steer.injection import PLACEMENTS
+from persona_engine.steer.settings import KINDS, PLACEMENTS
 from persona_engine.steer.prompts import encode, split_chat
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-KINDS = ("prefix", "prompt")
 
 
 @dataclass

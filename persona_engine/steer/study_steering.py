@@ -9,8 +9,9 @@ on a saved study's *training* answers and writes it as ``STUDY/steering/``;
                                      how the answers were split
     holdout.safetensors              test_mask (n_respondents, n_questions) uint8: the
                                      answers the model never saw
-    training.json                    one entry per training run: options, loss history,
-                                     how it stopped
+    training.json                    one entry per training run: its options (the
+                                     SteeringSettings' to_dict()), loss history, how
+                                     it stopped
 
 Held-out answers stay held out: by default
 :func:`~persona_engine.split.holdout_split` with a fixed seed hides 20% of
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -39,6 +40,7 @@ from safetensors.numpy import load_file, save_file
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
 from persona_engine.split import HoldoutSplit, holdout_split
+from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
 from persona_engine.steer.training import TrainingResult, estimate_training_seconds, train_soft_prompt
 from persona_engine.study import STEERING, Study
@@ -49,17 +51,6 @@ HOLDOUT_SEED = 0
 HOLDOUT_FILE = "holdout.safetensors"
 TRAINING_FILE = "training.json"
 CHECKPOINT = ".steering-checkpoint"
-DEFAULT_LR = 3e-3
-"""Ten times Li et al.'s 1e-3: CPU runs take hundreds of steps, not tens of thousands."""
-WORDS_SHARE = 0.5
-"""Share of the training answers taught as a sentence in words rather than a letter.
-
-Chosen by ``bench/chat_stance.py`` on the sample study (16,000 answers, one
-epoch): taught by letter only, cohort personas' free replies took their
-cohort's majority stance 0.28 of the time, less than the unsteered model
-(0.42); with half the answers taught in words, 0.60. Words cost about ten
-times a letter per example on a CPU, so training takes longer.
-"""
 
 
 def study_holdout(study: Study, holdout=None, *, fraction: float = HOLDOUT_FRACTION,
@@ -103,23 +94,13 @@ def study_holdout(study: Study, holdout=None, *, fraction: float = HOLDOUT_FRACT
 def train_steering(
     study: Study,
     llm,
+    settings: SteeringSettings | None = None,
     *,
-    kind: str | None = None,
-    n_virtual_tokens: int = 4,
-    placement: str = "reply",
     holdout=None,
-    epochs: float = 2.0,
-    batch_size: int = 32,
-    lr: float = DEFAULT_LR,
-    max_examples: int | None = None,
-    max_val_examples: int | None = None,
-    words_share: float = WORDS_SHARE,
-    teacher_weight: float = 0.7,
-    schedule: str = "cosine",
-    random_state: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     cancel=None,
     resume: bool = False,
+    **overrides,
 ) -> tuple[SoftPromptModel, TrainingResult]:
     """Train the study's soft-prompting model for ``llm`` and save it as ``STUDY/steering``.
 
@@ -129,30 +110,19 @@ def train_steering(
         A saved :class:`~persona_engine.study.Study` (it needs a folder).
     llm:
         The frozen base model (:func:`persona_engine.llm.load_llm`).
-    kind, n_virtual_tokens, placement:
-        ``"prefix"`` (the paper's, default) or ``"prompt"``, how many
-        virtual tokens, and where they go; see
-        :class:`~persona_engine.steer.SoftPromptModel`. The defaults (4
-        tokens before the reply) are faster and, at equal CPU time, more
-        accurate than the paper's (1 token before the question). A resumed
-        run keeps the saved model's.
+    settings, overrides:
+        How to train: :class:`~persona_engine.steer.settings.SteeringSettings`
+        (``None``: its defaults), with any of its fields given as keywords
+        instead (``steps=200``); ``kind=None`` keeps the settings' kind. The
+        collaborative filter that ``teacher_weight`` and ``teacher_fill``
+        call on is the study's own (its ``predict_proba``). A resumed run
+        keeps the saved model's ``kind``, ``n_virtual_tokens`` and
+        ``placement`` (a ``kind`` keyword that disagrees is refused).
     holdout:
         Answers never trained on (see :func:`study_holdout`). Not allowed with
         ``resume``, which reuses the saved ones.
-    epochs, batch_size, lr, schedule, max_examples, words_share, random_state, progress, cancel:
-        As for :func:`~persona_engine.steer.train_soft_prompt`; ``words_share``
-        defaults to :data:`WORDS_SHARE`, so that chat stays in character.
-    teacher_weight:
-        Share of the letter loss taught by the study's collaborative filter
-        (its ``predict_proba`` for each training answer's respondent and
-        question) rather than by the answer alone; 0 trains on the answers only.
-        When ``max_examples`` is more than the study's training answers, the
-        cells nobody answered make up the difference, taught by the filter
-        alone (see ``teacher_cells`` in :func:`~persona_engine.steer.train_soft_prompt`).
-    max_val_examples:
-        Validation answers for early stopping; ``None``: 256, or a quarter of
-        ``max_examples`` (at least 48) when that is smaller, so that a short
-        run spends its time training rather than checking.
+    progress, cancel:
+        As for :func:`~persona_engine.steer.train_soft_prompt`.
     resume:
         Continue from the checkpoint of an interrupted run, else from the
         saved ``steering/`` (the optimizer starts afresh).
@@ -160,33 +130,31 @@ def train_steering(
     Returns
     -------
     The trained model (best validated weights) and the run's
-    :class:`~persona_engine.steer.TrainingResult`.
+    :class:`~persona_engine.steer.TrainingResult`. The settings the run
+    used are recorded in ``training.json`` (:func:`training_runs`).
     """
+    asked_kind = overrides.get("kind")
+    settings = _settings(settings, overrides)
     folder, checkpoint = _study_folder(study) / STEERING, _study_folder(study) / CHECKPOINT
     if resume:
-        spm, test_mask, runs = _resumed(study, llm, kind, holdout)
+        spm, test_mask, runs = _resumed(study, llm, asked_kind, holdout)
+        settings = replace(settings, kind=spm.config.kind, n_virtual_tokens=spm.config.n_virtual_tokens,
+                           placement=spm.config.placement)
     else:
-        spm, test_mask, runs = _fresh(study, llm, kind, n_virtual_tokens, placement, holdout, random_state)
+        spm, test_mask, runs = _fresh(study, llm, settings, holdout)
 
-    train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
-    max_val_examples = _validation_size(max_examples, max_val_examples)
     if not resume:  # a checkpoint left by an older run is not this run's
         shutil.rmtree(checkpoint, ignore_errors=True)
     spm.save_pretrained(checkpoint)  # the starting point is the first checkpoint
     _write_holdout(checkpoint, test_mask)
-    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, max_examples=max_examples,
-                   max_val_examples=max_val_examples, words_share=words_share, teacher_weight=teacher_weight,
-                   random_state=random_state)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    teacher = study.embedder.predict_proba(study.embeddings) if teacher_weight > 0 else None
-    unanswered = study.data.answers == MISSING  # held-out answers are answers: never among these
-    result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions, train_answers, teacher=teacher,
-                               teacher_cells=unanswered,
-                               progress=progress, cancel=cancel, checkpoint=checkpoint, **options)
+    result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions,
+                               **_training_inputs(study, settings, test_mask),
+                               progress=progress, cancel=cancel, checkpoint=checkpoint)
     runs.append({"started": started.isoformat(timespec="seconds"), "resumed": resume,
                  "seconds": round(time.perf_counter() - clock, 2),
                  "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
-                 "options": options, "result": to_jsonable(asdict(result))})
+                 "options": settings.to_dict(), "result": to_jsonable(asdict(result))})
     _write_runs(checkpoint, runs)
 
     def write(target: Path) -> None:
@@ -199,13 +167,31 @@ def train_steering(
     return spm, result
 
 
-def _fresh(study: Study, llm, kind, n_virtual_tokens, placement, holdout, random_state):
+def _settings(settings: SteeringSettings | None, overrides: dict) -> SteeringSettings:
+    """``settings`` (or the defaults) with ``overrides`` of its fields; a ``kind`` of ``None`` changes nothing."""
+    settings = settings or SteeringSettings()
+    unknown = set(overrides) - set(settings.to_dict())
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; the steering settings are "
+                        f"{list(settings.to_dict())}")
+    return replace(settings, **{k: v for k, v in overrides.items() if not (k == "kind" and v is None)})
+
+
+def _training_inputs(study: Study, settings: SteeringSettings, test_mask: np.ndarray) -> dict:
+    """:func:`~persona_engine.steer.train_soft_prompt`'s answers, teacher and options for ``settings``."""
+    train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
+    teacher = study.embedder.predict_proba(study.embeddings) if settings.teacher_weight > 0 else None
+    # cells nobody answered: held-out answers are answers, so they are never among these
+    unanswered = study.data.answers == MISSING if settings.teacher_fill else None
+    return dict(answers=train_answers, teacher=teacher, teacher_cells=unanswered, **settings.training_options())
+
+
+def _fresh(study: Study, llm, settings: SteeringSettings, holdout):
     """A new soft prompt for ``llm``, the held-out mask, and no earlier runs."""
     test_mask, description = study_holdout(study, holdout)
-    spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=kind or "prefix",
-                                  n_virtual_tokens=n_virtual_tokens, placement=placement,
-                                  study=study.data.source.name,
-                                  random_state=random_state)
+    spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=settings.kind,
+                                  n_virtual_tokens=settings.n_virtual_tokens, placement=settings.placement,
+                                  study=study.data.source.name, random_state=settings.random_state)
     spm.config.study_fingerprint = study.fingerprint
     spm.config.holdout = description
     return spm, test_mask, []
@@ -227,21 +213,20 @@ def _resumed(study: Study, llm, kind, holdout):
     return spm, _read_holdout(start), _read_runs(start) or _read_runs(folder)
 
 
-def estimate_steering_seconds(study: Study, llm, *, kind: str | None = None, n_virtual_tokens: int = 4,
-                              placement: str = "reply", holdout=None, resume: bool = False,
-                              **options) -> float:
+def estimate_steering_seconds(study: Study, llm, settings: SteeringSettings | None = None, *, holdout=None,
+                              resume: bool = False, **overrides) -> float:
     """Seconds :func:`train_steering` would take with the same arguments, from two timed steps."""
+    settings = _settings(settings, overrides)
     saved = study.steering_path if resume else None
     if saved is not None:
         spm, test_mask = SoftPromptModel.from_pretrained(saved, llm), _read_holdout(saved)
     else:
-        spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=kind or "prefix",
-                                      n_virtual_tokens=n_virtual_tokens, placement=placement)
+        spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=settings.kind,
+                                      n_virtual_tokens=settings.n_virtual_tokens, placement=settings.placement,
+                                      random_state=settings.random_state)
         test_mask, _ = study_holdout(study, holdout)
-    train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
-    options["max_val_examples"] = _validation_size(options.get("max_examples"), options.get("max_val_examples"))
-    return estimate_training_seconds(llm, spm, study.embeddings, study.data.questions, train_answers,
-                                     **{"lr": DEFAULT_LR, **options})
+    return estimate_training_seconds(llm, spm, study.embeddings, study.data.questions,
+                                     **_training_inputs(study, settings, test_mask))
 
 
 def load_steering(study: Study | str | Path, llm) -> SoftPromptModel:
@@ -273,12 +258,6 @@ def training_runs(study: Study) -> list[dict]:
     """The saved record of each training run (options, history, how it stopped), oldest first."""
     folder = study.steering_path
     return [] if folder is None else _read_runs(folder)
-
-
-def _validation_size(max_examples: int | None, max_val_examples: int | None) -> int:
-    if max_val_examples is not None:
-        return max_val_examples
-    return 256 if max_examples is None else min(256, max(48, max_examples // 4))
 
 
 # ------------------------------------------------------------------ files

@@ -8,9 +8,11 @@ restricted to the question's option letters. A share of the examples
 answer said in words (:data:`~persona_engine.steer.prompts.REPLY`), so that
 the persona carries over to free conversation, not only to letters.
 
-The LLM stays frozen: only the SPM's ~0.4 M parameters learn (AdamW, lr
-1e-3, weight decay 1e-3, as in Li et al.). A random share of the examples
-is held back for early stopping.
+The LLM stays frozen: only the SPM's parameters learn (AdamW with Li et
+al.'s weight decay). A random share of the examples is held back for early
+stopping. The defaults of the settings a run can change (steps, batch
+size, learning rate...) are those of
+:class:`~persona_engine.steer.settings.SteeringSettings`.
 
 Pass the study's *training* answer matrix (held-out cells set to
 ``MISSING``) so that held-out answers stay held out.
@@ -35,6 +37,11 @@ from persona_engine.opinion_data import MISSING, Question
 from persona_engine.steer.injection import Prompts, steered_forward
 from persona_engine.steer.persona import letter_logits
 from persona_engine.steer.prompts import encode_questions, reply_ids
+from persona_engine.steer.settings import SCHEDULES, UNBOUNDED_EPOCHS, SteeringSettings, validation_size
+
+DEFAULTS = SteeringSettings()
+VALIDATION = 0.1
+"""Share of the known answers held back for early stopping (at most ``max_val_examples``)."""
 
 
 @dataclass
@@ -84,28 +91,33 @@ def train_soft_prompt(
     questions: Sequence[Question],
     answers: np.ndarray,
     *,
-    epochs: float | None = 3.0,
-    batch_size: int = 16,
-    lr: float = 1e-3,
+    epochs: float | None = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    lr: float = DEFAULTS.lr,
     weight_decay: float = 1e-3,
-    schedule: str = "cosine",
-    validation: float = 0.1,
+    schedule: str = DEFAULTS.schedule,
+    validation: float = VALIDATION,
     eval_every: int | None = None,
     patience: int = 3,
-    max_examples: int | None = None,
-    max_val_examples: int = 256,
-    max_steps: int | None = None,
-    words_share: float = 0.0,
+    max_examples: int | None = DEFAULTS.max_examples,
+    max_val_examples: int | None = DEFAULTS.max_val_examples,
+    max_steps: int | None = DEFAULTS.steps,
+    words_share: float = DEFAULTS.words_share,
     teacher: np.ndarray | None = None,
-    teacher_weight: float = 0.5,
+    teacher_weight: float = DEFAULTS.teacher_weight,
     teacher_cells: np.ndarray | None = None,
     system: str | None = None,
-    random_state: int = 0,
+    random_state: int = DEFAULTS.random_state,
     progress: Callable[[int, int, dict], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     checkpoint: str | Path | None = None,
 ) -> TrainingResult:
     """Fit ``soft_prompt`` (a :class:`~persona_engine.steer.SoftPromptModel`) in place.
+
+    The keywords that :class:`~persona_engine.steer.settings.SteeringSettings`
+    holds default to ``SteeringSettings()``'s (pass
+    ``**settings.training_options()`` to train with other settings); their
+    meaning is given there.
 
     Parameters
     ----------
@@ -114,24 +126,26 @@ def train_soft_prompt(
     answers:
         Shape ``(n_respondents, n_questions)`` option indices, ``MISSING``
         where unknown or held out.
-    epochs:
-        Passes over the training examples (fractions allowed); ``None``:
-        as many as ``max_steps`` takes (which must then be given).
+    epochs, max_steps:
+        The run's length: at most ``epochs`` passes over the training
+        examples (fractions allowed) and at most ``max_steps`` optimizer
+        steps; either may be ``None`` (both: :data:`~persona_engine.steer.settings.UNBOUNDED_EPOCHS`
+        passes).
     eval_every:
         Steps between validation checks; ``None``: about 10 per run.
     patience:
         Validation checks without improvement before stopping early.
     schedule:
-        ``"cosine"`` (default): a linear warm-up over the first 5% of the
-        steps to ``lr``, then a cosine decay to zero at the last step; or
+        ``"cosine"``: a linear warm-up over the first 5% of the steps to
+        ``lr``, then a cosine decay to zero at the last step; or
         ``"constant"``. On the sample study's evaluation split the decay
         lifted held-out accuracy from 0.588 to 0.625 at the same 1,250 steps:
         the last steps, taken at a small learning rate, settle the weights
         that a constant rate keeps shaking.
     max_examples:
-        Subsample this many training examples (for speed on a CPU).
-    max_steps:
-        Stop after this many steps whatever ``epochs`` says.
+        Subsample this many training examples.
+    max_val_examples:
+        Most validation examples (``None``: :func:`~persona_engine.steer.settings.validation_size`).
     words_share:
         Share of training examples asked in free form with the answer in
         words as the target (validation always uses letters).
@@ -172,7 +186,8 @@ def train_soft_prompt(
     rng = np.random.default_rng(random_state)
     respondent, question, answer = answer_examples(answers)
     order = rng.permutation(len(answer))
-    n_val = min(int(round(validation * len(order))), max_val_examples) if len(order) > 1 else 0
+    n_val = min(int(round(validation * len(order))), validation_size(max_examples, max_val_examples)) \
+        if len(order) > 1 else 0
     val, train = order[:n_val], order[n_val:]
     if max_examples is not None:
         train = train[:max_examples]
@@ -340,14 +355,11 @@ def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_in
 
 
 def total_steps(epochs: float | None, max_steps: int | None, steps_per_epoch: int) -> int:
-    """Optimizer steps of a run: ``epochs`` passes, at most ``max_steps`` (either may be ``None``, not both)."""
+    """Optimizer steps of a run: ``epochs`` passes, at most ``max_steps`` (both ``None``: :data:`UNBOUNDED_EPOCHS`)."""
     if epochs is None and max_steps is None:
-        raise DataError("neither epochs nor max_steps", expected="a number of epochs, of steps, or both")
+        epochs = UNBOUNDED_EPOCHS
     total = max(1, math.ceil(epochs * steps_per_epoch)) if epochs is not None else max(1, max_steps)
     return total if max_steps is None else min(total, max_steps)
-
-
-SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -377,15 +389,21 @@ def _cancelled(cancel) -> bool:
 
 def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, *, probe_steps: int = 2,
                               **options) -> float:
-    """Seconds :func:`train_soft_prompt` would take with ``options``, from a few timed steps on a copy."""
+    """Seconds :func:`train_soft_prompt` would take with ``options``, from a few timed steps on a copy.
+
+    ``options`` are :func:`train_soft_prompt`'s keywords; those not given
+    take its defaults, as the run would.
+    """
     probe = copy.deepcopy(soft_prompt)
     timed = train_soft_prompt(llm, probe, embeddings, questions, answers, **{
         **options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None, "progress": None})
     n_examples = timed.n_train
-    batch_size = options.get("batch_size", 16)
-    steps = total_steps(options.get("epochs", 3.0), options.get("max_steps"), math.ceil(n_examples / batch_size))
+    batch_size = options.get("batch_size", DEFAULTS.batch_size)
+    steps = total_steps(options.get("epochs", DEFAULTS.epochs), options.get("max_steps", DEFAULTS.steps),
+                        math.ceil(n_examples / batch_size))
     # Validation: ~10 checks of forward-only batches, about a third of a training step each.
-    n_val = min(int(round(options.get("validation", 0.1) * len(answer_examples(answers)[0]))),
-                options.get("max_val_examples", 256))
+    n_val = min(int(round(options.get("validation", VALIDATION) * len(answer_examples(answers)[0]))),
+                validation_size(options.get("max_examples", DEFAULTS.max_examples),
+                                options.get("max_val_examples", DEFAULTS.max_val_examples)))
     checks = min(steps, 10) + 1
     return timed.seconds_per_step * (steps + checks * math.ceil(n_val / batch_size) / 3)
