@@ -167,6 +167,21 @@ def print_table(title: str, results: dict[str, dict]) -> None:
               f"{r['first_piece_s']:>11.2f} {r['pieces_per_s']:>8.1f}")
 
 
+def rescore(path: str) -> None:
+    """Print the tables of a saved run again, judged by the current stance judge."""
+    saved = json.loads(Path(path).read_text())["replies"]
+    for suite in dict.fromkeys(r["suite"] for r in saved):
+        study = Study.load(SUITES[suite][0])
+        majority = majorities(study)
+        rows = [r for r in saved if r["suite"] == suite]
+        groups = dict.fromkeys((r["method"], r["seed"]) for r in rows)
+        seeds = {seed for _, seed in groups}
+        results = {(m if len(seeds) == 1 else f"{m} (seed {seed})"):
+                   score([dict(r) for r in rows if (r["method"], r["seed"]) == (m, seed)], study, majority)
+                   for m, seed in groups}
+        print_table(f"{study.data.source.name}: {path}, rescored", results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=[*SUITES, "all"], default="all")
@@ -181,7 +196,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--save", default=None, help="write every reply with its stance to this JSON file")
+    parser.add_argument("--rescore", default=None, metavar="SAVED",
+                        help="score the replies of an earlier --save file again (no generation)")
     args = parser.parse_args()
+    if args.rescore:
+        return rescore(args.rescore)
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods or [m for m in METHODS if m != "before" or args.compare]

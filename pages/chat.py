@@ -28,6 +28,8 @@ KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map
          "selection": "A map selection"}
 UNSTEERED = "unsteered model"
 STOP = "chat_stop"
+STRONG = 1.5
+"""Steering strengths above this come with a warning: at 2 the small default model's replies fall apart."""
 
 
 def choose_persona(study) -> dict:
@@ -274,6 +276,9 @@ with guarded():  # errors become messages, never tracebacks
                 "strength": left.slider("Steering strength", 0.0, 3.0, 1.0, 0.25, disabled=spm is None,
                                         help="0: unsteered, 1: as trained, above 1: exaggerated"),
                 "max_new_tokens": right.slider("Longest reply (tokens)", 20, 400, 150, 10)}
+    if settings["strength"] > STRONG and spm is not None:
+        st.warning(f"Strength {settings['strength']:g} exaggerates the persona beyond its training: above "
+                   f"{STRONG:g} replies tend to fall apart into repetition.")
     prompt = st.chat_input("Ask something…")
 
     if mode == "One persona":

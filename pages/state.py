@@ -166,16 +166,69 @@ def _load_steering(study_path: str, stamp: float, model: str | None, _study: Stu
     return load_steering(_study, _llm)
 
 
-def get_steering(study: Study, llm):
-    """``(soft prompt or None, why not)`` for the open study and this session's model."""
+def get_steering(study: Study, llm, *, allow_below_chance: bool = False):
+    """``(soft prompt or None, why not)`` for the open study and this session's model.
+
+    A model whose validation accuracy is at or below chance is refused
+    (``None`` and a message saying so) unless ``allow_below_chance``; see
+    :func:`get_steering_status` for its scores.
+    """
     folder = study.steering_path
     if folder is None:
         return None, "This study has no soft-prompting model yet."
+    status = get_steering_status(study)
+    if status is not None and status.active is not None and status.active.at_or_below_chance \
+            and not allow_below_chance:
+        return None, (f"The study's soft-prompting model does no better than chance ({status.active.summary()}); "
+                      "retrain it, or restore the previous model, on the Steer page.")
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     try:
         return _load_steering(str(study.path), stamp, llm_model(), study, llm), None
     except DataError as error:
         return None, str(error)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _steering_status(study_path: str, stamps: tuple, _study: Study):
+    from persona_engine.steer.study_steering import steering_status
+
+    return steering_status(_study)
+
+
+def get_steering_status(study: Study):
+    """The study's :class:`~persona_engine.steer.study_steering.SteeringStatus` (``None`` for an unsaved study).
+
+    Its ``active`` score (``None`` without an installed model) has
+    ``at_or_below_chance``, ``beats_majority`` and ``summary()``.
+    """
+    if study.path is None:
+        return None
+    from persona_engine.steer.study_steering import CANDIDATE, CHECKPOINT, PREVIOUS
+
+    folders = [Path(study.path) / name for name in ("steering", CANDIDATE, PREVIOUS, CHECKPOINT)]
+    stamps = tuple((f / "config.json").stat().st_mtime_ns if (f / "config.json").is_file() else 0 for f in folders)
+    return _steering_status(str(study.path), (study_stamp(study), *stamps), study)
+
+
+def steering_label(study: Study) -> str:
+    """What the sidebar says of the study's steering: "trained" only for an installed model that beats the baseline."""
+    try:
+        status = get_steering_status(study)
+    except DataError as error:
+        return f"unreadable ({error})"
+    if status is None or status.active is None:
+        label = "not trained yet"
+    elif status.active.beats_majority:
+        label = "trained"
+    elif status.active.at_or_below_chance:
+        label = "no better than chance, not used"
+    elif status.active.validated:
+        label = "installed, but not better than each question's majority answer"
+    else:
+        label = "installed, not validated"
+    if status is not None and status.candidate is not None:
+        label += " (an unsaved run awaits Keep or Discard on the Steer page)"
+    return label
 
 
 @st.cache_resource(show_spinner=False)
@@ -200,7 +253,13 @@ def get_matcher(study: Study):
 # ----------------------------------------------------------- training jobs
 @dataclass
 class TrainingJob:
-    """A soft-prompt training run in a background thread, shared by every session."""
+    """A soft-prompt training run in a background thread, shared by every session.
+
+    ``step`` of ``total`` and ``info`` are the latest progress callback's
+    (:func:`~persona_engine.steer.train_soft_prompt`): ``total`` is 0 until
+    the run's length is known, ``step`` 0 while it prepares. ``cancel``
+    stops the run within a step.
+    """
 
     thread: threading.Thread | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -209,6 +268,7 @@ class TrainingJob:
     info: dict = field(default_factory=dict)
     error: str | None = None
     result: object = None
+    """The run's :class:`~persona_engine.steer.TrainingResult` once it ended."""
 
     @property
     def running(self) -> bool:
@@ -240,7 +300,7 @@ def sidebar() -> None:
             st.rerun()
         study = current_study(stop_on_error=False)
         if study is not None:
-            steering = "trained" if study.steering_path is not None else "not trained yet"
+            steering = steering_label(study) if study.path is not None else "not trained yet"
             st.caption(f"**{study.data.source.name}**  \n"
                        f"{study.data.n_respondents:,} respondents · {study.data.n_questions} questions · "
                        f"{study.n_cohorts} cohorts  \nSteering model: {steering}  \n"

@@ -2,12 +2,16 @@
 
 Training runs in a background thread (one per study, shared by every
 session), so the page and other sessions stay responsive; the page polls its
-progress. Cancelling stops after the current step and saves the best weights
-so far; "continue" resumes from them.
+progress. A run is installed only if it finished and beats each question's
+majority answer on its validation answers; otherwise (cancelled, which
+takes effect within a step, or not good enough) it waits as a candidate to
+keep (only if it beats that baseline) or discard, and "continue" resumes
+it. The model an installation replaced can be restored.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -15,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.state import (TrainingJob, log, current_study, get_llm, guarded, is_bundled, llm_model, open_study,
-                         training_jobs, writable_copy)
+from pages.state import (TrainingJob, log, current_study, get_llm, get_steering_status, guarded, is_bundled,
+                         llm_model, open_study, training_jobs, writable_copy)
 from persona_engine.errors import DataError
 from persona_engine.evaluation import report
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.settings import KINDS
-from persona_engine.steer.study_steering import (CHECKPOINT, estimate_steering_seconds, steering_base_model,
-                                                 train_steering, training_runs)
+from persona_engine.steer.study_steering import (discard_candidate, estimate_steering_seconds, keep_candidate,
+                                                 restore_previous, train_steering, training_runs)
 
 DEFAULTS = SteeringSettings()
 
@@ -38,11 +42,14 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     for run in runs:
         result, options = run.get("result", {}), run.get("options", {})
         history = [h for h in result.get("history", []) if h.get("val_loss") == result.get("best_val_loss")]
+        accuracy = result["val_accuracy"] if "val_accuracy" in result else (
+            history[0].get("val_accuracy") if history else None)
         rows.append({"started": run.get("started"), "resumed": run.get("resumed"),
                      "minutes": round(run.get("seconds", 0) / 60, 1), "steps": result.get("steps"),
                      "answers trained on": result.get("n_train"), "stopped": result.get("stopped"),
-                     "best validation loss": result.get("best_val_loss"),
-                     "letter accuracy": history[0].get("val_accuracy") if history else None,
+                     "outcome": run.get("outcome", "installed"),
+                     "best validation loss": result.get("best_val_loss"), "letter accuracy": accuracy,
+                     "each question's majority": result.get("val_majority_accuracy"),
                      "max examples": options.get("max_examples"), "most epochs": options.get("epochs"),
                      "words share": options.get("words_share")})
     return pd.DataFrame(rows)
@@ -70,17 +77,68 @@ def train_in_background(job: TrainingJob, study, llm, settings: SteeringSettings
 def training_progress(job: TrainingJob) -> None:
     if not job.running:
         st.rerun()  # the whole page: the new model, the runs table
-    share = job.step / job.total if job.total else 0.0
-    text = f"Step {job.step} of {job.total or '?'}"
+    if job.total == 0:
+        text = "Preparing the training: reading the answers and the collaborative filter's predictions…"
+    elif job.step == 0:
+        text = f"Preparing {job.total} steps: the questions' prompts and a first validation check…"
+    else:
+        text = f"Step {job.step} of {job.total}"
     if "eta_seconds" in job.info:
         text += f" · about {duration(job.info['eta_seconds'])} left"
     if "loss" in job.info:
         text += f" · loss {job.info['loss']:.3f}"
-    st.progress(share, text=text)
+    st.progress(job.step / job.total if job.total else 0.0, text=text)
     if job.cancel.is_set():
-        st.caption("Stopping after this step; the best weights so far will be saved.")
-    elif st.button("Cancel (keeps the best weights so far)"):
+        st.caption("Stopping within a step; the best weights so far are kept as a candidate, which you can keep "
+                   "only if it beats each question's majority answer.")
+    elif st.button("Cancel (the best weights so far become a candidate; the installed model stays)"):
         job.cancel.set()
+
+
+def installed_model(status) -> None:
+    """What the study's installed model is, and how it scored on its validation answers."""
+    active = status.active
+    if active is None:
+        st.warning("This study has no soft-prompting model yet: chat uses the unsteered model until one is trained.")
+    elif active.beats_majority:
+        st.success(f"This study has a soft-prompting model, trained for **{active.base_model}**: "
+                   f"{active.summary()}.")
+    elif active.at_or_below_chance:
+        st.error(f"This study's soft-prompting model (for **{active.base_model}**) does no better than chance: "
+                 f"{active.summary()}. Chat does not use it; retrain it or restore the previous model.")
+    else:
+        st.warning(f"This study has a soft-prompting model, trained for **{active.base_model}**, that does not "
+                   f"beat each question's majority answer: {active.summary()}.")
+
+
+def candidate_choice(study, candidate) -> None:
+    """The run that was not installed: its scores, "Keep this model" (only if it beats the baseline), "Discard"."""
+    reason = candidate.why_not_installed or candidate.shortfall()
+    st.warning("The last run was not installed" + (f": {reason}." if reason else "."))
+    accuracy, majority, chance = st.columns(3)
+    for column, label, value in ((accuracy, "Validation accuracy", candidate.accuracy),
+                                 (majority, "Each question's majority", candidate.majority),
+                                 (chance, "Chance", candidate.chance)):
+        column.metric(label, "–" if math.isnan(value) else f"{value:.3f}")  # NaN: not validated
+    keep, discard = st.columns(2)
+    if keep.button("Keep this model", type="primary", disabled=not candidate.beats_majority,
+                   help=candidate.shortfall() or "Install it; the installed model is kept as the previous one"):
+        installed = keep_candidate(study)
+        st.session_state["steer_notice"] = f"Installed the candidate: {installed.summary()}."
+        st.rerun()
+    if discard.button("Discard", help="Delete this run's weights; the installed model stays"):
+        discard_candidate(study)
+        st.session_state["steer_notice"] = "Discarded the candidate."
+        st.rerun()
+
+
+def previous_choice(study, previous) -> None:
+    """Undo the last installation: the previous model back, the replaced one kept as the previous."""
+    if st.button("Restore the previous model", help=f"Trained for {previous.base_model}: {previous.summary()}. "
+                                                    "The installed model becomes the previous one."):
+        restored = restore_previous(study)
+        st.session_state["steer_notice"] = f"Restored the previous model: {restored.summary()}."
+        st.rerun()
 
 
 def training_form() -> SteeringSettings:
@@ -130,10 +188,10 @@ with guarded():  # errors become messages, never tracebacks
                "model; it is trained on the study's answers (20% of each respondent's answers are held out "
                "for evaluation).")
 
-    if study.steering_path is not None:
-        st.success(f"This study has a soft-prompting model, trained for **{steering_base_model(study)}**.")
-    else:
-        st.warning("This study has no soft-prompting model yet: chat uses the unsteered model until one is trained.")
+    if "steer_notice" in st.session_state:
+        st.info(st.session_state.pop("steer_notice"))
+    status = get_steering_status(study)
+    installed_model(status)
     runs = training_runs(study)
     if runs:
         st.dataframe(runs_table(runs), hide_index=True)
@@ -151,18 +209,24 @@ with guarded():  # errors become messages, never tracebacks
     else:
         if job is not None and job.error:
             st.error(f"Training stopped: {job.error}")
-        elif job is not None and job.result is not None:
-            st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}).")
-        resumable = study.steering_path is not None or (Path(study.path) / CHECKPOINT).is_dir()
+        elif job is not None and job.result is not None and status.candidate is None:
+            st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}) "
+                       "and installed the model.")
+        if status.candidate is not None:
+            candidate_choice(study, status.candidate)
+        if status.previous is not None:
+            previous_choice(study, status.previous)
+        resumable = any((status.active, status.candidate, status.interrupted))
         with st.form("train"):
             settings = training_form()
-            resume = st.checkbox("Continue from the saved model", value=False, disabled=not resumable,
-                                 help="Keeps the saved model's kind of soft prompt")
+            resume = st.checkbox("Continue the last run", value=False, disabled=not resumable,
+                                 help="Continues the candidate if there is one, else the installed model; keeps "
+                                      "its kind of soft prompt")
             estimate, train = st.columns(2)
             wants_estimate = estimate.form_submit_button("Estimate the time")
             wants_training = train.form_submit_button("Train", type="primary")
         if wants_estimate:  # the same settings as the run's
-            with st.spinner("Timing two training steps…"):
+            with st.spinner("Estimating the time (from earlier runs' speed, else two timed steps)…"):
                 seconds = estimate_steering_seconds(study, get_llm(), settings, resume=resume)
             st.info(f"Training should take about {duration(seconds)} with {llm_model() or 'SmolLM2'}.")
         if wants_training:

@@ -4,7 +4,8 @@ A study, and the steering model saved inside it, is a folder of JSON, parquet
 and safetensors files (never pickle: folders are shared between people).
 :func:`write_folder_atomically` writes such a folder beside its destination
 and swaps it into place, so a write killed half-way never corrupts what was
-there; :func:`recover_interrupted_swap` finishes a swap a crash interrupted.
+there (:func:`copy_folder_atomically` copies a folder that way);
+:func:`recover_interrupted_swap` finishes a swap a crash interrupted.
 The other functions read and write the files, turning damaged or missing
 files into a :class:`~persona_engine.errors.DataError` that names them.
 """
@@ -57,7 +58,18 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None], *, marker
         os.rename(tmp, path)
 
 
+def copy_folder_atomically(source: Path, path: Path, *, marker: str, kind: str) -> None:
+    """Copy the folder ``source`` to ``path`` with :func:`write_folder_atomically`.
+
+    The copies get new modification times (caches keyed on them see a new folder).
+    """
+    write_folder_atomically(
+        path, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=shutil.copy),
+        marker=marker, kind=kind)
+
+
 def recover_interrupted_swap(path: Path, marker: str) -> None:
+    """Put back the old ``path`` if a crash came between :func:`write_folder_atomically`'s two renames."""
     if path.exists():
         return
     leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []

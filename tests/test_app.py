@@ -301,27 +301,124 @@ def test_yourself_persona_lands_on_the_map(tiny_model):
     assert "Where you land on the map" in texts(app.markdown)
 
 
-def test_training_on_the_steer_page_saves_a_model_that_chat_then_uses(tiny_model, studies_folder):
-    app = open_app(page="steer", llm_model=tiny_model)
-    assert "individual SPM" in texts(app.markdown)  # the sample study's evaluation report and its verdict
-    [b for b in app.button if b.label.startswith("Copy the study")][0].click().run()
-    copy = Path(app.session_state["study_path"])
-    assert copy.parent == studies_folder and (copy / "manifest.json").is_file()
-    shutil.rmtree(copy / "steering")
-    app.run()
-    app.number_input[0].set_value(32)
-    app.number_input[1].set_value(0.5)
+def two_camps_study(folder: Path) -> Path:
+    """A study of two camps that answer every question oppositely: the tiny model learns it in a few steps."""
+    import pandas as pd
+
+    from persona_engine.opinion_data import OpinionData, Question, Source
+    from persona_engine.study import fit_study
+
+    ids = np.array([f"r{i}" for i in range(60)], dtype=object)
+    questions = tuple(Question(f"q{i}", text, ("yes", "no", "maybe")) for i, text in
+                      enumerate(["Tea?", "Raise taxes?", "More parks?", "Less war?", "Trains?", "Cats?"]))
+    answers = np.where(np.arange(60)[:, None] % 2 == 0, 0, 2).repeat(len(questions), axis=1).astype(np.int16)
+    data = OpinionData(ids, questions, answers, pd.DataFrame(index=ids), source=Source("two camps", "synthetic"))
+    return fit_study(data, random_state=0).save(folder)
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.25)
+    assert condition()
+
+
+def buttons(app) -> dict:
+    return {b.label: b for b in app.button}
+
+
+def test_training_on_the_steer_page_installs_a_model_that_chat_then_uses(tiny_model, studies_folder):
+    folder = two_camps_study(studies_folder / "camps")
+    app = open_app(study=folder, page="steer", llm_model=tiny_model)
+    assert "Steering model: not trained yet" in texts(app.sidebar.caption)
+    app.number_input[2].set_value(30)  # steps: enough for the camps, which beat each question's majority
     app.button(key="FormSubmitter:train-Train").click().run()
-    deadline = time.time() + 60
-    while time.time() < deadline and not (copy / "steering" / "config.json").is_file():
-        time.sleep(0.5)
-    time.sleep(1)
+    wait_for(lambda: (folder / "steering" / "config.json").is_file())
+    from pages.state import training_jobs
+
+    wait_for(lambda: not training_jobs()[str(folder)].running)
     app.run()
     assert not app.exception, app.exception
-    assert "has a soft-prompting model" in texts(app.success)
-    assert len(app.dataframe[0].value) == 1  # one training run recorded
+    assert "has a soft-prompting model" in texts(app.success) and "majority answer" in texts(app.success)
+    assert "Steering model: trained" in texts(app.sidebar.caption)
+    assert len(app.dataframe[0].value) == 1 and app.dataframe[0].value["outcome"][0] == "installed"
     app.switch_page("pages/chat.py").run()
     assert not app.exception and "unsteered" not in texts(app.warning)
+
+
+def test_a_run_cancelled_on_the_steer_page_waits_for_keep_or_discard(tiny_model, tmp_path):
+    from pages.state import training_jobs
+    from persona_engine.steer.study_steering import steering_status
+
+    copy = tmp_path / "gss"
+    shutil.copytree(STUDY, copy)
+    shutil.rmtree(copy / "steering")
+    app = open_app(study=copy, page="steer", llm_model=tiny_model)
+    app.button(key="FormSubmitter:train-Train").click().run()  # 1250 steps: far from done when cancelled
+    job = training_jobs()[str(copy)]
+    first = app.get("progress")[0].proto.text  # "Preparing…" before the first step, never "Step 0 of ?"
+    assert "?" not in first and ("Preparing" in first or "of 1250" in first)
+    wait_for(lambda: job.step >= 1)
+    app.run()
+    assert " of 1250" in app.get("progress")[0].proto.text
+    cancel = [b for b in app.button if b.label.startswith("Cancel")]
+    cancel[0].click().run()
+    assert job.cancel.is_set()
+    wait_for(lambda: not job.running)
+    assert job.result.stopped == "cancelled" and job.result.steps < 1250
+    app.run()
+    assert not app.exception, app.exception
+    candidate = steering_status(Study.load(copy)).candidate
+    assert candidate is not None and not candidate.beats_majority  # a random tiny model on GSS
+    assert not (copy / "steering").exists()  # never installed
+    assert "not installed: it was cancelled after" in texts(app.warning)
+    shown = buttons(app)
+    assert shown["Keep this model"].disabled and not shown["Discard"].disabled
+    assert {m.label for m in app.metric} >= {"Validation accuracy", "Each question's majority", "Chance"}
+    sidebar = texts(app.sidebar.caption)
+    assert "Steering model: trained" not in sidebar and "awaits Keep or Discard" in sidebar
+    shown["Discard"].click().run()
+    assert not app.exception and not (copy / "steering.candidate").exists()
+    assert "Keep this model" not in buttons(app) and "Discarded the candidate" in texts(app.info)
+
+
+def test_keeping_a_candidate_that_beats_the_majority_and_restoring_the_previous(tiny_model, tmp_path):
+    copy = tmp_path / "gss"
+    shutil.copytree(STUDY, copy)
+    shutil.copytree(copy / "steering", copy / "steering.candidate")  # the sample's model: 0.88 against 0.56
+    weights = (copy / "steering" / "model.safetensors").read_bytes()
+    app = open_app(study=copy, page="steer", llm_model=tiny_model)
+    assert "Restore the previous model" not in buttons(app)
+    keep = buttons(app)["Keep this model"]
+    assert not keep.disabled
+    keep.click().run()
+    assert not app.exception, app.exception
+    assert "Installed the candidate" in texts(app.info) and not (copy / "steering.candidate").exists()
+    assert (copy / "steering.previous" / "model.safetensors").read_bytes() == weights
+    assert "Steering model: trained" in texts(app.sidebar.caption)
+    buttons(app)["Restore the previous model"].click().run()
+    assert not app.exception and "Restored the previous model" in texts(app.info)
+    assert (copy / "steering" / "model.safetensors").read_bytes() == weights
+
+
+def test_the_steer_page_flags_a_model_no_better_than_chance_and_chat_refuses_it(tiny_model, tmp_path):
+    from pages.state import get_steering
+    from persona_engine.llm import load_llm
+
+    copy = tmp_path / "gss"
+    shutil.copytree(STUDY, copy)
+    record = json.loads((copy / "steering" / "training.json").read_text())
+    record["runs"][-1]["result"].update(val_accuracy=0.112, val_majority_accuracy=0.56, val_chance_accuracy=0.2)
+    (copy / "steering" / "training.json").write_text(json.dumps(record))  # the poisoned study of the issue
+    app = open_app(study=copy, page="steer", llm_model=tiny_model)
+    assert "no better than chance" in texts(app.error) and "0.112" in texts(app.error)
+    assert "Steering model: no better than chance" in texts(app.sidebar.caption)
+    llm = load_llm(tiny_model)
+    spm, why = get_steering(Study.load(copy), llm)
+    assert spm is None and "no better than chance" in why
+    # Allowed, it is loaded: here refused for another reason, being trained for SmolLM2, not the tiny model.
+    _, why = get_steering(Study.load(copy), llm, allow_below_chance=True)
+    assert "no better than chance" not in why and "trained for the language model" in why
 
 
 def test_the_steer_page_shows_the_studys_evaluation_report(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import Question
 from persona_engine.personas import cohort_persona, selection_persona
-from persona_engine.steer.chat import _sentences
+from persona_engine.steer.conversation import sentences_in
 from persona_engine.steer.grounding import MIN_WORDS, QuestionMatcher, ground, grounded_chat, reply_opening
 from persona_engine.steer.judge import judge_stance, option_pole
 from persona_engine.steer.stance import load_sentence_encoder
@@ -119,7 +119,7 @@ def test_polis_statements_get_natural_first_person_forms(brexit):
         "I disagree that Labour should oppose the Brexit process, because"  # a name keeps its capital
     assert opening(by_id["28"], unsure, vocabulary=vocabulary).startswith("I'm not sure whether there should be")
     assert opening(by_id["1"], agree) == "Yes, I voted to Remain, because"  # about oneself
-    assert opening(by_id["0"], disagree) == "No, that isn't true of me, because"
+    assert opening(by_id["0"], disagree) == "No, I wouldn't say that I voted to Leave, because"
     assert opening(by_id["9"], agree) == "I agree with that, because"  # too long to repeat
     assert opening(by_id["16"], agree, vocabulary=vocabulary) == \
         "I agree that the idea of sovereignty is badly defined, because"  # its first sentence
@@ -160,7 +160,7 @@ def test_the_judge_reads_agreement_with_a_statement(brexit):
     assert said("13", "I agree that the Single Market matters, because trade depends on it.") == "agree"
     assert said("13", "I don't agree with that at all.") == "disagree"
     assert said("1", "Yes, I voted to Remain, because I believe in Europe.") == "agree"
-    assert said("1", "No, that isn't true of me.") == "disagree"
+    assert said("1", "No, I wouldn't say that I voted to Remain.") == "disagree"
     assert said("28", "I'm not sure whether we need another referendum.") == "pass"
     assert option_pole(by_id["28"], by_id["28"].options.index("pass")) == "unsure"
 
@@ -235,9 +235,9 @@ def test_stopping_a_grounded_reply_ends_its_generation(llm, matcher, study):
 
 
 def test_sentences_are_counted_where_they_end():
-    assert _sentences("I think so. Because it is. Yes!") == 3
-    assert _sentences("We spend 3.5 billion") == 0
-    assert _sentences('He said "no." Then left') == 1
+    assert sentences_in("I think so. Because it is. Yes!") == 3
+    assert sentences_in("We spend 3.5 billion") == 0
+    assert sentences_in('He said "no." Then left') == 1
 
 
 # ------------------------------------------------------------------ the lasso persona

@@ -26,6 +26,7 @@ from persona_engine.steer import (
 from persona_engine.steer.injection import Prompts
 from persona_engine.steer.persona import letter_logits
 from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
+from persona_engine.steer import training
 from persona_engine.steer.training import learning_rate_factor, reply_loss
 from tiny_llm import tiny_llm
 
@@ -243,7 +244,8 @@ def test_training_learns_the_camps_answers(llm, kind, n_virtual, placement):
                                progress=lambda step, total, info: calls.append((step, total, info)))
     after = answer(llm, questions[0], spm, embeddings)
     assert result.n_train + result.n_val == answers.size - 1
-    assert [c[0] for c in calls] == list(range(1, result.steps + 1))
+    assert [c[0] for c in calls] == list(range(0, result.steps + 1))  # 0: the length is known, nothing done yet
+    assert calls[0][1] == calls[-1][1] == result.steps and calls[0][2] == {}
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     chosen = np.where(camp == 0, 0, 2)
     gain = after[np.arange(len(camp)), chosen] - before[np.arange(len(camp)), chosen]
@@ -364,6 +366,79 @@ def test_cancel_keeps_the_best_checkpoint(llm, tmp_path):
         torch.testing.assert_close(saved(x), spm(x))  # what is kept is what was saved
     assert result.best_val_loss == min(h["val_loss"] for h in result.history)
     assert estimate_training_seconds(llm, spm, embeddings, questions, answers, epochs=1, batch_size=8) > 0
+
+
+def test_cancel_takes_effect_within_one_step(llm):
+    questions = SHORT[:2]
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
+    stop, seen = threading.Event(), []
+
+    def progress(step, total, info):
+        seen.append(step)
+        if step == 1:
+            stop.set()
+
+    result = train_soft_prompt(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings, questions,
+                               answers, epochs=50, batch_size=8, eval_every=1, progress=progress, cancel=stop)
+    assert result.stopped == "cancelled" and result.steps <= 2 and seen[-1] <= 2
+
+
+def test_cancel_cuts_a_validation_check_short(llm):
+    """The flag is read between validation batches, not only between steps."""
+    questions = SHORT[:2]
+    embeddings, camp = two_camps(n=64)
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
+    reads = []
+
+    def cancel():  # the first validation check (before any step) has 4 batches of 4 answers
+        reads.append(True)
+        return len(reads) >= 2
+
+    result = train_soft_prompt(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings, questions,
+                               answers, epochs=5, batch_size=4, max_val_examples=16, validation=0.25,
+                               cancel=cancel)
+    assert result.n_val == 16
+    assert result.stopped == "cancelled" and result.steps == 0 and result.history == []
+
+
+def test_the_majority_baseline_counts_each_questions_most_common_training_answer():
+    questions = [Question("a", "A?", ("yes", "no")), Question("b", "B?", ("x", "y", "z", "w"))]
+    question = np.array([0, 0, 0, 1, 1, 1, 0, 1, 1])
+    answer = np.array([1, 1, 0, 2, 2, 3, 1, 2, 0])
+    train, val = np.arange(6), np.arange(6, 9)  # majorities: a -> 1, b -> 2
+    majority, chance = training.majority_baseline(questions, question, answer, train, val)
+    assert majority == pytest.approx(2 / 3)  # a: 1 right; b: 2 right, 0 wrong
+    assert chance == pytest.approx((1 / 2 + 1 / 4 + 1 / 4) / 3)
+    assert all(np.isnan(training.majority_baseline(questions, question, answer, train, val[:0])))
+
+
+def test_the_result_holds_the_kept_weights_accuracy_and_the_baselines(llm):
+    embeddings, camp = two_camps(n=48)
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(len(SHORT), axis=1).astype(np.int16)
+    answers[camp == 0, 0] = 1  # question 0: camp 0 says "no", so no option is everyone's
+    result = train_soft_prompt(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings, SHORT, answers,
+                               epochs=15, batch_size=16, lr=1e-2)
+    best = [h for h in result.history if h["val_loss"] == result.best_val_loss]
+    assert best and result.val_accuracy == best[0]["val_accuracy"]
+    assert 0.2 < result.val_majority_accuracy < 0.8 and result.val_chance_accuracy == pytest.approx(1 / 3)
+    assert result.val_accuracy > result.val_majority_accuracy  # the camps are learnable
+
+
+def test_the_time_estimate_times_at_most_two_steps(llm, monkeypatch):
+    embeddings, camp = two_camps()
+    answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
+    timed, real = [], training.train_soft_prompt
+
+    def spy(*args, **options):
+        result = real(*args, **options)
+        timed.append(result.steps)
+        return result
+
+    monkeypatch.setattr(training, "train_soft_prompt", spy)
+    seconds = estimate_training_seconds(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings,
+                                        SHORT[:2], answers, epochs=50, batch_size=8)
+    assert seconds > 0 and timed == [2]
 
 
 # ------------------------------------------------------------------ chat

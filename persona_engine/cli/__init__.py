@@ -181,8 +181,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "train-steering", parents=[common, llm_args, spm_args],
         help="train the soft prompt that steers the LLM toward any persona of a study",
         description="Train the soft-prompting model on the study's training answers (20% of each "
-                    "respondent's answers stay held out) and save it in STUDY/steering. Prints a time "
-                    "estimate first; Ctrl-C stops early and keeps the best weights so far.")
+                    "respondent's answers stay held out). Prints a time estimate first (from earlier runs' "
+                    "speed, else two timed steps). A run that finishes and beats each question's majority "
+                    "answer on its validation answers is installed in STUDY/steering, the model it replaces "
+                    "kept in STUDY/steering.previous; any other run is saved as STUDY/steering.candidate and "
+                    "the installed model stays. Ctrl-C stops within a step and saves the best weights so far "
+                    "as the candidate. Exit status: 0 installed, 1 saved as the candidate only, 130 after "
+                    "Ctrl-C.")
     train.add_argument("study", metavar="STUDY")
     train.add_argument("--max-examples", type=_count_or_all, default=STEERING.max_examples, metavar="N|all",
                        help="train on a random subsample of N answers "
@@ -190,7 +195,17 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=STEERING.random_state,
                        help=f"random seed (default {STEERING.random_state})")
     train.add_argument("--resume", action="store_true",
-                       help="continue from the saved soft prompt (or an interrupted run's checkpoint)")
+                       help="continue a crashed run's checkpoint, else the candidate, else the installed model")
+    train.add_argument("--keep", action="store_true",
+                       help="if Ctrl-C stops the run, install its best weights anyway, provided they beat each "
+                            "question's majority answer on the validation answers")
+    instead = train.add_mutually_exclusive_group()
+    instead.add_argument("--keep-candidate", action="store_true",
+                         help="do not train: install the candidate, only if it beats each question's majority "
+                              "answer (the installed model becomes the previous)")
+    instead.add_argument("--discard-candidate", action="store_true", help="do not train: delete the candidate")
+    instead.add_argument("--restore-previous", action="store_true",
+                         help="do not train: put the previous model back (the installed one becomes the previous)")
     train.set_defaults(run=run_train_steering)
 
     persona_args = argparse.ArgumentParser(add_help=False)

@@ -15,30 +15,73 @@ from persona_engine.errors import DataError
 
 
 def run_train_steering(args: argparse.Namespace) -> int:
+    """Train, then install the run or save it as the candidate; or keep, discard or restore a saved model.
+
+    Exit status: 0 when a model was installed (or a candidate discarded), 1
+    when the run was only saved as the candidate, 130 after Ctrl-C.
+    """
     from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
     from persona_engine.study import Study
 
     study = Study.load(args.study)
+    if args.keep_candidate or args.discard_candidate or args.restore_previous:
+        return _change_installed_model(study, args)
     llm = _load_llm(args.model, args.dtype)
     settings = steering_settings(args, max_examples=args.max_examples)
     # --kind only when given: a resumed run keeps the saved model's otherwise
     options = dict(resume=args.resume, kind=args.kind)
-    print(f"Timing two training steps of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
+    print(f"Estimating the training time of {llm.name} ({str(llm.dtype).removeprefix('torch.')}, "
           f"{llm.device})...", file=sys.stderr)
     seconds = estimate_steering_seconds(study, llm, settings, **options)
-    print(f"Training the soft prompt should take about {_duration(seconds)}. "
-          "Ctrl-C stops early and keeps the best weights so far.", file=sys.stderr)
+    after_ctrl_c = ("--keep installs them if they beat each question's majority answer" if args.keep
+                    else "the installed model stays")
+    print(f"Training the soft prompt should take about {_duration(seconds)}. Ctrl-C stops within a step and "
+          f"saves the best weights so far as a candidate ({after_ctrl_c}).", file=sys.stderr)
     cancel = threading.Event()
     with _StepBar("steering") as bar, _cancel_on_interrupt(cancel):
         _, result = train_steering(study, llm, settings, progress=bar, cancel=cancel, **options)
-    checked = [h for h in result.history if h["val_loss"] == result.best_val_loss]
-    scores = (f", validation loss {result.best_val_loss:.3f}, letter accuracy {checked[0]['val_accuracy']:.3f}"
-              if checked else "")
-    print(f"Saved the soft prompt to {study.steering_path}: {result.steps} steps on {result.n_train} "
-          f"answers ({result.stopped}){scores}")
-    if result.stopped == "cancelled":
-        print("Stopped early; continue with --resume.", file=sys.stderr)
-        return 130
+    return _report_run(study, result, keep=args.keep)
+
+
+def _report_run(study, result, *, keep: bool) -> int:
+    """Say where the run went (installed, or the candidate and why); with ``keep``, keep a cancelled run."""
+    from persona_engine.steer.study_steering import keep_candidate, steering_status
+
+    status = steering_status(study)
+    done = f"{result.steps} steps on {result.n_train} answers ({result.stopped})"
+    if status.candidate is not None and result.stopped == "cancelled" and keep:
+        try:
+            keep_candidate(study)
+        except DataError as error:
+            print(f"persona-engine: --keep: {error}", file=sys.stderr)
+        else:
+            status = steering_status(study)
+    if status.candidate is None:
+        print(f"Installed the soft prompt in {study.steering_path}: {done}; {status.active.summary()}")
+        if status.previous is not None:
+            print(f"The model it replaced is kept in {status.previous.folder} (--restore-previous puts it back).",
+                  file=sys.stderr)
+        return 0
+    candidate = status.candidate
+    print(f"Saved the run as a candidate in {candidate.folder}, not installed: {candidate.why_not_installed} "
+          f"({done})." + (f" Its {candidate.summary()}." if result.stopped == "cancelled" else ""))
+    print("Continue it with --resume; install it with --keep-candidate (only if it beats each question's "
+          "majority answer); delete it with --discard-candidate.", file=sys.stderr)
+    return 130 if result.stopped == "cancelled" else 1
+
+
+def _change_installed_model(study, args: argparse.Namespace) -> int:
+    """--keep-candidate, --discard-candidate or --restore-previous, without training."""
+    from persona_engine.steer.study_steering import discard_candidate, keep_candidate, restore_previous
+
+    if args.keep_candidate:
+        score = keep_candidate(study)
+        print(f"Installed the candidate in {score.folder}: {score.summary()}")
+    elif args.discard_candidate:
+        print("Discarded the candidate." if discard_candidate(study) else "There was no candidate to discard.")
+    else:
+        score = restore_previous(study)
+        print(f"Restored the previous soft prompt in {score.folder}: {score.summary()}")
     return 0
 
 
@@ -203,7 +246,7 @@ def _duration(seconds: float) -> str:
 
 @contextlib.contextmanager
 def _cancel_on_interrupt(cancel: threading.Event):
-    """The first Ctrl-C sets ``cancel`` (training stops after the step); a second one aborts."""
+    """The first Ctrl-C sets ``cancel`` (training stops within a step); a second one aborts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -212,8 +255,8 @@ def _cancel_on_interrupt(cancel: threading.Event):
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        print("\nStopping after this step (Ctrl-C again aborts; the checkpoint stays for --resume)...",
-              file=sys.stderr)
+        print("\nStopping within a step; the best weights so far become the candidate (Ctrl-C again aborts; "
+              "the checkpoint stays for --resume)...", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

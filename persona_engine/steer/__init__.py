@@ -9,7 +9,7 @@ study's answers (:func:`train_soft_prompt`), then asked questions
 Modules: ``prompts`` (question and chat formatting), ``soft_prompt`` (the
 SPM), ``injection`` (placing the soft prompt in the LLM, strength),
 ``persona`` (answers and letter calibration), ``settings`` (how a soft
-prompt is trained: :class:`SteeringSettings`), ``training``, ``chat``, and
+prompt is trained: :class:`SteeringSettings`), ``training``, ``conversation`` (free chat, :func:`chat`), ``grounding``, and
 ``study_steering`` (train on a saved study, keep the SPM in its folder; not
 imported here, so that ``persona_engine.steer`` stays free of the study
 stages). The personas themselves come from :mod:`persona_engine.personas`.
@@ -20,7 +20,7 @@ from importlib import import_module
 # Names are imported on first use (PEP 562), so that the CLI can read the torch-free
 # settings without loading torch and transformers.
 _WHERE = {
-    "chat": "chat",
+    "chat": "conversation",
     "LetterCalibration": "persona", "answer": "persona", "calibrate_letters": "persona",
     "score_options": "persona",
     "encode_questions": "prompts", "question_text": "prompts",

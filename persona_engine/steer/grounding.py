@@ -40,7 +40,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from persona_engine.opinion_data import Question
-from persona_engine.steer.chat import chat
+from persona_engine.steer.conversation import chat
 from persona_engine.steer.persona import answer
 from persona_engine.steer.prompts import question_text
 from persona_engine.steer.stance import SentenceEncoder, load_sentence_encoder

@@ -27,16 +27,22 @@ from persona_engine.steer.statements import is_statement, option_kind
 
 POLES = ("more", "less", "same", "agree", "disagree", "unsure", "yes", "no")
 
+_MONEY = r"(?:spending|funding|funds|budgets?|money|investments?|resources|support|programs?|aid|taxes)"
 _CUES = {
     "more": [r"too little", r"too few", r"not (?:\w+ )?enough", r"(?:isn't|aren't|is not|are not) (?:\w+ ){0,3}enough",
-             r"insufficient", r"inadequate", r"underfund\w*", r"under-fund\w*", r"neglected",
-             r"(?:spend|spending|invest|investing|put|putting|give|giving|need|needs|deserves?|allocate|"
-             r"provide|providing|direct|devote|should get|require|requires|prioriti[sz]e|prioriti[sz]ing)"
-             r" (?:\w+ ){0,4}more", r"more (?:money|funding|funds|resources|investment|support|spending|attention)",
-             r"increas\w+", r"boost\w*", r"expand\w*", r"ramp(?:ing)? up", r"step up"],
-    "less": [r"too much", r"too many", r"cut\w*", r"reduc\w+", r"less(?! fortunate| privileged| well)", r"fewer", r"wast\w*", r"overspend\w*",
-             r"over-spend\w*", r"scale back", r"scaled back", r"excessive\w*", r"trim\w*", r"lower(?:ing)? (?:the )?"
-             r"(?:spending|budget|funding)", r"bloated", r"decreas\w+", r"rein in"],
+             rf"insufficient (?:\w+ )?{_MONEY}", rf"inadequate (?:\w+ )?{_MONEY}", r"underfund\w*", r"under-fund\w*",
+             r"neglected", r"(?:spend|spending|spent|invest|investing|put|putting|give|giving|help|need|needs|"
+             r"deserves?|allocate|provide|providing|direct|devote|should get|require|requires|prioriti[sz]e|"
+             r"prioriti[sz]ing) (?:\w+ ){0,4}more", rf"more (?:\w+ )?{_MONEY}",
+             rf"increas\w* (?:\w+ ){{0,2}}{_MONEY}", rf"(?:boost|expand)\w* (?:\w+ ){{0,2}}{_MONEY}",
+             r"ramp(?:ing)? up", r"step up"],
+    "less": [r"too much", r"too many", r"(?:should|must|needs? to|ought to|to|could) (?:be )?cut",
+             rf"cut (?:back|down|\w+ {_MONEY}|{_MONEY})", rf"cuts? (?:to|in) (?:\w+ )?{_MONEY}",
+             rf"reduc\w* (?:\w+ ){{0,2}}{_MONEY}", rf"(?:spend|spending|put|putting|give|giving|invest|investing) less",
+             rf"less (?:\w+ )?{_MONEY}", r"less on", rf"waste of (?:\w+ )?(?:money|resources|{_MONEY})", r"wasteful",
+             r"wasted on", r"wasting (?:our |taxpayers' |the )?money", r"overspend\w*", r"over-spend\w*",
+             r"scale back", r"scaled back", rf"excessive (?:\w+ ){{0,2}}{_MONEY}", r"lower(?:ing)? (?:the )?"
+             r"(?:spending|budget|funding)", r"bloated", rf"decreas\w* (?:\w+ ){{0,2}}{_MONEY}", r"rein in"],
     "same": [r"about right", r"right amount", r"(?:is|are|seems?|feels?) (?:about |just |roughly )?"
              r"(?:right|fine|adequate|sufficient|reasonable|appropriate|balanced)", r"current level\w*",
              r"as it is", r"keep (?:\w+ ){0,3}(?:the same|as it is|steady|where it is)", r"about the same",
@@ -54,8 +60,16 @@ _COMPILED = {pole: re.compile(r"\b(?:" + "|".join(cues) + r")\b", re.IGNORECASE)
 _COMPILED["yes"] = re.compile(r"^\W*(?:yes|yeah|yep)\b", re.IGNORECASE)
 _COMPILED["no"] = re.compile(r"^\W*(?:no|nope)\b(?! one| doubt| matter)", re.IGNORECASE)
 _NEGATION = re.compile(r"\b(?:not|no|never|n't|don't|doesn't|shouldn't|won't|wouldn't|can't|cannot|isn't|aren't|"
-                       r"nor|without)\W+(?:\w+\W+){0,3}$", re.IGNORECASE)
+                       r"nor|without)\W+(?:\w+\W+){0,4}$", re.IGNORECASE)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# A sentence that reports others' views or poses the question is not the speaker's stance ...
+_REPORTED = re.compile(r"\b(?:question of|whether|(?:some|those) (?:who )?(?:argue|say|claim|believe|people|may)|others (?:argue|say|"
+                       r"claim|believe)|many (?:argue|say|believe)|critics|proponents|opponents|supporters|advocates|"
+                       r"on (?:the )?one hand|on the other hand|pros and cons)\b", re.IGNORECASE)
+# ... unless the speaker says it in their own voice.
+_OWN_VOICE = re.compile(r"\bi (?:think|believe|support|feel|agree|disagree|would|am|oppose)\b|\bi'(?:m|d)\b|"
+                        r"\bin my (?:opinion|view)\b",
+                        re.IGNORECASE)
 _NEGATABLE = {"more", "less", "same", "agree", "yes", "unsure"}
 
 
@@ -102,6 +116,10 @@ def judge_stance(reply: str, question: Question) -> int | None:
 
     The reply is read sentence by sentence; the first sentence with a cue
     for one of the question's poles decides, by its first such cue.
+    Sentences that pose the question or report others' views ("The
+    question of whether we should spend more...", "Some argue it is a
+    waste") are skipped unless the speaker's own voice is in them ("On one
+    hand, I support more funding").
     """
     poles = {option_pole(question, i): i for i in range(question.n_options)}
     poles.pop(None, None)
@@ -109,6 +127,8 @@ def judge_stance(reply: str, question: Question) -> int | None:
         poles.setdefault("yes", poles.get("agree"))
         poles.setdefault("no", poles.get("disagree"))
     for sentence in _SENTENCES.split(reply.strip()):
+        if _REPORTED.search(sentence) and not _OWN_VOICE.search(sentence):
+            continue
         for _, _, pole in cue_poles(sentence):
             if poles.get(pole) is not None:
                 return poles[pole]

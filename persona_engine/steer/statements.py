@@ -11,7 +11,8 @@ opening depends on the kind of question:
 * a statement to agree or disagree with (a Polis comment, a Likert item)
   becomes "I agree that Brexit should be reversed", "I disagree that ...",
   "I'm not sure whether ..."; a statement about oneself ("I voted to
-  Remain.") becomes "Yes, I voted to Remain" or "No, that isn't true of me";
+  Remain.") becomes "Yes, I voted to Remain" or "No, I wouldn't say that I
+  voted to Remain";
 * a yes/no question becomes "Yes" or "No";
 * anything else says the option: "My answer is 'somewhat satisfied'".
 
@@ -97,7 +98,7 @@ def _core(question: Question, option: int, vocabulary: set[str]) -> str:
         statement = _first_sentence(text)
         if _FIRST_PERSON.match(statement):  # "I voted to Remain."
             return {"agree": f"Yes, {_lower_first(statement, vocabulary)}",
-                    "disagree": "No, that isn't true of me",
+                    "disagree": f"No, I wouldn't say that {_lower_first(statement, vocabulary)}",
                     }.get(kind, "I'm not sure that describes me")
         strongly = "strongly " if "strongly" in label.casefold() else ""
         if len(statement.split()) > LONGEST_CLAUSE:  # too long to repeat: point at it

@@ -1,8 +1,8 @@
 """A study's soft-prompting model: trained on its answers, saved in its folder.
 
 :func:`train_steering` trains a :class:`~persona_engine.steer.SoftPromptModel`
-on a saved study's *training* answers and writes it as ``STUDY/steering/``;
-:func:`load_steering` reads it back for an LLM. The folder holds::
+on a saved study's *training* answers; :func:`load_steering` reads the
+study's installed model back for an LLM. A soft-prompting model folder holds::
 
     config.json, model.safetensors   the soft-prompting model (save_pretrained); the config
                                      records the base LLM, the study's fingerprint and
@@ -10,26 +10,49 @@ on a saved study's *training* answers and writes it as ``STUDY/steering/``;
     holdout.safetensors              test_mask (n_respondents, n_questions) uint8: the
                                      answers the model never saw
     training.json                    one entry per training run: its options (the
-                                     SteeringSettings' to_dict()), loss history, how
-                                     it stopped
+                                     SteeringSettings' to_dict()), loss history, how it
+                                     stopped, its validation accuracy and the baselines
+                                     it is judged against, and what became of it
+
+A training run must never poison a study. The study keeps up to three such
+folders:
+
+``STUDY/steering/``
+    The installed model, the one chat and the evaluation use.
+``STUDY/steering.candidate/``
+    The last run, when it was not installed: it was cancelled (its best
+    weights so far), or it finished without beating each question's
+    majority on its validation answers. :func:`keep_candidate` installs it
+    if, and only if, it beats that baseline; :func:`discard_candidate`
+    deletes it; ``resume=True`` continues it.
+``STUDY/steering.previous/``
+    The model that the last installation replaced; :func:`restore_previous`
+    puts it back (and keeps the replaced one as the previous in turn).
+
+A run that finishes and beats the baseline (its validation letter accuracy
+is above that of always answering each question's most common training
+answer, on the same validation answers) is installed, the old model first
+copied to ``steering.previous/``; every folder is written beside its
+destination and swapped in (:func:`~persona_engine.study_folder.write_folder_atomically`).
+:func:`steering_status` says what the study has and how each model scored.
 
 Held-out answers stay held out: by default
 :func:`~persona_engine.split.holdout_split` with a fixed seed hides 20% of
 each respondent's answers, and a resumed run reuses the saved mask. The
 evaluation can pass its own ``holdout`` (a mask, a split, or question ids).
-
 While training, the best model so far is checkpointed in
-``STUDY/.steering-checkpoint/``; a run that is cancelled still saves its best
-weights to ``steering/``, and ``resume=True`` continues from the checkpoint
-(or from ``steering/``).
+``STUDY/.steering-checkpoint/``, which ``resume=True`` continues from after a
+crash.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,15 +65,25 @@ from persona_engine.opinion_data import MISSING
 from persona_engine.split import HoldoutSplit, holdout_split
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
-from persona_engine.steer.training import TrainingResult, estimate_training_seconds, train_soft_prompt
+from persona_engine.steer.training import (TrainingResult, answer_examples, estimate_training_seconds,
+                                           example_counts, majority_baseline, total_steps, train_soft_prompt,
+                                           validation_split)
 from persona_engine.study import STEERING, Study
-from persona_engine.study_folder import recover_interrupted_swap, to_jsonable, write_folder_atomically
+from persona_engine.study_folder import (copy_folder_atomically, recover_interrupted_swap, to_jsonable,
+                                         write_folder_atomically)
 
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 0
 HOLDOUT_FILE = "holdout.safetensors"
 TRAINING_FILE = "training.json"
 CHECKPOINT = ".steering-checkpoint"
+CANDIDATE = "steering.candidate"
+"""Sub-folder of the last run when it was not installed (see the module docstring)."""
+PREVIOUS = "steering.previous"
+"""Sub-folder of the model the last installation replaced."""
+RESTORING = ".steering.restoring"
+"""The previous model on its way back to ``steering/``; a crash mid-restore leaves it, and it is finished."""
+FOLDER_KIND = "soft-prompting model folder"
 
 
 def study_holdout(study: Study, holdout=None, *, fraction: float = HOLDOUT_FRACTION,
@@ -102,7 +135,7 @@ def train_steering(
     resume: bool = False,
     **overrides,
 ) -> tuple[SoftPromptModel, TrainingResult]:
-    """Train the study's soft-prompting model for ``llm`` and save it as ``STUDY/steering``.
+    """Train the study's soft-prompting model for ``llm``; install it only if it finished and beats the baseline.
 
     Parameters
     ----------
@@ -122,20 +155,29 @@ def train_steering(
         Answers never trained on (see :func:`study_holdout`). Not allowed with
         ``resume``, which reuses the saved ones.
     progress, cancel:
-        As for :func:`~persona_engine.steer.train_soft_prompt`.
+        As for :func:`~persona_engine.steer.train_soft_prompt` (a cancel
+        takes effect within a step).
     resume:
-        Continue from the checkpoint of an interrupted run, else from the
-        saved ``steering/`` (the optimizer starts afresh).
+        Continue from the checkpoint of a crashed run, else from the
+        candidate (a cancelled run), else from the installed model (the
+        optimizer starts afresh).
 
     Returns
     -------
     The trained model (best validated weights) and the run's
-    :class:`~persona_engine.steer.TrainingResult`. The settings the run
-    used are recorded in ``training.json`` (:func:`training_runs`).
+    :class:`~persona_engine.steer.TrainingResult`. A run that finished and
+    beats each question's majority on its validation answers is installed
+    as ``STUDY/steering/`` (the model it replaces becomes
+    ``STUDY/steering.previous/``); any other run is saved as
+    ``STUDY/steering.candidate/`` and the installed model is left alone.
+    The run is recorded in ``training.json`` (:func:`training_runs`) with
+    its outcome; :func:`steering_status` tells which it was.
     """
     asked_kind = overrides.get("kind")
     settings = _settings(settings, overrides)
-    folder, checkpoint = _study_folder(study) / STEERING, _study_folder(study) / CHECKPOINT
+    root = _study_folder(study)
+    _recover(root)
+    checkpoint = root / CHECKPOINT
     if resume:
         spm, test_mask, runs = _resumed(study, llm, asked_kind, holdout)
         settings = replace(settings, kind=spm.config.kind, n_virtual_tokens=spm.config.n_virtual_tokens,
@@ -147,14 +189,22 @@ def train_steering(
         shutil.rmtree(checkpoint, ignore_errors=True)
     spm.save_pretrained(checkpoint)  # the starting point is the first checkpoint
     _write_holdout(checkpoint, test_mask)
+    _write_runs(checkpoint, runs)  # the runs before this one, for a resume after a crash
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions,
                                **_training_inputs(study, settings, test_mask),
                                progress=progress, cancel=cancel, checkpoint=checkpoint)
-    runs.append({"started": started.isoformat(timespec="seconds"), "resumed": resume,
-                 "seconds": round(time.perf_counter() - clock, 2),
-                 "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
-                 "options": settings.to_dict(), "result": to_jsonable(asdict(result))})
+    record = {"started": started.isoformat(timespec="seconds"), "resumed": resume,
+              "seconds": round(time.perf_counter() - clock, 2), "llm": llm.name,
+              "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
+              "options": settings.to_dict(), "result": to_jsonable(asdict(result))}
+    score = _run_score(record, checkpoint, study)
+    installed = result.stopped != "cancelled" and score.beats_majority
+    record["outcome"] = "installed" if installed else "candidate"
+    if not installed:
+        record["why_not_installed"] = (f"it was cancelled after {result.steps} steps" if result.stopped == "cancelled"
+                                       else score.shortfall())
+    runs.append(record)
     _write_runs(checkpoint, runs)
 
     def write(target: Path) -> None:
@@ -162,7 +212,11 @@ def train_steering(
         _write_holdout(target, test_mask)
         _write_runs(target, runs)
 
-    write_folder_atomically(folder, write, marker=CONFIG_NAME, kind="soft-prompting model folder")
+    if installed:
+        _install(root, write)
+        shutil.rmtree(root / CANDIDATE, ignore_errors=True)  # superseded
+    else:
+        write_folder_atomically(root / CANDIDATE, write, marker=CONFIG_NAME, kind=FOLDER_KIND)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return spm, result
 
@@ -198,11 +252,10 @@ def _fresh(study: Study, llm, settings: SteeringSettings, holdout):
 
 
 def _resumed(study: Study, llm, kind, holdout):
-    """The interrupted run's checkpoint, else the saved soft prompt, with its mask and runs."""
+    """The crashed run's checkpoint, else the candidate, else the installed soft prompt, with its mask and runs."""
     if holdout is not None:
         raise DataError("a resumed run keeps its held-out answers", expected="no holdout together with resume")
-    folder, checkpoint = study.steering_path, _study_folder(study) / CHECKPOINT
-    start = checkpoint if (checkpoint / WEIGHTS_NAME).is_file() else folder
+    start = _resume_source(study)
     if start is None:
         raise DataError("nothing to resume: this study has no steering yet", file=_study_folder(study),
                         expected="a first run without resume")
@@ -210,29 +263,93 @@ def _resumed(study: Study, llm, kind, holdout):
     if kind is not None and kind != spm.config.kind:
         raise DataError(f"the saved soft prompt is '{spm.config.kind}', not '{kind}'",
                         expected="the same kind, or a new run without resume")
-    return spm, _read_holdout(start), _read_runs(start) or _read_runs(folder)
+    return spm, _read_holdout(start), _read_runs(start) or _read_runs(study.steering_path)
+
+
+def _resume_source(study: Study) -> Path | None:
+    root = _study_folder(study)
+    for folder in (root / CHECKPOINT, root / CANDIDATE, root / STEERING):
+        if (folder / WEIGHTS_NAME).is_file() and (folder / CONFIG_NAME).is_file():
+            return folder
+    return None
 
 
 def estimate_steering_seconds(study: Study, llm, settings: SteeringSettings | None = None, *, holdout=None,
                               resume: bool = False, **overrides) -> float:
-    """Seconds :func:`train_steering` would take with the same arguments, from two timed steps."""
+    """Seconds :func:`train_steering` would take with the same arguments.
+
+    From the measured speed of an earlier run of this study's models on the
+    same LLM (name, dtype, device) with the same batch size, words share and
+    form of soft prompt, when ``training.json`` holds one: no step is run.
+    Otherwise from two timed steps
+    (:func:`~persona_engine.steer.estimate_training_seconds`).
+    """
     settings = _settings(settings, overrides)
-    saved = study.steering_path if resume else None
+    saved = _resume_source(study) if resume else None
     if saved is not None:
         spm, test_mask = SoftPromptModel.from_pretrained(saved, llm), _read_holdout(saved)
+        settings = replace(settings, kind=spm.config.kind, n_virtual_tokens=spm.config.n_virtual_tokens,
+                           placement=spm.config.placement)
     else:
+        spm, test_mask = None, study_holdout(study, holdout)[0]
+    measured = _measured_seconds(study, llm, settings, test_mask)
+    if measured is not None:
+        return measured
+    if spm is None:
         spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=settings.kind,
                                       n_virtual_tokens=settings.n_virtual_tokens, placement=settings.placement,
                                       random_state=settings.random_state)
-        test_mask, _ = study_holdout(study, holdout)
     return estimate_training_seconds(llm, spm, study.embeddings, study.data.questions,
                                      **_training_inputs(study, settings, test_mask))
 
 
-def load_steering(study: Study | str | Path, llm) -> SoftPromptModel:
-    """The study's trained soft-prompting model, for ``llm`` (refused for another base model)."""
+def _measured_seconds(study: Study, llm, settings: SteeringSettings, test_mask: np.ndarray) -> float | None:
+    """The run's seconds at the speed of the newest comparable earlier run, or None if there is none.
+
+    Comparable: the same LLM, dtype and device, and the same settings that
+    set a step's cost. Its seconds outside the training steps (preparation,
+    validation checks) are counted once more.
+    """
+    same = ("batch_size", "words_share", "kind", "n_virtual_tokens", "placement")
+    root, earlier = _study_folder(study), []
+    for folder in (root / STEERING, root / CANDIDATE, root / PREVIOUS):
+        config = _config(folder)  # older records lack the model's form: it is the folder's
+        form = {"llm": config.get("base_model", ""), **{k: config[k] for k in same[2:] if k in config}}
+        earlier += [(run, form) for run in _read_runs(folder)]
+    for run, form in sorted(earlier, key=lambda pair: pair[0].get("started", ""), reverse=True):
+        result = run.get("result", {})
+        options = {**SteeringSettings().to_dict(), **form, **run.get("options", {})}
+        per_step, steps = result.get("seconds_per_step") or 0.0, result.get("steps") or 0
+        if (run.get("llm", form["llm"]) == llm.name and run.get("llm_dtype") == str(llm.dtype).removeprefix("torch.")
+                and run.get("device") == str(llm.device) and per_step > 0 and steps > 0
+                and all(options.get(k) == getattr(settings, k) for k in same)):
+            filled = settings.teacher_fill and settings.teacher_weight > 0  # as _training_inputs has it
+            n_train, _ = example_counts(np.where(test_mask, MISSING, study.data.answers),
+                                        max_examples=settings.max_examples,
+                                        max_val_examples=settings.max_val_examples,
+                                        teacher_cells=study.data.answers == MISSING if filled else None)
+            n_steps = total_steps(settings.epochs, settings.steps, math.ceil(n_train / settings.batch_size))
+            return per_step * n_steps + max(0.0, run.get("seconds", 0.0) - per_step * steps)
+    return None
+
+
+def load_steering(study: Study | str | Path, llm, *, refuse_below_chance: bool = False) -> SoftPromptModel:
+    """The study's installed soft-prompting model, for ``llm`` (refused for another base model).
+
+    ``refuse_below_chance``: raise a :class:`DataError` instead when the
+    model's validation accuracy is at or below chance (see
+    :meth:`SteeringScore.at_or_below_chance`; :func:`steering_status` tells
+    without loading).
+    """
     study = study if isinstance(study, Study) else Study.load(study)
-    return _load_checked(steering_folder(study), study, llm).eval()
+    _recover(_study_folder(study))
+    folder = steering_folder(study)
+    if refuse_below_chance:
+        score = steering_status(study).active
+        if score is not None and score.at_or_below_chance:
+            raise DataError(f"the study's soft-prompting model is no better than chance: {score.summary()}",
+                            file=folder, expected="a retrained model, or the previous one restored")
+    return _load_checked(folder, study, llm).eval()
 
 
 def steering_folder(study: Study) -> Path:
@@ -246,7 +363,7 @@ def steering_folder(study: Study) -> Path:
 
 def steering_base_model(study: Study) -> str:
     """The name of the LLM the study's soft prompt was trained for."""
-    return json.loads((steering_folder(study) / CONFIG_NAME).read_text()).get("base_model", "")
+    return _base_model(steering_folder(study))
 
 
 def load_holdout(study: Study) -> np.ndarray:
@@ -254,17 +371,236 @@ def load_holdout(study: Study) -> np.ndarray:
     return _read_holdout(steering_folder(study))
 
 
-def training_runs(study: Study) -> list[dict]:
-    """The saved record of each training run (options, history, how it stopped), oldest first."""
-    folder = study.steering_path
-    return [] if folder is None else _read_runs(folder)
+def training_runs(study: Study, model: str = "installed") -> list[dict]:
+    """The saved record of each run of a model (options, history, scores, outcome), oldest first.
+
+    ``model``: ``"installed"`` (``STUDY/steering/``), ``"candidate"`` or ``"previous"``.
+    """
+    folders = {"installed": STEERING, "candidate": CANDIDATE, "previous": PREVIOUS}
+    if model not in folders:
+        raise DataError(f"no {model!r} soft prompt", expected=" or ".join(folders))
+    return [] if study.path is None else _read_runs(Path(study.path) / folders[model])
 
 
-# ------------------------------------------------------------------ files
+# ------------------------------------------------------------- the model's versions
+@dataclass(frozen=True)
+class SteeringScore:
+    """How one saved soft-prompting model did on the validation answers of its last run.
+
+    Accuracies are shares of ``n_val`` validation answers (held back from
+    the training answers for early stopping, never the held-out ones); NaN
+    where unknown (a run without validation, or one cancelled before its
+    first check).
+    """
+
+    folder: Path
+    base_model: str
+    stopped: str
+    """How its last run stopped: ``"finished"``, ``"early_stopping"`` or ``"cancelled"``."""
+    steps: int
+    accuracy: float
+    """Letter accuracy of the model's weights."""
+    majority: float
+    """Always answering each question's most common training answer: the baseline to beat."""
+    chance: float
+    """Guessing: ``1 / n_options`` of each answer's question, averaged."""
+    n_val: int
+    why_not_installed: str = ""
+    """For a candidate: why its run was not installed."""
+
+    @property
+    def beats_majority(self) -> bool:
+        return math.isfinite(self.accuracy) and math.isfinite(self.majority) and self.accuracy > self.majority
+
+    @property
+    def at_or_below_chance(self) -> bool:
+        return math.isfinite(self.accuracy) and math.isfinite(self.chance) and self.accuracy <= self.chance
+
+    @property
+    def validated(self) -> bool:
+        return math.isfinite(self.accuracy) and math.isfinite(self.majority)
+
+    def summary(self) -> str:
+        """One line: its validation accuracy against the majority baseline and chance."""
+        if not self.validated:
+            return f"no validation accuracy ({self.stopped} after {self.steps} steps)"
+        return (f"validation accuracy {self.accuracy:.3f} against {self.majority:.3f} for always giving each "
+                f"question's majority answer (chance {self.chance:.3f}; {self.n_val} answers)")
+
+    def shortfall(self) -> str:
+        """Why the model cannot be installed, or ``""`` if it can."""
+        if self.beats_majority:
+            return ""
+        if not self.validated:
+            return f"it has {self.summary()}, so nothing shows it beats each question's majority answer"
+        return (f"its validation accuracy {self.accuracy:.3f} is not above the {self.majority:.3f} of always "
+                f"giving each question's majority answer (chance {self.chance:.3f})")
+
+
+@dataclass(frozen=True)
+class SteeringStatus:
+    """What a study has of soft-prompting models (:func:`steering_status`); ``None`` where it has none."""
+
+    active: SteeringScore | None
+    """The installed model (``STUDY/steering/``), the one chat uses."""
+    candidate: SteeringScore | None
+    """The last run, when it was not installed (``STUDY/steering.candidate/``)."""
+    previous: SteeringScore | None
+    """The model the last installation replaced (``STUDY/steering.previous/``)."""
+    interrupted: bool = False
+    """A crashed run left a checkpoint (``resume=True`` continues it)."""
+
+
+def steering_status(study: Study) -> SteeringStatus:
+    """The study's installed, candidate and previous soft-prompting models and their validation scores.
+
+    Reads the folders' ``training.json`` only (no LLM). For runs recorded
+    before the baselines were, the majority and chance accuracies are
+    recomputed from the run's recorded options and held-out answers.
+    """
+    root = _study_folder(study)
+    _recover(root)
+    active, candidate, previous = (_folder_score(root / name, study) for name in (STEERING, CANDIDATE, PREVIOUS))
+    return SteeringStatus(active, candidate, previous, interrupted=(root / CHECKPOINT / WEIGHTS_NAME).is_file())
+
+
+def keep_candidate(study: Study) -> SteeringScore:
+    """Install the candidate (``STUDY/steering.candidate/``) if it beats each question's majority.
+
+    The installed model it replaces becomes ``STUDY/steering.previous/``.
+    Raises a :class:`DataError` giving its accuracy against the majority
+    baseline when it does not beat it, or when there is no candidate.
+    """
+    root = _study_folder(study)
+    _recover(root)
+    candidate = root / CANDIDATE
+    score = _folder_score(candidate, study)
+    if score is None:
+        raise DataError("there is no candidate soft prompt to keep", file=candidate,
+                        expected="a cancelled or not-installed training run")
+    if not score.beats_majority:
+        raise DataError(f"the candidate soft prompt is not installed: {score.shortfall()}", file=candidate,
+                        expected="a run that beats each question's majority answer: train longer, or "
+                                 "continue this one (resume), then keep it")
+    runs = _read_runs(candidate)
+    runs[-1] = {**runs[-1], "outcome": "kept"}
+
+    def write(target: Path) -> None:
+        shutil.copytree(candidate, target, dirs_exist_ok=True, copy_function=shutil.copy)
+        _write_runs(target, runs)
+
+    _install(root, write)
+    shutil.rmtree(candidate, ignore_errors=True)
+    return replace(score, folder=root / STEERING, why_not_installed="")
+
+
+def discard_candidate(study: Study) -> bool:
+    """Delete the candidate soft prompt; whether there was one."""
+    candidate = _study_folder(study) / CANDIDATE
+    found = candidate.is_dir()
+    shutil.rmtree(candidate, ignore_errors=True)
+    return found
+
+
+def restore_previous(study: Study) -> SteeringScore:
+    """Put the previous soft prompt back as ``STUDY/steering/``; the replaced one becomes the previous.
+
+    Restoring twice swaps them back. Raises a :class:`DataError` if there is no previous model.
+    """
+    root = _study_folder(study)
+    _recover(root)
+    active, previous, staged = root / STEERING, root / PREVIOUS, root / RESTORING
+    if _folder_score(previous, study) is None:
+        raise DataError("there is no previous soft prompt to restore", file=previous,
+                        expected="a study whose model was replaced by a later run")
+    if not (active / CONFIG_NAME).is_file():
+        os.rename(previous, active)
+        return _folder_score(active, study)
+    copy_folder_atomically(previous, staged, marker=CONFIG_NAME, kind=FOLDER_KIND)  # survives the next step
+    copy_folder_atomically(active, previous, marker=CONFIG_NAME, kind=FOLDER_KIND)
+    _recover(root)  # installs the staged copy
+    return _folder_score(active, study)
+
+
+def _install(root: Path, write: Callable[[Path], None]) -> None:
+    """Write ``STUDY/steering`` with ``write(folder)``, first copying the installed model to ``steering.previous``.
+
+    Each of the two writes is atomic; a crash between them leaves the old
+    model installed (and as the previous).
+    """
+    active = root / STEERING
+    if (active / CONFIG_NAME).is_file():
+        copy_folder_atomically(active, root / PREVIOUS, marker=CONFIG_NAME, kind=FOLDER_KIND)
+    write_folder_atomically(active, write, marker=CONFIG_NAME, kind=FOLDER_KIND)
+
+
+def _recover(root: Path) -> None:
+    """Finish what a crash interrupted: a folder swap, or a restore of the previous model."""
+    for name in (STEERING, CANDIDATE, PREVIOUS, RESTORING):
+        recover_interrupted_swap(root / name, marker=CONFIG_NAME)
+    staged = root / RESTORING
+    if (staged / CONFIG_NAME).is_file():
+        copy_folder_atomically(staged, root / STEERING, marker=CONFIG_NAME, kind=FOLDER_KIND)
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _folder_score(folder: Path, study: Study) -> SteeringScore | None:
+    """The score of the soft prompt in ``folder`` from its last run, or None if it holds none."""
+    if not (folder / CONFIG_NAME).is_file():
+        return None
+    runs = _read_runs(folder)
+    return _run_score(runs[-1] if runs else {}, folder, study)
+
+
+def _run_score(run: dict, folder: Path, study: Study) -> SteeringScore:
+    """A run record's validation scores; for an older record, the baselines recomputed from its options."""
+    result = run.get("result", {})
+    accuracy, majority, chance = (_number(result.get(f"val_{name}")) for name in
+                                  ("accuracy", "majority_accuracy", "chance_accuracy"))
+    if "val_majority_accuracy" not in result and run:  # recorded before the baselines were
+        checked = [h for h in result.get("history", []) if h.get("val_loss") == result.get("best_val_loss")]
+        accuracy = _number(checked[0].get("val_accuracy")) if checked else math.nan
+        majority, chance = _recomputed_baselines(run, folder, study)
+    return SteeringScore(folder=folder, base_model=_base_model(folder), stopped=result.get("stopped", "unknown"),
+                         steps=int(result.get("steps") or 0), accuracy=accuracy, majority=majority, chance=chance,
+                         n_val=int(result.get("n_val") or 0), why_not_installed=run.get("why_not_installed", ""))
+
+
+def _number(value) -> float:
+    """A recorded number; JSON's null (how NaN is saved) is NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _recomputed_baselines(run: dict, folder: Path, study: Study) -> tuple[float, float]:
+    """``(majority, chance)`` on the validation answers the run's options drew (as train_soft_prompt draws them)."""
+    options = {**SteeringSettings().to_dict(), **run.get("options", {})}
+    try:
+        train_answers = np.where(_read_holdout(folder), MISSING, study.data.answers)
+    except (DataError, ValueError):
+        return math.nan, math.nan
+    _, question, answer = answer_examples(train_answers)
+    val, rest = validation_split(len(answer), np.random.default_rng(options["random_state"]),
+                                 max_examples=options["max_examples"], max_val_examples=options["max_val_examples"])
+    return majority_baseline(study.data.questions, question, answer, rest, val)
+
+
 def _study_folder(study: Study) -> Path:
     if study.path is None:
         raise DataError("the study has not been saved yet", expected="study.save(folder) before steering")
     return Path(study.path)
+
+
+def _config(folder: Path) -> dict:
+    """The soft prompt's ``config.json`` in ``folder``; ``{}`` if there is none (or it is unreadable)."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _base_model(folder: Path) -> str:
+    return _config(folder).get("base_model", "")
 
 
 def _load_checked(folder: Path, study: Study, llm) -> SoftPromptModel:

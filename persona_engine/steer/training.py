@@ -56,6 +56,16 @@ class TrainingResult:
         examples asked with letters), ``seconds``.
     best_val_loss:
         The validation loss of the weights the SPM ends with.
+    val_accuracy:
+        Their letter accuracy on the ``n_val`` validation answers (NaN
+        without validation, or when cancelled before the first check).
+    val_majority_accuracy:
+        The baseline a soft prompt must beat: the accuracy on the same
+        validation answers of always giving each question's most common
+        answer among the training answers (:func:`majority_baseline`).
+    val_chance_accuracy:
+        The accuracy of guessing: ``1 / n_options`` of each validation
+        answer's question, averaged.
     steps:
         Optimizer steps taken.
     stopped:
@@ -69,6 +79,9 @@ class TrainingResult:
     steps: int = 0
     stopped: str = "finished"
     seconds_per_step: float = 0.0
+    val_accuracy: float = math.nan
+    val_majority_accuracy: float = math.nan
+    val_chance_accuracy: float = math.nan
     n_train: int = 0
     n_val: int = 0
     n_teacher_only: int = 0
@@ -82,6 +95,65 @@ def answer_examples(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     respondent, question = np.nonzero(np.asarray(answers) != MISSING)
     return respondent, question, np.asarray(answers)[respondent, question].astype(np.int64)
+
+
+def validation_split(n_examples: int, rng: np.random.Generator, *, validation: float = VALIDATION,
+                     max_examples: int | None = DEFAULTS.max_examples,
+                     max_val_examples: int | None = DEFAULTS.max_val_examples) -> tuple[np.ndarray, np.ndarray]:
+    """The examples held back for early stopping and the others, as ``(val, rest)`` index arrays.
+
+    ``rng`` is the run's generator (``default_rng(random_state)``) before
+    any other draw, so that the split can be redrawn from a run's recorded
+    options. ``rest`` is not yet cut to ``max_examples``.
+    """
+    order = rng.permutation(n_examples)
+    n_val = _validation_count(n_examples, validation, max_examples, max_val_examples)
+    return order[:n_val], order[n_val:]
+
+
+def _validation_count(n_examples: int, validation: float, max_examples: int | None,
+                      max_val_examples: int | None) -> int:
+    if n_examples <= 1:
+        return 0
+    return min(int(round(validation * n_examples)), validation_size(max_examples, max_val_examples))
+
+
+def majority_baseline(questions: Sequence[Question], question: np.ndarray, answer: np.ndarray,
+                      train: np.ndarray, val: np.ndarray) -> tuple[float, float]:
+    """``(majority, chance)`` accuracies on the validation examples ``val``.
+
+    ``question`` and ``answer`` are ``(n_examples,)`` index arrays
+    (:func:`answer_examples`); ``train`` and ``val`` index into them.
+    *majority*: always answering each question's most common answer among
+    the ``train`` examples (option 0 for a question without any);
+    *chance*: ``1 / n_options`` of each validation answer's question,
+    averaged. Both are NaN without validation examples.
+    """
+    if len(val) == 0:
+        return math.nan, math.nan
+    n_options = np.array([q.n_options for q in questions])
+    counts = np.zeros((len(questions), max(int(n_options.max()), int(answer.max()) + 1)), dtype=np.int64)
+    np.add.at(counts, (question[train], answer[train]), 1)
+    majority = counts.argmax(axis=1)
+    return (float(np.mean(majority[question[val]] == answer[val])),
+            float(np.mean(1.0 / n_options[question[val]])))
+
+
+def example_counts(answers: np.ndarray, *, validation: float = VALIDATION,
+                   max_examples: int | None = DEFAULTS.max_examples,
+                   max_val_examples: int | None = DEFAULTS.max_val_examples,
+                   teacher_cells: np.ndarray | None = None) -> tuple[int, int]:
+    """``(n_train, n_val)``: the examples :func:`train_soft_prompt` would train and validate on.
+
+    ``teacher_cells`` as there (with a teacher given).
+    """
+    known = int((np.asarray(answers) != MISSING).sum())
+    n_val = _validation_count(known, validation, max_examples, max_val_examples)
+    n_train = known - n_val if max_examples is None else min(known - n_val, max_examples)
+    if teacher_cells is not None and max_examples is not None and n_train < max_examples:
+        unanswered = int((np.asarray(teacher_cells, dtype=bool) & (np.asarray(answers) == MISSING)).sum())
+        n_train += min(unanswered, max_examples - n_train)
+    return n_train, n_val
 
 
 def train_soft_prompt(
@@ -166,12 +238,18 @@ def train_soft_prompt(
         the soft prompt the filter's view of every respondent instead of a
         few dozen answers each.
     progress:
-        ``callable(step, total_steps, info)``; ``info`` holds ``loss``,
-        ``eta_seconds`` (from the mean step time so far) and, after a
-        validation check, ``val_loss`` and ``val_accuracy``.
+        ``callable(step, total_steps, info)``, called after each step;
+        ``info`` holds ``loss``, ``eta_seconds`` (from the mean step time so
+        far) and, after a validation check, ``val_loss`` and
+        ``val_accuracy``. It is first called as ``(0, total_steps, {})`` as
+        soon as the run's length is known, before the preparation (the
+        questions' prompts, the first validation check).
     cancel:
-        A ``threading.Event`` (or a callable returning True) checked every
-        step; on cancel the SPM keeps its best weights so far.
+        A ``threading.Event`` (or a callable returning True) checked before
+        every step, between the batches of a validation check and before a
+        checkpoint is written, so that a cancel takes effect within a step;
+        on cancel the SPM keeps its best weights so far (a validation check
+        cut short does not count).
     checkpoint:
         Folder where the best SPM so far is saved (``save_pretrained``) at
         each improvement, so that an interrupted run leaves a usable model,
@@ -185,10 +263,12 @@ def train_soft_prompt(
                         f"matrix of shape {answers.shape}", expected="one embedding per respondent row")
     rng = np.random.default_rng(random_state)
     respondent, question, answer = answer_examples(answers)
-    order = rng.permutation(len(answer))
-    n_val = min(int(round(validation * len(order))), validation_size(max_examples, max_val_examples)) \
-        if len(order) > 1 else 0
-    val, train = order[:n_val], order[n_val:]
+    val, train = validation_split(len(answer), rng, validation=validation, max_examples=max_examples,
+                                  max_val_examples=max_val_examples)
+    n_val = len(val)
+    result = TrainingResult(n_val=n_val)
+    result.val_majority_accuracy, result.val_chance_accuracy = majority_baseline(questions, question, answer,
+                                                                                 train, val)
     if max_examples is not None:
         train = train[:max_examples]
     if len(train) == 0:
@@ -204,6 +284,10 @@ def train_soft_prompt(
         respondent = np.concatenate([respondent, fill_r[pick]])
         question = np.concatenate([question, fill_q[pick]])
         answer = np.concatenate([answer, np.full(len(pick), -1, dtype=answer.dtype)])  # no answer: teacher only
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total = total_steps(epochs, max_steps, steps_per_epoch)
+    if progress is not None:
+        progress(0, total, {})  # the length is known; the preparation follows
 
     spm = soft_prompt.to(llm.device).train()
     placement = spm.config.placement
@@ -254,12 +338,14 @@ def train_soft_prompt(
         return loss / len(rows), hits, len(letters)
 
     def evaluate() -> tuple[float, float]:
+        """Validation loss and letter accuracy; raises :class:`_Cancelled` between batches."""
         if n_val == 0:
             return math.nan, math.nan
         spm.eval()
         total_loss, hits, asked = 0.0, 0, 0
         with torch.no_grad():
             for start in range(0, n_val, batch_size):
+                _stop_if_cancelled(cancel)
                 rows = val[start:start + batch_size]
                 loss, batch_hits, batch_asked = loss_on(rows, training=False)
                 total_loss += loss.item() * len(rows)
@@ -268,57 +354,56 @@ def train_soft_prompt(
         return total_loss / n_val, hits / asked if asked else math.nan
 
     optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = total_steps(epochs, max_steps, steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
-    result = TrainingResult(n_train=len(train), n_val=n_val, n_teacher_only=int((answer[train] < 0).sum()))
+    result.n_train, result.n_teacher_only = len(train), int((answer[train] < 0).sum())
     best_state, bad_checks, running, step_seconds = None, 0, [], 0.0
-    result.best_val_loss, _ = evaluate()
-    if not math.isnan(result.best_val_loss):
-        best_state = copy.deepcopy(spm.state_dict())
-    started = time.perf_counter()
+    try:  # a cancel raises _Cancelled: before a step, between validation batches, before a checkpoint
+        result.best_val_loss, result.val_accuracy = evaluate()
+        if not math.isnan(result.best_val_loss):
+            best_state = copy.deepcopy(spm.state_dict())
+        started = time.perf_counter()
+        for step in range(total):
+            _stop_if_cancelled(cancel)
+            epoch_step = step % steps_per_epoch
+            if epoch_step == 0:
+                train = rng.permutation(train)
+            tick = time.perf_counter()
+            loss, _, _ = loss_on(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running.append(loss.item())
+            step_seconds += time.perf_counter() - tick
+            result.steps = step + 1
+            result.seconds_per_step = step_seconds / result.steps
+            # Wall time per step so far includes the validation checks.
+            info = {"loss": running[-1],
+                    "eta_seconds": (time.perf_counter() - started) / result.steps * (total - result.steps)}
 
-    for step in range(total):
-        if _cancelled(cancel):
-            result.stopped = "cancelled"
-            break
-        epoch_step = step % steps_per_epoch
-        if epoch_step == 0:
-            train = rng.permutation(train)
-        tick = time.perf_counter()
-        loss, _, _ = loss_on(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        running.append(loss.item())
-        step_seconds += time.perf_counter() - tick
-        result.steps = step + 1
-        result.seconds_per_step = step_seconds / result.steps
-        # Wall time per step so far includes the validation checks.
-        info = {"loss": running[-1],
-                "eta_seconds": (time.perf_counter() - started) / result.steps * (total - result.steps)}
-
-        if (step + 1) % eval_every == 0 or step + 1 == total:
-            val_loss, val_accuracy = evaluate()
-            info.update(val_loss=val_loss, val_accuracy=val_accuracy)
-            result.history.append({"step": step + 1, "train_loss": float(np.mean(running)),
-                                   "val_loss": val_loss, "val_accuracy": val_accuracy,
-                                   "seconds": time.perf_counter() - started})
-            running = []
-            if n_val and val_loss < result.best_val_loss:
-                result.best_val_loss, bad_checks = val_loss, 0
-                best_state = copy.deepcopy(spm.state_dict())
-                if checkpoint is not None:
-                    spm.save_pretrained(checkpoint)
-            elif n_val:
-                bad_checks += 1
-        if progress is not None:
-            progress(step + 1, total, info)
-        if n_val and bad_checks >= patience:
-            result.stopped = "early_stopping"
-            break
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                val_loss, val_accuracy = evaluate()
+                info.update(val_loss=val_loss, val_accuracy=val_accuracy)
+                result.history.append({"step": step + 1, "train_loss": float(np.mean(running)),
+                                       "val_loss": val_loss, "val_accuracy": val_accuracy,
+                                       "seconds": time.perf_counter() - started})
+                running = []
+                if n_val and val_loss < result.best_val_loss:
+                    result.best_val_loss, result.val_accuracy, bad_checks = val_loss, val_accuracy, 0
+                    best_state = copy.deepcopy(spm.state_dict())
+                    if checkpoint is not None:
+                        _stop_if_cancelled(cancel)  # the best weights stay in memory for the end
+                        spm.save_pretrained(checkpoint)
+                elif n_val:
+                    bad_checks += 1
+            if progress is not None:
+                progress(step + 1, total, info)
+            if n_val and bad_checks >= patience:
+                result.stopped = "early_stopping"
+                break
+    except _Cancelled:
+        result.stopped = "cancelled"
 
     if best_state is not None:  # the best validated weights, also after a cancel
         spm.load_state_dict(best_state)
@@ -379,6 +464,10 @@ def learning_rate_factor(schedule: str, total_steps: int) -> Callable[[int], flo
     return cosine
 
 
+class _Cancelled(Exception):
+    """Raised inside :func:`train_soft_prompt` when its ``cancel`` is set."""
+
+
 def _cancelled(cancel) -> bool:
     if cancel is None:
         return False
@@ -387,23 +476,43 @@ def _cancelled(cancel) -> bool:
     return bool(cancel())
 
 
+def _stop_if_cancelled(cancel) -> None:
+    if _cancelled(cancel):
+        raise _Cancelled
+
+
 def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, *, probe_steps: int = 2,
-                              **options) -> float:
-    """Seconds :func:`train_soft_prompt` would take with ``options``, from a few timed steps on a copy.
+                              probe_questions: int = 8, **options) -> float:
+    """Seconds :func:`train_soft_prompt` would take with ``options``, from ``probe_steps`` timed steps on a copy.
 
     ``options`` are :func:`train_soft_prompt`'s keywords; those not given
-    take its defaults, as the run would.
+    take its defaults, as the run would. The probe asks only the
+    ``probe_questions`` most answered questions, since preparing every
+    question's prompt can take longer than the steps; that preparation is
+    scaled up to all the questions. The first step warms up, so with two
+    steps the second alone gives a step's time.
     """
-    probe = copy.deepcopy(soft_prompt)
-    timed = train_soft_prompt(llm, probe, embeddings, questions, answers, **{
-        **options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None, "progress": None})
-    n_examples = timed.n_train
+    answers = np.asarray(answers)
+    keep = np.sort(np.argsort(-(answers != MISSING).sum(axis=0), kind="stable")[:probe_questions])
+    probe_options = {**options, "max_steps": probe_steps, "validation": 0.0, "checkpoint": None}
+    for name in ("teacher", "teacher_cells"):
+        if probe_options.get(name) is not None:
+            probe_options[name] = np.asarray(probe_options[name])[:, keep]
+    stamps: list[float] = []  # at the length's call (step 0), then after each step
+    timed = train_soft_prompt(llm, copy.deepcopy(soft_prompt), embeddings, [questions[i] for i in keep],
+                              answers[:, keep], **probe_options,
+                              progress=lambda step, total, info: stamps.append(time.perf_counter()))
+    per_step = stamps[-1] - stamps[-2] if len(stamps) >= 3 else timed.seconds_per_step
+    preparation = max(0.0, stamps[1] - stamps[0] - per_step) * len(questions) / len(keep) if len(stamps) >= 2 else 0.0
+
     batch_size = options.get("batch_size", DEFAULTS.batch_size)
+    n_train, n_val = example_counts(
+        answers, validation=options.get("validation", VALIDATION),
+        max_examples=options.get("max_examples", DEFAULTS.max_examples),
+        max_val_examples=options.get("max_val_examples", DEFAULTS.max_val_examples),
+        teacher_cells=options.get("teacher_cells") if options.get("teacher") is not None else None)
     steps = total_steps(options.get("epochs", DEFAULTS.epochs), options.get("max_steps", DEFAULTS.steps),
-                        math.ceil(n_examples / batch_size))
+                        math.ceil(n_train / batch_size))
     # Validation: ~10 checks of forward-only batches, about a third of a training step each.
-    n_val = min(int(round(options.get("validation", VALIDATION) * len(answer_examples(answers)[0]))),
-                validation_size(options.get("max_examples", DEFAULTS.max_examples),
-                                options.get("max_val_examples", DEFAULTS.max_val_examples)))
     checks = min(steps, 10) + 1
-    return timed.seconds_per_step * (steps + checks * math.ceil(n_val / batch_size) / 3)
+    return preparation + per_step * (steps + checks * math.ceil(n_val / batch_size) / 3)

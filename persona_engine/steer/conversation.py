@@ -147,7 +147,7 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
         else:
             text = llm.tokenizer.decode(reply[0], skip_special_tokens=True)
             words = len(text.split())
-            if max_sentences is not None and words >= min_words and _sentences(text) >= max_sentences:
+            if max_sentences is not None and words >= min_words and sentences_in(text) >= max_sentences:
                 break
             logits = state.logits.float()
             if no_repeat is not None:
@@ -170,7 +170,7 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
 _SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)")
 
 
-def _sentences(text: str) -> int:
+def sentences_in(text: str) -> int:
     """Sentences ended so far in ``text`` (a full stop, question or exclamation mark before a space or the end)."""
     return len(_SENTENCE_END.findall(text.strip()))
 
