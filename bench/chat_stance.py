@@ -206,13 +206,13 @@ def main() -> None:
     methods = args.methods or [m for m in METHODS if m != "before" or args.compare]
 
     llm = load_llm()
+    compare = SoftPromptModel.from_pretrained(args.compare) if args.compare else None
     saved, tables, suites = [], {}, [args.suite] if args.suite != "all" else list(SUITES)
     for suite in suites:
         study_path, probes_path = SUITES[suite]
         study = Study.load(args.study or study_path)
         probes = json.loads(Path(args.probes or probes_path).read_text())["probes"]
         soft_prompt = load_steering(study, llm)
-        compare = SoftPromptModel.from_pretrained(args.compare) if args.compare else None
         matcher = QuestionMatcher().fit(study.data.questions)
         majority = majorities(study)
         results = {}

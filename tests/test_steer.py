@@ -425,17 +425,10 @@ def test_the_result_holds_the_kept_weights_accuracy_and_the_baselines(llm):
     assert result.val_accuracy > result.val_majority_accuracy  # the camps are learnable
 
 
-def test_the_time_estimate_times_at_most_two_steps(llm, monkeypatch):
+def test_the_time_estimate_times_at_most_two_steps(llm, training_steps):
     embeddings, camp = two_camps()
     answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
-    timed, real = [], training.train_soft_prompt
-
-    def spy(*args, **options):
-        result = real(*args, **options)
-        timed.append(result.steps)
-        return result
-
-    monkeypatch.setattr(training, "train_soft_prompt", spy)
+    timed = training_steps
     seconds = estimate_training_seconds(llm, SoftPromptModel.for_llm(llm, embeddings.shape[1]), embeddings,
                                         SHORT[:2], answers, epochs=50, batch_size=8)
     assert seconds > 0 and timed == [2]

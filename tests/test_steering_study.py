@@ -371,15 +371,8 @@ def test_train_steering_takes_settings_and_overrides_and_records_them(fitted, ll
 
 
 def test_the_estimate_uses_earlier_runs_speed_else_at_most_two_timed_steps(trained, fitted, llm, tmp_path,
-                                                                          monkeypatch):
-    timed, real = [], training.train_soft_prompt
-
-    def spy(*args, **options):
-        result = real(*args, **options)
-        timed.append(result.steps)
-        return result
-
-    monkeypatch.setattr(training, "train_soft_prompt", spy)
+                                                                          training_steps):
+    timed = training_steps
     fresh = Study.load(replace(fitted, path=None).save(tmp_path / "brexit"))  # no earlier run
     assert estimate_steering_seconds(fresh, llm, **FAST) > 0 and timed == [2]
     study, _, result = trained

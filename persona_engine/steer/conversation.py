@@ -145,10 +145,12 @@ def _generate(llm, messages, soft_prompt, persona, system, strength, max_new_tok
         if step < len(forced):
             token = torch.tensor([forced[step]], device=llm.device)
         else:
-            text = llm.tokenizer.decode(reply[0], skip_special_tokens=True)
-            words = len(text.split())
-            if max_sentences is not None and words >= min_words and sentences_in(text) >= max_sentences:
-                break
+            words = 0
+            if min_words or max_sentences is not None:  # only a bounded reply reads itself back
+                text = llm.tokenizer.decode(reply[0], skip_special_tokens=True)
+                words = len(text.split())
+                if max_sentences is not None and words >= min_words and sentences_in(text) >= max_sentences:
+                    break
             logits = state.logits.float()
             if no_repeat is not None:
                 logits = no_repeat(reply, logits)

@@ -259,14 +259,13 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
     grounding = ground(matcher, messages, persona, llm=llm, soft_prompt=soft_prompt, embedder=embedder,
                        strength=strength)
     start = reply_opening(matcher, grounding, messages[-1]["content"])
+    anchored = {}
+    if start is not None:
+        view = opening(matcher.questions_[grounding.matches[0].index], grounding.stance,
+                       vocabulary=matcher.vocabulary_).removesuffix(BECAUSE) + "."
+        anchored = dict(system=SYSTEM.format(view=view), opening=start, min_words=MIN_WORDS,
+                        max_sentences=MAX_SENTENCES)
     steered = soft_prompt is not None and persona is not None
-    if start is None:
-        stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
-                      strength=strength, **options)
-        return grounding, stream
-    view = opening(matcher.questions_[grounding.matches[0].index], grounding.stance,
-                   vocabulary=matcher.vocabulary_).removesuffix(BECAUSE) + "."
     stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
-                  strength=strength, system=SYSTEM.format(view=view), opening=start,
-                  min_words=MIN_WORDS, max_sentences=MAX_SENTENCES, **options)
+                  strength=strength, **anchored, **options)
     return grounding, stream

@@ -77,9 +77,7 @@ def option_pole(question: Question, option: int) -> str | None:
     """The pole of option ``option`` of ``question`` (one of :data:`POLES`), or None."""
     label = " ".join(question.options[option].casefold().split())
     kind = option_kind(label)
-    if kind in ("agree", "disagree", "unsure"):
-        return kind
-    if kind in ("yes", "no"):
+    if kind != "other":  # agree, disagree, unsure, yes, no
         return kind
     if re.search(r"too little|too few|not enough|increase|more", label):
         return "more"
