@@ -61,7 +61,16 @@ def test_polis_rewordings_mostly_find_their_statement(brexit):
     probes = json.loads((PROBES / "brexit-consensus.json").read_text())["probes"]
     assert len(probes) >= 20
     hits = [matcher.match([user(p["text"])])[0][0].question_id == p["question_id"] for p in probes]
-    assert np.mean(hits) >= 0.75  # 20 of 26: some statements are near-paraphrases of others
+    assert np.mean(hits) >= 0.9  # 25 of 26 (20 by the encoder alone): some statements are near-paraphrases
+
+
+def test_a_rare_word_the_message_shares_with_a_statement_decides(brexit):
+    # all-MiniLM-L6-v2 alone puts "I've changed my mind about my vote since the referendum" first
+    matcher = QuestionMatcher(load_sentence_encoder()).fit(brexit.questions)
+    matches, grounded, _ = matcher.match([user("Did you vote Remain in the EU referendum?")])
+    by_id = {q.id: q for q in brexit.questions}
+    assert grounded and by_id[matches[0].question_id].text == "I voted to Remain."
+    assert matches[0].overlap > matches[1].overlap
 
 
 def test_a_message_about_nothing_in_the_study_is_ungrounded(matcher, study):
