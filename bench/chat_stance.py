@@ -44,7 +44,7 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel, chat
-from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
+from persona_engine.steer.grounding import SOURCES, VOICE, QuestionMatcher, grounded_chat
 from persona_engine.steer.judge import judge_stance
 from persona_engine.steer.study_steering import load_steering
 from persona_engine.study import Study
@@ -97,7 +97,9 @@ def timed(stream) -> tuple[str, float, float]:
     return "".join(pieces).strip(), first - started, len(pieces) / max(end - first, 1e-9)
 
 
-def run_method(method, llm, study, probes, matcher, soft_prompt, compare, options) -> list[dict]:
+def run_method(method, llm, study, probes, matcher, soft_prompt, compare, options,
+               grounding_options=None) -> list[dict]:
+    grounding_options = grounding_options or {}
     rows = []
     cohorts = [None] if method == "unsteered" else range(study.n_cohorts)
     for probe in probes:
@@ -106,7 +108,8 @@ def run_method(method, llm, study, probes, matcher, soft_prompt, compare, option
             vector = None if cohort is None else cohort_persona(study, cohort).vector
             row = {"method": method, "cohort": cohort, "question_id": probe["question_id"], "probe": probe["text"]}
             if method == "grounded":
-                grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, vector, **options)
+                grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, vector,
+                                                  embedder=study.embedder, **grounding_options, **options)
                 row["grounded_on"] = grounding.question_id
             else:
                 spm = {"soft prompt": soft_prompt, "before": compare}.get(method)
@@ -191,6 +194,10 @@ def main() -> None:
                         help="default: all (before only with --compare)")
     parser.add_argument("--compare", default=None, help="another soft prompt folder for the 'before' method")
     parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--voice", type=float, default=VOICE,
+                        help="strength of the soft prompt in a grounded reply's reasons (default %(default)s)")
+    parser.add_argument("--source", choices=SOURCES, default=None,
+                        help="where a grounding's distribution comes from (default: both)")
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -221,14 +228,16 @@ def main() -> None:
                            temperature=args.temperature, random_state=seed)
             for method in methods:
                 started = time.perf_counter()
-                rows = run_method(method, llm, study, probes, matcher, soft_prompt, compare, options)
+                rows = run_method(method, llm, study, probes, matcher, soft_prompt, compare, options,
+                                  dict(source=args.source, voice=args.voice))
                 name = method if len(args.seeds) == 1 else f"{method} (seed {seed})"
                 results[name] = score(rows, study, majority)
                 results[name]["seconds"] = round(time.perf_counter() - started, 1)
                 saved += [dict(r, suite=suite, seed=seed) for r in rows]
         decoding = "greedy" if args.temperature == 0 else f"temperature {args.temperature}"
         print_table(f"{study.data.source.name}: {len(probes)} probes x {study.n_cohorts} cohorts, "
-                    f"strength {args.strength:g}, {decoding}, {args.max_new_tokens} new tokens at most", results)
+                    f"strength {args.strength:g}, voice {args.voice:g}, source {args.source or 'both'}, "
+                    f"{decoding}, {args.max_new_tokens} new tokens at most", results)
         tables[suite] = results
         if args.save:
             Path(args.save).write_text(json.dumps({"results": tables, "replies": saved}, indent=1) + "\n")

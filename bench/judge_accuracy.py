@@ -3,8 +3,10 @@
 sample_data/chat_probes/stance_labels.json holds replies of the unsteered model, of the soft
 prompt shipped before grounding and of grounded personas to the chat probes (GSS spending
 items and the brexit-consensus Polis statements), each labelled by hand with the option it
-takes, or null when it takes none. Printed: the accuracy of persona_engine.steer.judge
-(cue phrases) overall, by where the replies came from and on the replies with a stance,
+takes, or null when it takes none. The "development" split is what the judge was written
+on; the "held-out" split was labelled afterwards and never used to change it. Printed per
+split: the accuracy of persona_engine.steer.judge (cue phrases) overall, by where the
+replies came from, by suite and on the replies with and without a stance,
 beside the sentence encoder's closest option (persona_engine.steer.stance, MiniLM; it
 always names an option, so it is wrong on every reply without a stance).
 
@@ -46,17 +48,18 @@ def main() -> None:
         stance = judge_stance(row["reply"], question)
         said = None if stance is None else question.options[stance]
         right, encoder_right = said == row["label"], question.options[near] == row["label"]
-        for group in ("all", f"source: {row['source']}", f"suite: {row['suite']}",
-                      "with a stance" if row["label"] is not None else "without a stance"):
+        split = row.get("split", "development")
+        for group in (f"{split}: all", f"{split}: {row['source']}", f"{split}: suite {row['suite']}",
+                      f"{split}: " + ("with a stance" if row["label"] is not None else "without a stance")):
             tally[group][0] += right
             tally[group][1] += encoder_right
             tally[group][2] += 1
         if not right:
             errors.append((row, said))
     print(f"{len(rows)} hand-labelled replies ({args.labels})")
-    print(f"{'replies':<28} {'n':>4} {'judge':>6} {'MiniLM closest option':>22}")
-    for group, (right, encoder_right, n) in tally.items():
-        print(f"{group:<28} {n:>4} {right / n:>6.2f} {encoder_right / n:>22.2f}")
+    print(f"{'replies':<44} {'n':>4} {'judge':>6} {'MiniLM closest option':>22}")
+    for group, (right, encoder_right, n) in sorted(tally.items(), key=lambda item: item[0].split(":")[0]):
+        print(f"{group:<44} {n:>4} {right / n:>6.2f} {encoder_right / n:>22.2f}")
     if args.show_errors:
         for row, said in errors:
             print(f"\n[{row['suite']} {row['question_id']}] label {row['label']!r}, judge {said!r}: {row['reply']!r}")

@@ -221,13 +221,18 @@ def provenance(message: dict) -> None:
     with st.expander("Why this stance", expanded=False):
         st.caption(grounding["question"])
         if grounding.get("distribution") is not None:
-            st.markdown(f"The persona's answers ({grounding['source']}):  \n"
+            source = SOURCE_WORDS.get(grounding["source"], grounding["source"])
+            st.markdown(f"The persona's answers ({source}):  \n"
                         + bars(grounding["options"], grounding["distribution"]))
         else:
             st.caption("No persona: the unsteered model answers for itself.")
         others = ", ".join(f"{m['question_id']} ({m['similarity']:.2f})" for m in grounding["matches"][1:])
         if others:
             st.caption(f"Also close: {others}")
+
+
+SOURCE_WORDS = {"soft prompt": "the soft prompt's answer", "collaborative filter": "the collaborative filter's",
+                "both": "the soft prompt's answer times the collaborative filter's"}
 
 
 def show_message(message: dict) -> None:

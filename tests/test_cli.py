@@ -92,6 +92,15 @@ def test_steering_options_state_the_settings_defaults(capsys):
             assert text in shown, (command, text)
 
 
+def test_chat_offers_the_grounding_sources_of_the_package():
+    from persona_engine.cli import GROUNDING_SOURCES, _build_parser
+    from persona_engine.steer.grounding import SOURCES
+
+    assert GROUNDING_SOURCES == SOURCES
+    args = _build_parser().parse_args(["chat", "STUDY", "--cohort", "0", "--source", "both", "--voice", "0.5"])
+    assert (args.source, args.voice) == ("both", 0.5)
+
+
 def test_steps_must_be_a_positive_number_or_all(capsys):
     for steps in ["0", "many"]:
         with pytest.raises(SystemExit) as exit_info:

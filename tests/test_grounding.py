@@ -16,6 +16,7 @@ from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import Question
 from persona_engine.personas import cohort_persona, selection_persona
 from persona_engine.steer.conversation import sentences_in
+from persona_engine.steer import SoftPromptModel, answer
 from persona_engine.steer.grounding import MIN_WORDS, QuestionMatcher, ground, grounded_chat, reply_opening
 from persona_engine.steer.judge import judge_stance, option_pole
 from persona_engine.steer.stance import load_sentence_encoder
@@ -129,7 +130,10 @@ def test_polis_statements_get_natural_first_person_forms(brexit):
     assert opening(by_id["28"], unsure, vocabulary=vocabulary).startswith("I'm not sure whether there should be")
     assert opening(by_id["1"], agree) == "Yes, I voted to Remain, because"  # about oneself
     assert opening(by_id["0"], disagree) == "No, I wouldn't say that I voted to Leave, because"
+    assert opening(by_id["2"], disagree) == "No, I don't think we should support the referendum result, because"
+    assert opening(by_id["2"], agree) == "Yes, I think we should support the referendum result, because"
     assert opening(by_id["9"], agree) == "I agree with that, because"  # too long to repeat
+    assert opening(by_id["5"], disagree, vocabulary=vocabulary).startswith("I disagree that there's literally")
     assert opening(by_id["16"], agree, vocabulary=vocabulary) == \
         "I agree that the idea of sovereignty is badly defined, because"  # its first sentence
     assert not any("My answer" in opening(q, i, vocabulary=vocabulary)
@@ -170,6 +174,8 @@ def test_the_judge_reads_agreement_with_a_statement(brexit):
     assert said("13", "I don't agree with that at all.") == "disagree"
     assert said("1", "Yes, I voted to Remain, because I believe in Europe.") == "agree"
     assert said("1", "No, I wouldn't say that I voted to Remain.") == "disagree"
+    assert said("2", "No, I don't think we should support the referendum result, because it was close.") == \
+        "disagree"
     assert said("28", "I'm not sure whether we need another referendum.") == "pass"
     assert option_pole(by_id["28"], by_id["28"].options.index("pass")) == "unsure"
 
@@ -177,22 +183,57 @@ def test_the_judge_reads_agreement_with_a_statement(brexit):
 def test_the_judge_agrees_with_hand_labels():
     labels = json.loads((PROBES / "stance_labels.json").read_text())
     replies = labels["replies"]
-    assert len(replies) >= 60
     studies = {"gss": read_opinions(ROOT / "sample_data/gss_spending"),
                "brexit": read_opinions(ROOT / "sample_data/polis/brexit-consensus")}
-    right = 0
+    right = {"development": [], "held-out": []}
     for row in replies:
         data = studies[row["suite"]]
         question = data.questions[data.question_index(row["question_id"])]
         stance = judge_stance(row["reply"], question)
-        right += (None if stance is None else question.options[stance]) == row["label"]
-    assert right / len(replies) >= 0.9
+        right[row["split"]].append((None if stance is None else question.options[stance]) == row["label"])
+    assert len(right["development"]) >= 60 and len(right["held-out"]) >= 60
+    assert np.mean(right["development"]) >= 0.95  # 0.97: the replies it was written on
+    assert np.mean(right["held-out"]) >= 0.85  # 0.90: labelled after it was written
 
 
 # ------------------------------------------------------------------ the reply
 @pytest.fixture(scope="module")
 def llm():
     return tiny_llm()
+
+
+@pytest.fixture(scope="module")
+def soft_prompt(llm, study):
+    return SoftPromptModel.for_llm(llm, study.centroids.shape[1], n_virtual_tokens=2, study="test")
+
+
+def test_both_sources_multiply_the_soft_prompts_answer_and_the_filters(llm, matcher, study, soft_prompt):
+    vector = cohort_persona(study, 2).vector
+    message = [user("Is the government putting enough money into health care?")]
+    question = study.data.questions[study.data.question_index("natheal")]
+    steered = np.asarray(answer(llm, question, soft_prompt, vector.astype(np.float32)), dtype=np.float64)
+    filtered = study.embedder.predict_proba(vector[None].astype(np.float64))[0, 2, :3]
+    filtered = filtered / filtered.sum()
+    by = {source: ground(matcher, message, vector, llm=llm, soft_prompt=soft_prompt, embedder=study.embedder,
+                         source=source) for source in ("soft prompt", "collaborative filter", "both", None)}
+    np.testing.assert_allclose(by["soft prompt"].distribution, steered, rtol=1e-5)
+    np.testing.assert_allclose(by["collaborative filter"].distribution, filtered, rtol=1e-6)
+    np.testing.assert_allclose(by["both"].distribution, steered * filtered / (steered * filtered).sum(), rtol=1e-5)
+    assert by[None].source == "both"
+    with pytest.raises(ValueError, match="needs a soft prompt"):
+        ground(matcher, message, vector, embedder=study.embedder, source="both")
+
+
+def test_the_reasons_are_given_at_the_voice_strength(llm, matcher, study, soft_prompt, monkeypatch):
+    import persona_engine.steer.grounding as grounding_module
+    strengths = []
+    monkeypatch.setattr(grounding_module, "chat", lambda *a, strength, **k: strengths.append(strength) or iter(()))
+    vector = cohort_persona(study, 0).vector
+    for message, voice in (("Should we spend more on welfare?", 0.0), ("Should we spend more on welfare?", 0.7),
+                           ("Tell me a joke.", 0.0)):
+        grounded_chat(llm, [user(message)], matcher, soft_prompt, vector, embedder=study.embedder,
+                      strength=1.25, voice=voice)
+    assert strengths == [0.0, 0.7, 1.25]  # an ungrounded reply is the soft prompt's own, at full strength
 
 
 def test_a_grounded_reply_opens_with_the_stance_and_runs_on(llm, matcher, study):

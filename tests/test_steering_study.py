@@ -541,12 +541,21 @@ def test_chat_grounds_each_reply_and_says_what_grounded_it(cli_study, model_fold
     lines = [line for line in captured.err.splitlines() if line.startswith("[")]
     assert len(lines) == 2
     assert lines[0].startswith("[grounded in ") and "similarity" in lines[0]
+    assert "; both: " in lines[0]  # the soft prompt's answer times the filter's
     assert lines[1].startswith("[not grounded")
     study = Study.load(cli_study)
     question_id = lines[0].split()[2]
     question = study.data.questions[study.data.question_index(question_id)]
     assert any(word in captured.out for word in ("I agree", "I disagree", "not sure", "Yes,", "No,")), \
         f"{question.text!r}: {captured.out!r}"
+
+
+def test_chat_grounds_in_the_source_asked_for(cli_study, model_folder, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Should Brexit be a success?\n"))
+    capsys.readouterr()
+    assert main(["chat", str(cli_study), "--cohort", "0", "--model", str(model_folder), "--max-new-tokens", "4",
+                 "--temperature", "0", "--source", "collaborative filter", "--voice", "1"]) == 0
+    assert "; collaborative filter: " in capsys.readouterr().err
 
 
 def test_chat_ends_at_end_of_input(cli_study, model_folder, monkeypatch, capsys):

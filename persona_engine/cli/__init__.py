@@ -18,6 +18,8 @@ from persona_engine.errors import DataError
 from persona_engine.steer.settings import KINDS, PLACEMENTS, SCHEDULES, UNBOUNDED_EPOCHS, SteeringSettings
 
 STEERING = SteeringSettings()
+GROUNDING_SOURCES = ("soft prompt", "collaborative filter", "both")
+"""``persona_engine.steer.grounding.SOURCES``, spelt out so that ``--help`` needs no torch (a test checks)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +238,14 @@ def _build_parser() -> argparse.ArgumentParser:
     talk.add_argument("study", metavar="STUDY")
     talk.add_argument("--no-grounding", dest="grounding", action="store_false",
                       help="let the steered model answer on its own, without the study's questions")
+    talk.add_argument("--source", choices=GROUNDING_SOURCES, default=None,
+                      help="where a grounded reply's stance comes from: the soft prompt's answer, the "
+                           "collaborative filter's, or their product (default: both where the study has a "
+                           "soft prompt for this model, else the filter)")
+    talk.add_argument("--voice", type=float, default=None,
+                      help="strength of the soft prompt while a grounded reply gives its reasons (default 0: "
+                           "the soft prompts are trained on answers only, and free text under them can fall "
+                           "apart)")
     talk.add_argument("--system", default=None,
                       help="a system prompt for ungrounded replies (default: the model's own)")
     talk.add_argument("--max-new-tokens", type=int, default=200, help="longest reply in tokens (default 200)")

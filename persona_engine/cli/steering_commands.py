@@ -149,7 +149,9 @@ def run_chat(args: argparse.Namespace) -> int:
         options = dict(strength=args.strength, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, random_state=args.seed)
         if matcher is not None:
-            grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, persona.vector, **options)
+            voice = {} if args.voice is None else {"voice": args.voice}
+            grounding, stream = grounded_chat(llm, messages, matcher, soft_prompt, persona.vector,
+                                              embedder=study.embedder, source=args.source, **voice, **options)
             print(f"[{_provenance(grounding)}]", file=sys.stderr, flush=True)
         else:
             stream = chat(llm, messages, soft_prompt, persona.vector, system=args.system, **options)

@@ -19,16 +19,18 @@ is built in three steps instead:
    that question unless the two together point elsewhere ("What about for
    children?").
 2. **What would this persona answer?** The persona's distribution over the
-   matched question's options, from the soft prompt's scoring path (the
-   letter answer that held-out accuracy measures,
-   :func:`~persona_engine.steer.answer`) or, where the study has no soft
-   prompt for this model, from the collaborative filter.
+   matched question's options: the product of the soft prompt's scoring
+   path (the letter answer that held-out accuracy measures,
+   :func:`~persona_engine.steer.answer`) and the collaborative filter's
+   prediction, or the filter's alone where the study has no soft prompt
+   for this model (:data:`SOURCES`).
 3. **Say it, then explain it.** The reply opens with the most likely option
    in the first person (:func:`~persona_engine.steer.statements.opening`,
-   "I think we are spending too little on welfare, because"), and the
-   steered LLM goes on with the reasons, two to four sentences in all
-   (:func:`~persona_engine.steer.chat`). The system turn tells the model the
-   persona's view, so the reasons argue for it rather than against it.
+   "I think we are spending too little on welfare, because"), and the LLM
+   goes on with the reasons, two to four sentences in all
+   (:func:`~persona_engine.steer.chat`), with the soft prompt at
+   :data:`VOICE`. The system turn tells the model the persona's view, so
+   the reasons argue for it rather than against it.
 
 :func:`grounded_chat` does all three and streams the reply; the
 :class:`Grounding` it returns first is the provenance the app shows under
@@ -91,7 +93,26 @@ SYSTEM = ("You are a person taking part in a conversation about a survey you ans
           "Reply in the first person, in two to four sentences, and give your own reasons.")
 """The system turn of a grounded reply; ``{view}`` is the persona's answer in words."""
 
-SOURCES = ("soft prompt", "collaborative filter")
+SOURCES = ("soft prompt", "collaborative filter", "both")
+"""Where a grounding's distribution may come from; "both" is the normalised product of the other two.
+
+At the cohort centroids of the bundled studies, the most likely option is
+the cohort members' majority answer on this share of questions (GSS, 4
+cohorts x 18; Brexit, 2 x 50): soft prompt 0.94 and 0.79, collaborative
+filter 0.94 and 0.96, both 0.93 and 0.94. The soft prompt is the more
+accurate one for single respondents' held-out answers on GSS (0.625
+against 0.618); the product keeps each where the other is unsure.
+"""
+
+VOICE = 0.0
+"""Default strength of the soft prompt while a grounded reply gives its reasons.
+
+The soft prompts are trained on answer letters only, so nothing holds free
+text under them together: under the shipped Brexit soft prompt, cohort 1's
+reasons fall apart into "because-_The_'s--- is that to-" already at
+strength 0.3, while the GSS ones stay fluent. The stance is the persona's
+(from :func:`ground`); the reasons are the base model's, told that stance.
+"""
 
 
 @dataclass(frozen=True)
@@ -264,28 +285,43 @@ def refers_back(message: str) -> bool:
 
 
 def ground(matcher: QuestionMatcher, messages: Sequence[dict], persona: np.ndarray | None = None, *,
-           llm=None, soft_prompt=None, embedder=None, strength: float = 1.0) -> Grounding:
+           llm=None, soft_prompt=None, embedder=None, strength: float = 1.0,
+           source: str | None = None) -> Grounding:
     """The :class:`Grounding` of the reply to ``messages``, for the persona at vector ``persona`` ``(dim,)``.
 
-    The distribution comes from ``soft_prompt`` through ``llm`` when both are
-    given (at ``strength``), else from ``embedder``'s ``predict_proba`` (the
-    study's collaborative filter); with neither, or no persona, it is None.
+    ``source`` (one of :data:`SOURCES`) says where the distribution comes
+    from: ``soft_prompt`` through ``llm`` (at ``strength``), ``embedder``'s
+    ``predict_proba`` (the study's collaborative filter), or both. By default
+    it is "both" where both are given, else whichever is; with neither, or
+    no persona, the distribution is None.
     """
     matches, grounded, follow_up = matcher.match(messages)
     if not grounded:
         return Grounding(matches, False)
     question = matcher.questions_[matches[0].index]
-    distribution, source = None, None
-    if persona is not None and soft_prompt is not None and llm is not None and strength > 0:
-        distribution = answer(llm, question, soft_prompt, np.asarray(persona, dtype=np.float32),
-                              strength=strength)
-        source = SOURCES[0]
-    elif persona is not None and embedder is not None:
-        distribution = embedder.predict_proba(np.asarray(persona, dtype=np.float64)[None])[0, matches[0].index,
-                                                                                           :question.n_options]
-        source = SOURCES[1]
-    return Grounding(matches, True, follow_up, None if distribution is None else np.asarray(distribution),
-                     question.options, source, question.text)
+    steered = soft_prompt is not None and llm is not None and strength > 0
+    available = [name for name, ok in zip(SOURCES, (steered, embedder is not None, False)) if ok]
+    if source is None:
+        source = "both" if len(available) == 2 else (available[0] if available else None)
+    elif source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    elif source not in available and not (source == "both" and len(available) == 2):
+        raise ValueError(f"a {source!r} grounding needs " + {
+            "soft prompt": "a soft prompt and its LLM", "collaborative filter": "the study's embedder",
+            "both": "a soft prompt, its LLM and the study's embedder"}[source])
+    if persona is None or source is None:
+        return Grounding(matches, True, follow_up, None, question.options, None, question.text)
+    parts = []
+    if source in ("soft prompt", "both"):
+        parts.append(np.asarray(answer(llm, question, soft_prompt, np.asarray(persona, dtype=np.float32),
+                                       strength=strength), dtype=np.float64))
+    if source in ("collaborative filter", "both"):
+        filtered = embedder.predict_proba(np.asarray(persona, dtype=np.float64)[None])[0, matches[0].index,
+                                                                                       :question.n_options]
+        parts.append(filtered / filtered.sum())
+    distribution = np.prod(parts, axis=0)
+    return Grounding(matches, True, follow_up, distribution / distribution.sum(), question.options, source,
+                     question.text)
 
 
 def reply_opening(matcher: QuestionMatcher, grounding: Grounding, message: str = "") -> str | None:
@@ -299,15 +335,19 @@ def reply_opening(matcher: QuestionMatcher, grounding: Grounding, message: str =
 
 def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_prompt=None,
                   persona: np.ndarray | None = None, *, embedder=None, strength: float = 1.0,
+                  source: str | None = None, voice: float = VOICE,
                   **options) -> tuple[Grounding, Iterator[str]]:
     """Ground the reply to ``messages`` and stream it: ``(grounding, pieces of text)``.
 
+    ``strength`` is the soft prompt's in the grounding's distribution and in
+    an ungrounded reply; ``voice`` is its strength while a grounded reply
+    gives its reasons (see :data:`VOICE`); ``source`` goes to :func:`ground`.
     ``options`` go to :func:`~persona_engine.steer.chat` (``max_new_tokens``,
     ``temperature``, ``random_state``, ``stop``...). An ungrounded or
     unsteered reply is the steered (or unsteered) model's own.
     """
     grounding = ground(matcher, messages, persona, llm=llm, soft_prompt=soft_prompt, embedder=embedder,
-                       strength=strength)
+                       strength=strength, source=source)
     start = reply_opening(matcher, grounding, messages[-1]["content"])
     anchored = {}
     if start is not None:
@@ -317,5 +357,5 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
                         max_sentences=MAX_SENTENCES)
     steered = soft_prompt is not None and persona is not None
     stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
-                  strength=strength, **anchored, **options)
+                  strength=strength if start is None else voice, **anchored, **options)
     return grounding, stream

@@ -12,7 +12,8 @@ opening depends on the kind of question:
   becomes "I agree that Brexit should be reversed", "I disagree that ...",
   "I'm not sure whether ..."; a statement about oneself ("I voted to
   Remain.") becomes "Yes, I voted to Remain" or "No, I wouldn't say that I
-  voted to Remain";
+  voted to Remain", and a belief ("I think we should support the
+  referendum result.") "No, I don't think we should support ...";
 * a yes/no question becomes "Yes" or "No";
 * anything else says the option: "My answer is 'somewhat satisfied'".
 
@@ -40,6 +41,7 @@ LONGEST_CLAUSE = 16
 """Words of a statement that an opening repeats ("I agree that ..."); a longer one is "I agree with that"."""
 
 _FIRST_PERSON = re.compile(r"^(i|i'm|i've|i'd|i'll|my|me|we|we're|we've|our)\b", re.IGNORECASE)
+_BELIEF = re.compile(r"^I (think|believe|feel|reckon) (?:that )?", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
 
@@ -96,6 +98,9 @@ def _core(question: Question, option: int, vocabulary: set[str]) -> str:
     text = question.text.strip()
     if is_statement(question):
         statement = _first_sentence(text)
+        belief = _BELIEF.match(statement)
+        if belief and kind == "disagree":  # "I think we should ..." -> "No, I don't think we should ..."
+            return f"No, I don't {belief.group(1).lower()} {statement[belief.end():]}"
         if _FIRST_PERSON.match(statement):  # "I voted to Remain."
             return {"agree": f"Yes, {_lower_first(statement, vocabulary)}",
                     "disagree": f"No, I wouldn't say that {_lower_first(statement, vocabulary)}",
@@ -125,7 +130,7 @@ def _first_sentence(text: str) -> str:
 def _lower_first(statement: str, vocabulary: set[str]) -> str:
     """``statement`` with its first letter in lower case, unless the first word is a name or "I"."""
     first = statement.split(" ", 1)[0]
-    word = re.sub(r"\W", "", first)
+    word = re.sub(r"[^\w']", "", first)
     if not word or word == "I" or word.startswith("I'") or (len(word) > 1 and word[1:].lower() != word[1:]):
         return statement  # "I", "EU", "UK", "McDonald"
     if word.casefold() in vocabulary or word.casefold() in _FUNCTION_WORDS:
