@@ -21,6 +21,8 @@ hand-labelled replies by bench/judge_accuracy.py). Printed per method:
 * no stance: share of replies the judge finds no stance in;
 * echo: share of replies whose word Jaccard similarity with the probe is >= 0.6;
 * words: median words per reply; bigrams: mean share of distinct word bigrams per reply;
+* ppl: median perplexity of the replies under the unsteered model (fluency; measured on
+  replies saved without it when they are rescored);
 * grounding: share of probes matched to their own question (grounded method only).
 
     python bench/chat_stance.py                               # both suites, greedy
@@ -46,6 +48,7 @@ from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel, chat
 from persona_engine.steer.grounding import SOURCES, VOICE, QuestionMatcher, grounded_chat
 from persona_engine.steer.judge import judge_stance
+from persona_engine.steer.prompts import encode, render_chat
 from persona_engine.steer.study_steering import load_steering
 from persona_engine.study import Study
 
@@ -72,6 +75,22 @@ def distinct_bigram_share(text: str) -> float:
     tokens = words(text)
     bigrams = list(zip(tokens, tokens[1:]))
     return len(set(bigrams)) / len(bigrams) if bigrams else float("nan")
+
+
+@torch.no_grad()
+def base_perplexity(llm, probe: str, reply: str) -> float:
+    """Perplexity of ``reply`` under the unsteered model, answering ``probe`` in the default chat template.
+
+    A fluency measure that word counts and bigram shares miss: a reply that falls apart into
+    "because-_The_'s--- is that to-" has few repeated bigrams but a perplexity in the hundreds.
+    """
+    prompt = encode(llm.tokenizer, render_chat(llm.tokenizer, [{"role": "user", "content": probe}]))
+    answer = encode(llm.tokenizer, reply)
+    if not answer:
+        return float("nan")
+    ids = torch.tensor([prompt + answer], device=llm.device)
+    logits = llm.model(ids).logits[0, len(prompt) - 1:-1].float()
+    return float(torch.exp(torch.nn.functional.cross_entropy(logits, ids[0, len(prompt):])))
 
 
 def majorities(study: Study) -> np.ndarray:
@@ -115,6 +134,7 @@ def run_method(method, llm, study, probes, matcher, soft_prompt, compare, option
                 spm = {"soft prompt": soft_prompt, "before": compare}.get(method)
                 stream = chat(llm, messages, spm, vector if spm is not None else None, **options)
             row["reply"], row["first_piece_s"], row["pieces_per_s"] = timed(stream)
+            row["perplexity"] = base_perplexity(llm, probe["text"], row["reply"])
             rows.append(row)
     return rows
 
@@ -149,6 +169,7 @@ def score(rows: list[dict], study: Study, majority: np.ndarray) -> dict:
         "echo": float(np.mean([jaccard(r["reply"], r["probe"]) >= ECHO for r in rows])),
         "median_words": float(statistics.median(len(words(r["reply"])) for r in rows)),
         "distinct_bigrams": float(np.nanmean([distinct_bigram_share(r["reply"]) for r in rows])),
+        "perplexity": float(np.nanmedian([r.get("perplexity", np.nan) for r in rows])),
         "first_piece_s": float(statistics.median(r["first_piece_s"] for r in rows)),
         "pieces_per_s": float(statistics.median(r["pieces_per_s"] for r in rows)),
     }
@@ -162,17 +183,21 @@ def score(rows: list[dict], study: Study, majority: np.ndarray) -> dict:
 def print_table(title: str, results: dict[str, dict]) -> None:
     print(f"\n{title}")
     print(f"{'method':<28} {'match':>6} {'distinct':>8} {'no stance':>9} {'echo':>5} {'words':>6} "
-          f"{'bigrams':>7} {'grounding':>9} {'1st piece s':>11} {'pieces/s':>8}")
+          f"{'bigrams':>7} {'ppl':>6} {'grounding':>9} {'1st piece s':>11} {'pieces/s':>8}")
     for name, r in results.items():
         grounding = f"{r['grounding']:.2f}" if "grounding" in r else "-"
         print(f"{name:<28} {r['match']:>6.2f} {r['distinct']:>8.2f} {r['no_stance']:>9.2f} {r['echo']:>5.2f} "
-              f"{r['median_words']:>6.0f} {r['distinct_bigrams']:>7.2f} {grounding:>9} "
+              f"{r['median_words']:>6.0f} {r['distinct_bigrams']:>7.2f} {r['perplexity']:>6.1f} {grounding:>9} "
               f"{r['first_piece_s']:>11.2f} {r['pieces_per_s']:>8.1f}")
 
 
 def rescore(path: str) -> None:
     """Print the tables of a saved run again, judged by the current stance judge."""
     saved = json.loads(Path(path).read_text())["replies"]
+    if any("perplexity" not in r for r in saved):
+        llm = load_llm()
+        for r in saved:
+            r.setdefault("perplexity", base_perplexity(llm, r["probe"], r["reply"]))
     for suite in dict.fromkeys(r["suite"] for r in saved):
         study = Study.load(SUITES[suite][0])
         majority = majorities(study)

@@ -17,7 +17,8 @@ from persona_engine.opinion_data import Question
 from persona_engine.personas import cohort_persona, selection_persona
 from persona_engine.steer.conversation import sentences_in
 from persona_engine.steer import SoftPromptModel, answer
-from persona_engine.steer.grounding import MIN_WORDS, QuestionMatcher, ground, grounded_chat, reply_opening
+from persona_engine.steer.grounding import (MIN_WORDS, QuestionMatcher, ground, grounded_chat, related_views,
+                                            reply_opening)
 from persona_engine.steer.judge import judge_stance, option_pole
 from persona_engine.steer.stance import load_sentence_encoder
 from persona_engine.steer.statements import opening, study_vocabulary
@@ -107,6 +108,26 @@ def test_the_stance_is_the_personas_most_likely_answer(matcher, study):
         assert grounding.source == "collaborative filter"
         np.testing.assert_allclose(grounding.distribution, expected, rtol=1e-6)
         assert grounding.stance == int(np.argmax(expected))
+
+
+def test_the_system_turn_holds_the_personas_answers_to_the_other_close_questions(matcher, study):
+    message = [user("What do you think about government spending on welfare?")]
+    seen = set()
+    for cohort in range(study.n_cohorts):
+        vector = cohort_persona(study, cohort).vector
+        grounding = ground(matcher, message, vector, embedder=study.embedder)
+        views = related_views(matcher, grounding, vector, study.embedder)
+        others = [m for m in grounding.matches[1:] if m.similarity >= matcher.min_similarity]
+        assert len(views) == len(others) >= 1
+        predicted = study.embedder.predict_proba(vector[None].astype(np.float64))[0]
+        for view, match in zip(views, others):
+            question = study.data.questions[match.index]
+            said = judge_stance(view, question)
+            assert said == int(np.argmax(predicted[match.index, :question.n_options])), view
+        seen.add(tuple(views))
+    assert len(seen) > 1  # the cohorts' other answers differ
+    assert related_views(matcher, ground(matcher, [user("Tell me a joke.")], vector, embedder=study.embedder),
+                         vector, study.embedder) == []
 
 
 # ------------------------------------------------------------------ the words

@@ -333,6 +333,34 @@ def reply_opening(matcher: QuestionMatcher, grounding: Grounding, message: str =
                    doubted=grounding.follow_up and doubts(message))
 
 
+def _view(matcher: QuestionMatcher, index: int, option: int) -> str:
+    """The persona's answer as a sentence for the system turn: a long statement in full, not "I agree with that"."""
+    return opening(matcher.questions_[index], option, vocabulary=matcher.vocabulary_,
+                   longest_clause=10 ** 6).removesuffix(BECAUSE) + "."
+
+
+def related_views(matcher: QuestionMatcher, grounding: Grounding, persona: np.ndarray | None,
+                  embedder=None) -> list[str]:
+    """The persona's answers to the other close study questions, in the first person, for the system turn.
+
+    They come from the collaborative filter (no model call, so no delay),
+    for the grounding's other matches that reach :data:`MIN_SIMILARITY`
+    themselves: asked about welfare, a persona who also says we spend too
+    little on assistance to the poor argues from that.
+    """
+    if persona is None or embedder is None or not grounding.grounded:
+        return []
+    others = [m for m in grounding.matches[1:] if m.similarity >= matcher.min_similarity]
+    if not others:
+        return []
+    predicted = embedder.predict_proba(np.asarray(persona, dtype=np.float64)[None])[0]
+    views = []
+    for match in others:
+        n_options = matcher.questions_[match.index].n_options
+        views.append(_view(matcher, match.index, int(np.argmax(predicted[match.index, :n_options]))))
+    return [view.replace("I ", "I also ", 1) if view.startswith("I ") else view for view in views]
+
+
 def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_prompt=None,
                   persona: np.ndarray | None = None, *, embedder=None, strength: float = 1.0,
                   source: str | None = None, voice: float = VOICE,
@@ -351,8 +379,8 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
     start = reply_opening(matcher, grounding, messages[-1]["content"])
     anchored = {}
     if start is not None:
-        view = opening(matcher.questions_[grounding.matches[0].index], grounding.stance,
-                       vocabulary=matcher.vocabulary_).removesuffix(BECAUSE) + "."
+        view = " ".join([_view(matcher, grounding.matches[0].index, grounding.stance)]
+                        + related_views(matcher, grounding, persona, embedder))
         anchored = dict(system=SYSTEM.format(view=view), opening=start, min_words=MIN_WORDS,
                         max_sentences=MAX_SENTENCES)
     steered = soft_prompt is not None and persona is not None

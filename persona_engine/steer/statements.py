@@ -61,7 +61,7 @@ def is_statement(question: Question) -> bool:
 
 
 def opening(question: Question, option: int, *, vocabulary: Iterable[str] = (), follow_up: bool = False,
-            doubted: bool = False) -> str:
+            doubted: bool = False, longest_clause: int = LONGEST_CLAUSE) -> str:
     """The first words of a reply that takes ``option`` of ``question``, ending before the reason.
 
     Parameters
@@ -75,8 +75,10 @@ def opening(question: Question, option: int, *, vocabulary: Iterable[str] = (), 
         says the persona holds its view ("As I said, ...").
     doubted:
         The follow-up doubts it ("Are you sure?"): "Yes, I'm sure. ...".
+    longest_clause:
+        Words of a statement repeated at most (see :data:`LONGEST_CLAUSE`).
     """
-    core = _core(question, option, set(vocabulary))
+    core = _core(question, option, set(vocabulary), longest_clause)
     if follow_up and doubted:
         core = f"Yes, I'm sure. {core}"
     elif follow_up:
@@ -92,7 +94,7 @@ def doubts(message: str) -> bool:
     return bool(_DOUBT.search(message))
 
 
-def _core(question: Question, option: int, vocabulary: set[str]) -> str:
+def _core(question: Question, option: int, vocabulary: set[str], longest_clause: int) -> str:
     label = question.options[option]
     kind = option_kind(label)
     text = question.text.strip()
@@ -106,7 +108,7 @@ def _core(question: Question, option: int, vocabulary: set[str]) -> str:
                     "disagree": f"No, I wouldn't say that {_lower_first(statement, vocabulary)}",
                     }.get(kind, "I'm not sure that describes me")
         strongly = "strongly " if "strongly" in label.casefold() else ""
-        if len(statement.split()) > LONGEST_CLAUSE:  # too long to repeat: point at it
+        if len(statement.split()) > longest_clause:  # too long to repeat: point at it
             return {"agree": f"I {strongly}agree with that", "disagree": f"I {strongly}disagree with that"
                     }.get(kind, "I'm not sure about that")
         clause = _lower_first(statement, vocabulary)
