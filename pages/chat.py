@@ -21,7 +21,7 @@ from pages.state import current_study, get_llm, get_matcher, get_steering, guard
 from pages.widgets import NOTE, persona_from_spec, predicted_table
 from persona_engine.personas import predicted_answers
 from persona_engine.profiles import distinctive_answers, short_question_texts
-from persona_engine.steer.grounding import grounded_chat
+from persona_engine.steer.grounding import VOICE, grounded_chat
 from persona_engine.steer.judge import judge_stance
 
 KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",
@@ -138,6 +138,7 @@ def reply(study, llm, spm, messages: list, persona, settings, show=True) -> dict
         llm, [{"role": m["role"], "content": m["content"]} for m in messages if m["content"]],
         get_matcher(study), spm if steered else None, persona.vector if persona is not None else None,
         embedder=study.embedder if persona is not None else None, strength=settings["strength"],
+        voice=settings.get("voice", VOICE),
         max_new_tokens=settings["max_new_tokens"], stop=stop)
     message = {"role": "assistant", "content": "", "grounding": grounding.to_dict(), "pending": True}
     messages.append(message)
@@ -245,7 +246,8 @@ def show_message(message: dict) -> None:
 def transcript(conversations: dict, settings: dict) -> tuple[str, str]:
     """Markdown and JSON of ``{name: messages}``, with the settings and the note."""
     lines = [f"# Persona Engine chat ({settings['study']})", "", f"> {NOTE}", "",
-             f"Model: {settings['model']} · strength {settings['strength']:g}", ""]
+             f"Model: {settings['model']} · strength {settings['strength']:g} · "
+             f"soft prompt in the reasons {settings.get('voice', VOICE):g}", ""]
     for name, messages in conversations.items():
         lines += [f"## {name}", ""]
         for m in messages:
@@ -276,10 +278,15 @@ with guarded():  # errors become messages, never tracebacks
         st.page_link("pages/steer.py", label="Train a soft-prompting model on the Steer page", icon=":material/tune:")
 
     mode = st.radio("Mode", ["One persona", "Side by side"], horizontal=True, key="chat_mode")
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     settings = {"study": study.data.source.name, "model": llm.name,
                 "strength": left.slider("Steering strength", 0.0, 3.0, 1.0, 0.25, disabled=spm is None,
                                         help="0: unsteered, 1: as trained, above 1: exaggerated"),
+                "voice": middle.slider("Soft prompt in the reasons", 0.0, 1.5, VOICE, 0.25, disabled=spm is None,
+                                       help="How strongly the soft prompt steers the words after a grounded "
+                                            "reply's stance. 0: the base model gives the reasons for the "
+                                            "persona's stance. The soft prompt is trained on answers only, so "
+                                            "above 0 the reasons can fall apart."),
                 "max_new_tokens": right.slider("Longest reply (tokens)", 20, 400, 150, 10)}
     if settings["strength"] > STRONG and spm is not None:
         st.warning(f"Strength {settings['strength']:g} exaggerates the persona beyond its training: above "

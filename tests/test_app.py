@@ -247,6 +247,9 @@ def test_a_reply_shows_what_grounded_it(study, tiny_model):
     assert message["stance"] == message["grounding"]["stance"]  # the reply says what the persona answers
     assert "Grounded in **natfare**" in texts(app.caption)
     assert "agrees with the persona's answers" in texts(app.caption)
+    # No soft prompt for the tiny model: the stance is the filter's, and the page says so.
+    assert message["grounding"]["source"] == "collaborative filter"
+    assert "The persona's answers (the collaborative filter's)" in texts(app.markdown)
     app.chat_input[0].set_value("Tell me a joke.").run()
     assert "Not grounded" in texts(app.caption)
     markdown = [b for b in app.get("download_button") if "Markdown" in b.label]
