@@ -14,13 +14,12 @@ import threading
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from pages.state import current_study, get_llm, get_matcher, get_steering, guarded
-from pages.widgets import NOTE, persona_from_spec, predicted_table
+from pages.widgets import NOTE, cohorts_on_map, persona_from_spec, predicted_table
 from persona_engine.personas import predicted_answers
-from persona_engine.profiles import distinctive_answers, short_question_texts
+from persona_engine.profiles import cohort_names, distinctive_answers, short_question_texts
 from persona_engine.steer.grounding import VOICE, grounded_chat
 from persona_engine.steer.judge import judge_stance
 
@@ -61,9 +60,7 @@ def choose_persona(study) -> dict:
 
 @st.cache_data(max_entries=4)
 def _labels(path: str, _study) -> list[str]:
-    table = distinctive_answers(_study.data, _study.labels, top=1)
-    return [", ".join(f"{a} on {q}" for q, a in zip(rows["question"], rows["answer"]))
-            for _, rows in table.groupby("cohort")]
+    return list(cohort_names(_study.data, _study.labels)["name"])
 
 
 def short_labels(study) -> list[str]:
@@ -111,13 +108,9 @@ def grounding(study, spec: dict, persona) -> None:
         return
     if spec["kind"] == "answers":
         where = study.latent_map.transform(persona.vector[None])[0]
-        frame = pd.DataFrame(study.latent_map.coords_, columns=["x", "y"]).assign(
-            cohort=study.labels.astype(str))
-        figure = px.scatter(frame, x="x", y="y", color="cohort", opacity=0.3, render_mode="webgl", height=260)
+        figure = cohorts_on_map(study.latent_map.coords_, study.labels, study.n_cohorts)
         figure.add_scatter(x=[where[0]], y=[where[1]], mode="markers+text", text=["you"], name="you",
                            marker=dict(symbol="star", size=18, color="black"))
-        figure.update_layout(margin=dict(l=0, r=0, t=0, b=0), showlegend=False, xaxis_title=None,
-                             yaxis_title=None)
         st.markdown("**Where you land on the map**")
         st.plotly_chart(figure, key="you_on_map")
     st.markdown("**Predicted answers**")

@@ -11,14 +11,18 @@ from plotly.subplots import make_subplots
 
 from pages.state import current_study, guarded, is_bundled, new_study_path, open_study, study_stamp
 from pages.widgets import share_bars
-from persona_engine.profiles import (answer_distribution, cohort_overview, consensus_questions,
-                                     distinctive_answers, metadata_composition)
+from persona_engine.palettes import cohort_colour, metadata_orders
+from persona_engine.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
+                                     consensus_questions, distinctive_answers, metadata_composition,
+                                     separation_caution)
 from persona_engine.selection import cohort_differences
 from persona_engine.study import fit_study
+from persona_engine.wording import question_topics, shorten
 
 STAGES = {"embedding": (0.0, 0.6, "Embedding respondents (collaborative filtering)"),
           "cohorts": (0.6, 0.85, "Finding cohorts and checking their stability"),
           "map": (0.85, 1.0, "Drawing the map (UMAP)")}
+GAP = 0.05  # 'Who is in it' lists the groups whose share in a cohort differs from everyone's by more than this
 
 
 def fit_and_save(data, target, **options):
@@ -44,36 +48,61 @@ def profile_tables(path: str, stamp: float, _study) -> dict:
     consensus = consensus_questions(data, labels).head(3)
     distribution = answer_distribution(data, labels).set_index(["cohort", "question_id", "answer"])["share"]
     return {"overview": cohort_overview(data, labels), "distinctive": distinctive_answers(data, labels, top=4),
-            "consensus": consensus, "distribution": distribution,
-            "metadata": metadata_composition(data, labels)}
+            "summaries": cohort_summaries(data, labels), "consensus": consensus, "distribution": distribution,
+            "metadata": metadata_composition(data, labels), "orders": metadata_orders(_study.manifest, _study.path),
+            "topics": {q: t.text for q, t in zip(data.question_ids, question_topics(data.questions))}}
 
 
 def cohort_card(cohort: int, tables: dict, study) -> None:
     row = tables["overview"].set_index("cohort").loc[cohort]
     stability = study.stability.set_index("cohort")["jaccard"].get(cohort)
     with st.container(border=True):
-        st.markdown(f"#### Cohort {cohort}")
-        st.caption(row["label"])
+        st.markdown(f"#### Cohort {cohort} · {row['label']}", help=row["full_label"])
+        st.write(tables["summaries"][cohort])
         a, b, c = st.columns(3)
         a.metric("Respondents", f"{int(row['size']):,}")
         b.metric("Share", f"{row['share']:.0%}")
         c.metric("Stability", "–" if stability is None else f"{stability:.2f}",
                  help="Jaccard similarity over bootstrap refits: above 0.75 stable, below 0.5 it dissolves")
         distinct = tables["distinctive"][tables["distinctive"]["cohort"] == cohort]
-        rows = distinct[["question", "answer", "share_in"]].assign(
-            share_all=[_share(tables, None, q, a) for q, a in zip(distinct["question_id"], distinct["answer"])])
         consensus = tables["consensus"]
-        if len(consensus):
-            rows = pd.concat([rows, pd.DataFrame({
-                "question": "agreed: " + consensus["question"], "answer": consensus["answer"],
-                "share_in": [_share(tables, cohort, q, a) for q, a in zip(consensus["question_id"],
-                                                                          consensus["answer"])],
-                "share_all": consensus["overall_share"]})], ignore_index=True)
-        st.plotly_chart(share_bars(rows, f"cohort {cohort}"), key=f"card_{cohort}")
+        rows = pd.DataFrame({
+            "question_id": [*distinct["question_id"], *consensus["question_id"]],
+            "answer": [*distinct["answer"], *consensus["answer"]],
+            "share_in": [*distinct["share_in"], *(_share(tables, cohort, q, a)
+                                                  for q, a in zip(consensus["question_id"], consensus["answer"]))],
+            "share_all": [*(_share(tables, None, q, a) for q, a in zip(distinct["question_id"], distinct["answer"])),
+                          *consensus["overall_share"]],
+            "shared": [False] * len(distinct) + [True] * len(consensus)})
+        rows["full_question"] = rows["question_id"].map(tables["topics"])
+        rows["question"] = [("all cohorts: " if shared else "") + shorten(text, 40)
+                            for text, shared in zip(rows["full_question"], rows["shared"])]
+        st.plotly_chart(share_bars(rows, f"cohort {cohort}", colour=cohort_colour(cohort)), key=f"card_{cohort}")
         with st.expander("Who is in it"):
-            meta = tables["metadata"]
-            meta = meta[(meta["cohort"] == cohort) & ((meta["value"] - meta["overall"]).abs() > 0.05)]
-            st.dataframe(meta.drop(columns="cohort"), hide_index=True)
+            who_is_in_it(cohort, tables, study)
+
+
+def who_is_in_it(cohort: int, tables: dict, study) -> None:
+    if study.data.metadata.columns.empty:
+        st.write("This study has no information about respondents beyond their answers (no party, age or "
+                 "other metadata), so the cohort can only be described by what its members answered.")
+        return
+    shares, averages = cohort_composition(tables["metadata"], cohort, min_gap=GAP, orders=tables["orders"])
+    if shares.empty:
+        st.write(f"No group of respondents is over- or under-represented in this cohort by more than "
+                 f"{GAP * 100:.0f} percentage points.")
+    else:
+        st.caption(f"Groups whose share in the cohort differs from everyone by more than {GAP * 100:.0f} percentage "
+                   "points, "
+                   "the most over-represented first.")
+        st.dataframe(shares, hide_index=True, column_config={
+            "cohort_percent": st.column_config.NumberColumn("in the cohort", format="%.0f%%"),
+            "everyone_percent": st.column_config.NumberColumn("among everyone", format="%.0f%%"),
+            "difference": st.column_config.NumberColumn("difference", format="%+.0f pts")})
+    if len(averages):
+        st.dataframe(averages, hide_index=True, column_config={
+            "cohort": st.column_config.NumberColumn("in the cohort", format="%.1f"),
+            "everyone": st.column_config.NumberColumn("among everyone", format="%.1f")})
 
 
 def _share(tables, cohort, question_id, answer) -> float:
@@ -163,6 +192,10 @@ with guarded():  # errors become messages, never tracebacks
         st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
 
     st.subheader("The cohorts")
+    chosen = selection[selection["chosen"]] if "silhouette" in selection else selection.iloc[:0]
+    caution = separation_caution(float(chosen["silhouette"].iloc[0])) if len(chosen) else None
+    if caution:
+        st.warning(caution, icon="⚠️")
     columns = st.columns(2)
     for cohort in range(study.n_cohorts):
         with columns[cohort % 2]:
@@ -176,8 +209,8 @@ with guarded():  # errors become messages, never tracebacks
         differences = cohort_differences(study.data, study.labels, a, b)
         st.caption("The questions on which they differ most (total variation distance), with the answer "
                    "whose share differs most.")
-        st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}"),
-                        key="compare")
+        st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}",
+                                   colour=cohort_colour(a), other_colour=cohort_colour(b)), key="compare")
 
     st.subheader("Export")
     respondents = study.respondents()

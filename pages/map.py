@@ -15,12 +15,13 @@ import streamlit as st
 from pages.state import current_study, guarded, study_stamp
 from pages.widgets import CURSOR, cursor_grid, map_selection, predicted_table, share_bars
 from persona_engine.opinion_data import MISSING
+from persona_engine.palettes import (SEQUENTIAL, answer_scale, cohort_scale, metadata_orders, metadata_scale,
+                                     metadata_texts)
 from persona_engine.personas import map_point_persona, predicted_answers
 from persona_engine.profiles import distinctive_answers
 from persona_engine.selection import selection_profile
 
 HOVER_LIMIT = 20_000  # above this many respondents the hover shows only id and cohort
-PALETTE = px.colors.qualitative.D3
 
 
 @st.cache_data(show_spinner="Preparing the map…", max_entries=4)
@@ -44,6 +45,22 @@ def answer_labels(data, question_id: str) -> np.ndarray:
     return labels[np.where(column == MISSING, len(labels) - 1, column)]
 
 
+def colour_scale(study, frame: pd.DataFrame, colour: str) -> tuple[pd.DataFrame, dict]:
+    """The frame to draw and ``px.scatter``'s colour keywords: the study's one cohort palette,
+    answers and ordered metadata along a sequential scale in scale order, numbers continuous."""
+    if colour.startswith("answer: "):
+        question = study.data.questions[study.data.question_index(colour.removeprefix("answer: "))]
+        frame, scale = frame.assign(**{colour: answer_labels(study.data, question.id)}), answer_scale(question)
+    elif colour == "cohort":
+        scale = cohort_scale(study.n_cohorts)
+    else:
+        scale = metadata_scale(frame[colour], metadata_orders(study.manifest, study.path).get(colour))
+        if scale is None:
+            return frame, {"color_continuous_scale": SEQUENTIAL}
+        frame = frame.assign(**{colour: metadata_texts(frame[colour])})
+    return frame, {"category_orders": {colour: scale.order}, "color_discrete_map": scale.colours}
+
+
 def map_figure(study, frame, colour: str, hover: list[str], cursor, found) -> go.Figure:
     coords = study.latent_map.coords_
     grid = cursor_grid(coords)
@@ -51,17 +68,11 @@ def map_figure(study, frame, colour: str, hover: list[str], cursor, found) -> go
         x=grid[:, 0], y=grid[:, 1], mode="markers", name=CURSOR, showlegend=False,
         customdata=np.full((len(grid), 1), CURSOR), marker=dict(size=10, color="rgba(0,0,0,0)"),
         hovertemplate="map point (%{x:.2f}, %{y:.2f})<br>click to make it a persona<extra></extra>"))
-    if colour.startswith("answer: "):
-        qid = colour.removeprefix("answer: ")
-        frame = frame.assign(**{colour: answer_labels(study.data, qid)})
-        order = {colour: list(study.data.questions[study.data.question_index(qid)].options) + ["no answer"]}
-    else:
-        order = {"cohort": [str(c) for c in range(study.n_cohorts)]}
+    frame, colouring = colour_scale(study, frame, colour)
     points = px.scatter(frame, x="map_x", y="map_y", color=colour, custom_data=["respondent_id"],
                         hover_name="respondent_id", hover_data={"map_x": False, "map_y": False,
                                                                 "cohort": True, **{q: True for q in hover}},
-                        category_orders=order, render_mode="webgl", opacity=0.75,
-                        color_discrete_sequence=PALETTE)
+                        render_mode="webgl", opacity=0.75, **colouring)
     figure.add_traces(points.data)
     figure.update_layout(points.layout)
     centres = study.centroid_coords()

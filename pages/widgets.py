@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
+from persona_engine.palettes import cohort_scale
 from persona_engine.personas import (Persona, answers_persona, cohort_persona, map_point_persona,
                                      respondent_persona, selection_persona)
 
@@ -153,22 +155,40 @@ def codebook_dict(rows: pd.DataFrame, book) -> dict:
 
 # ------------------------------------------------------------------ charts
 def share_bars(rows: pd.DataFrame, group: str, share: str = "share_in", overall: str = "share_all",
-               other: str = "everyone", height: int | None = None) -> go.Figure:
+               other: str = "everyone", height: int | None = None, colour: str = "#4C78A8",
+               other_colour: str | None = None) -> go.Figure:
     """Horizontal bars: each row's answer share in ``group`` against ``other`` (everyone).
 
-    ``rows`` needs ``question``, ``answer`` and the two share columns (0-1).
+    ``rows`` needs ``question``, ``answer`` and the two share columns (0-1);
+    an optional ``full_question`` is shown on hover where ``question`` is shortened.
+    Pass a cohort's :func:`~persona_engine.palettes.cohort_colour` as
+    ``colour`` (or ``other_colour``) so that it has its colour on the map.
     """
     labels = [f"{q}: <b>{a}</b>" for q, a in zip(rows["question"], rows["answer"])]
+    full = rows["full_question"] if "full_question" in rows else rows["question"]
+    hover = [[f"{q}: {a}"] for q, a in zip(full, rows["answer"])]
     figure = go.Figure([
-        go.Bar(y=labels, x=rows[share], name=group, orientation="h", marker_color="#4C78A8",
-               hovertemplate="%{x:.0%}<extra>" + group + "</extra>"),
-        go.Bar(y=labels, x=rows[overall], name=other, orientation="h",
-               marker_color="#BAB0AC" if other == "everyone" else "#F58518",
-               hovertemplate="%{x:.0%}<extra>" + other + "</extra>"),
+        go.Bar(y=labels, x=rows[share], name=group, orientation="h", marker_color=colour, customdata=hover,
+               hovertemplate="%{customdata[0]}<br>%{x:.0%}<extra>" + group + "</extra>"),
+        go.Bar(y=labels, x=rows[overall], name=other, orientation="h", customdata=hover,
+               marker_color=other_colour or ("#BAB0AC" if other == "everyone" else "#F58518"),
+               hovertemplate="%{customdata[0]}<br>%{x:.0%}<extra>" + other + "</extra>"),
     ])
     figure.update_layout(barmode="group", height=height or 90 + 46 * len(rows),
                          margin=dict(l=0, r=10, t=10, b=10), xaxis=dict(tickformat=".0%", range=[0, 1]),
                          yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.15))
+    return figure
+
+
+def cohorts_on_map(coords: np.ndarray, labels: np.ndarray, n_cohorts: int, height: int = 300) -> go.Figure:
+    """Respondents ``coords (n_respondents, 2)`` coloured by cohort in the study's one cohort palette,
+    with a legend, as on the Map page (for small maps beside other content)."""
+    scale = cohort_scale(n_cohorts)
+    frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "cohort": np.asarray(labels).astype(str)})
+    figure = px.scatter(frame, x="x", y="y", color="cohort", opacity=0.3, render_mode="webgl", height=height,
+                        category_orders={"cohort": scale.order}, color_discrete_map=scale.colours)
+    figure.update_layout(margin=dict(l=0, r=0, t=0, b=0), xaxis_title=None, yaxis_title=None,
+                         legend=dict(title="cohort", orientation="h", y=-0.08, itemsizing="constant"))
     return figure
 
 

@@ -22,14 +22,19 @@ one-sided at ``confidence`` (90% in Polis).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, OpinionData, Question
+from persona_engine.wording import (answer_clause, name_from_answers, question_topics, short_question_texts,
+                                    shorten)
+
+__all__ = ["answer_distribution", "cohort_composition", "cohort_names", "cohort_overview", "cohort_summaries",
+           "consensus_questions", "distinctive_answers", "metadata_composition", "one_proportion_z",
+           "representativeness", "separation_caution", "short_question_texts", "two_proportion_z",
+           "wilson_interval", "WEAK_SILHOUETTE"]
 
 
 # ------------------------------------------------------------------ counting
@@ -78,8 +83,12 @@ def _smoothed(count, n) -> np.ndarray:
 
 # ------------------------------------------------------------------ overview
 def cohort_overview(data: OpinionData, labels, label_answers: int = 2) -> pd.DataFrame:
-    """One row per cohort: ``cohort``, ``size``, ``share``, ``median_answers``, ``label``."""
+    """One row per cohort: ``cohort``, ``size``, ``share``, ``median_answers``, ``label``, ``full_label``.
+
+    ``label`` and ``full_label`` are :func:`cohort_names`' ``name`` and ``full_name``.
+    """
     labels = np.asarray(labels)
+    names = cohort_names(data, labels, n_answers=label_answers)
     cohorts, index = np.unique(labels, return_inverse=True)
     sizes = np.bincount(index, minlength=len(cohorts))
     per_respondent = data.observed.sum(axis=1)
@@ -88,7 +97,8 @@ def cohort_overview(data: OpinionData, labels, label_answers: int = 2) -> pd.Dat
         "size": sizes,
         "share": sizes / len(labels),
         "median_answers": [float(np.median(per_respondent[index == i])) for i in range(len(cohorts))],
-        "label": cohort_labels(data, labels, n_answers=label_answers),
+        "label": names["name"].to_numpy(),
+        "full_label": names["full_name"].to_numpy(),
     })
 
 
@@ -278,61 +288,145 @@ def _looks_like_ids(known: pd.Series, numeric: bool) -> bool:
     return bool(np.all(np.mod(values, 1) == 0) and values.max() - values.min() + 1 == len(values))
 
 
-# -------------------------------------------------------------------- labels
-def cohort_labels(data: OpinionData, labels, n_answers: int = 2, max_words: int = 5) -> list[str]:
-    """A short name per cohort (in cohort order) from its most distinctive answers.
+# ------------------------------------------------------------ cohorts in words
+def cohort_names(data: OpinionData, labels, n_answers: int = 2, max_chars: int = 72) -> pd.DataFrame:
+    """A readable name per cohort from its most distinctive answers, in the options' words.
 
-    E.g. ``"too little: welfare · too much: military, armaments and defense"``.
+    One row per cohort (in cohort order): ``cohort``, ``full_name`` (its
+    ``n_answers`` most distinctive answers, e.g. "Too little on welfare, too
+    much on the military"; Polis: "Disagrees: <statement>; agrees:
+    <statement>"), ``name`` (at most ``max_chars`` characters: the answers
+    that fit whole, or the first cut at a word boundary with "…"). Names are deterministic
+    and distinct: cohorts that would share one get further answers, then
+    their number.
     """
     cohorts = np.unique(np.asarray(labels))
     if len(cohorts) < 2:
-        return ["everyone"] * len(cohorts)
-    short = dict(zip(data.question_ids, short_question_texts(data.questions, max_words)))
-    table = distinctive_answers(data, labels, top=n_answers)
-    names = []
+        return pd.DataFrame({"cohort": cohorts, "name": "Everyone", "full_name": "Everyone"})
+    answers = _distinctive_choices(data, labels, top=n_answers + 3)
+    chosen = {c: answers[c][:n_answers] for c in cohorts}
+
+    def name(cohort):
+        return name_from_answers(chosen[cohort]) or f"No distinctive answers (cohort {cohort})"
+
+    full = {c: name(c) for c in cohorts}
+    for cohort in _clashing(full):  # more answers tell them apart...
+        chosen[cohort] = answers[cohort]
+        full[cohort] = name(cohort)
+    full = _numbered(full)  # ...and where they cannot, the cohort's number does
+    short = {c: full[c] if len(full[c]) <= max_chars or not chosen[c] else _short_name(chosen[c], max_chars)
+             for c in cohorts}
+    short = _numbered(short)
+    return pd.DataFrame({"cohort": cohorts, "name": [short[c] for c in cohorts],
+                         "full_name": [full[c] for c in cohorts]})
+
+
+def _short_name(answers: list, max_chars: int) -> str:
+    """The most answers whose name fits in ``max_chars``, else the first answer cut at a word."""
+    fitting = [n for n in range(len(answers), 0, -1) if len(name_from_answers(answers[:n])) <= max_chars]
+    return name_from_answers(answers[:fitting[0]]) if fitting else shorten(name_from_answers(answers[:1]), max_chars)
+
+
+def _distinctive_choices(data: OpinionData, labels, top: int) -> dict:
+    """``{cohort: [(question, option, topic), ...]}``: its distinctive answers, best first."""
+    table = distinctive_answers(data, labels, top=top)
+    topics = dict(zip(data.question_ids, question_topics(data.questions)))
+    choices = {c: [] for c in np.unique(np.asarray(labels))}
+    for cohort, qid, answer in zip(table["cohort"], table["question_id"], table["answer"]):
+        question = data.questions[data.question_index(qid)]
+        choices[cohort].append((question, question.options.index(answer), topics[qid]))
+    return choices
+
+
+def _clashing(names: dict) -> set:
+    """The cohorts whose name another cohort has too."""
+    seen = pd.Series(list(names.values()))
+    return {c for c, text in names.items() if (seen == text).sum() > 1}
+
+
+def _numbered(names: dict) -> dict:
+    clashing = _clashing(names)
+    return {c: f"{text} (cohort {c})" if c in clashing else text for c, text in names.items()}
+
+
+def cohort_summaries(data: OpinionData, labels, n_answers: int = 2, confidence: float = 0.90) -> list[str]:
+    """One sentence per cohort (in cohort order): what it believes and how that differs from everyone.
+
+    E.g. "72% say “too little” on welfare, against 41% of all respondents,
+    and 57% say “too much” on the military, against 17%." Shares are of
+    cohort members (and of all respondents) who answered the question. A
+    cohort none of whose answers is significantly more common than outside
+    it (Polis's two-proportion test at ``confidence``) is said to be so.
+    """
+    cohorts = np.unique(np.asarray(labels))
+    if len(cohorts) < 2:
+        return ["Everyone is in one cohort."] * len(cohorts)
+    table = distinctive_answers(data, labels, top=n_answers, confidence=confidence)
+    topics = dict(zip(data.question_ids, question_topics(data.questions)))
+    counts = dict(zip(data.question_ids, data.answer_counts()))
+    sentences = []
     for cohort in cohorts:
         rows = table[table["cohort"] == cohort]
-        parts = [f"{answer}: {short[qid]}" for qid, answer in zip(rows["question_id"], rows["answer"])]
-        names.append(" · ".join(parts) if parts else "no distinctive answers")
-    return names
+        clauses = []
+        for i, row in enumerate(rows.itertuples()):
+            question = data.questions[data.question_index(row.question_id)]
+            option = question.options.index(row.answer)
+            everyone = counts[row.question_id][option] / max(counts[row.question_id].sum(), 1)
+            against = "of all respondents" if i == 0 else "overall"
+            clauses.append(f"{row.share_in:.0%} {answer_clause(question, option, topics[row.question_id])}, "
+                           f"against {everyone:.0%} {against}")
+        if not clauses:
+            sentences.append("No answer is more common in this cohort than among everyone else.")
+        elif not rows["significant"].any():
+            sentences.append("No answer sets this cohort clearly apart (no difference is significant at "
+                             f"{confidence:.0%}); the closest: {clauses[0]}.")
+        else:
+            sentences.append(", and ".join(clauses) + ".")
+    return sentences
 
 
-def short_question_texts(questions, max_words: int = 6) -> list[str]:
-    """A few readable words per question, for labels and table columns.
+WEAK_SILHOUETTE = 0.25
+"""Below this average silhouette, Kaufman & Rousseeuw (1990, *Finding Groups in Data*, ch. 2)
+find "no substantial structure"; 0.26-0.50 is weak, 0.51-0.70 reasonable, above 0.70 strong."""
 
-    A readable id (words joined by ``_``, ``-`` or spaces, like
-    ``immigration_policy``) is used as it is. Otherwise the wording is used
-    without the words every question shares at its start and end (GSS's "Are
-    we spending too much, too little, or about the right amount on ..."),
-    without a leading article, cut to ``max_words`` words.
+
+def separation_caution(silhouette: float) -> str | None:
+    """A warning for readers when cohorts are weakly separated (silhouette below :data:`WEAK_SILHOUETTE`)."""
+    if silhouette is None or not np.isfinite(silhouette) or silhouette >= WEAK_SILHOUETTE:
+        return None
+    return (f"Weakly separated cohorts: the silhouette is {silhouette:.2f}, below {WEAK_SILHOUETTE} "
+            "(Kaufman & Rousseeuw's threshold for substantial structure). Respondents form a continuum "
+            "more than distinct groups: read each cohort as a region of opinion with blurred edges, many "
+            "members are nearly as close to another cohort, and its name describes its centre, not "
+            "every member.")
+
+
+def cohort_composition(composition: pd.DataFrame, cohort, min_gap: float = 0.05,
+                       orders: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Who is in ``cohort``, for people to read, from :func:`metadata_composition`'s table.
+
+    Returns ``(shares, averages)``. ``shares``: one row per category whose
+    share in the cohort differs from everyone by more than ``min_gap``:
+    ``column``, ``category``, ``cohort_percent``, ``everyone_percent``,
+    ``difference`` (percentage points), most over-represented column first
+    and, within a column, the categories in ``orders[column]`` (a scale's
+    order) when given, else by share in the cohort. ``averages``: ``column``,
+    ``statistic``, ``cohort``, ``everyone`` for numeric columns.
     """
-    questions = list(questions)
-    texts = [re.sub(r"[\s?.!:;]+$", "", (q.text or q.id).strip()) for q in questions]
-    words = [t.split() for t in texts]
-    prefix = _common_length(words) if len(words) > 1 else 0
-    suffix = _common_length([w[::-1] for w in words]) if len(words) > 1 else 0
-    short = []
-    for question, w in zip(questions, words):
-        if _readable_id(question.id):
-            short.append(re.sub(r"[_-]+", " ", question.id))
-            continue
-        core = w[prefix: len(w) - suffix] if len(w) - suffix > prefix else w
-        if len(core) > 1 and core[0].lower() in ("the", "a", "an"):
-            core = core[1:]
-        text = " ".join(core[:max_words]) + ("…" if len(core) > max_words else "")
-        short.append(text or question.id)
-    return short
-
-
-def _common_length(word_lists: list[list[str]]) -> int:
-    shortest = min(len(w) for w in word_lists)
-    n = 0
-    # Keep at least one word of every question.
-    while n < shortest - 1 and len({w[n].lower() for w in word_lists}) == 1:
-        n += 1
-    return n
-
-
-def _readable_id(question_id: str) -> bool:
-    parts = [p for p in re.split(r"[_\-\s]+", question_id) if p]
-    return len(parts) >= 2 and all(p.isalpha() and len(p) >= 3 for p in parts)
+    rows = composition[composition["cohort"] == cohort]
+    shares = rows[rows["statistic"] == "share"]
+    shares = shares[(shares["value"] - shares["overall"]).abs() > min_gap]
+    shares = pd.DataFrame({"column": shares["column"], "category": shares["category"],
+                           "cohort_percent": 100 * shares["value"], "everyone_percent": 100 * shares["overall"],
+                           "difference": 100 * (shares["value"] - shares["overall"])})
+    gap = shares.groupby("column")["difference"].transform(lambda d: d.abs().max())
+    orders = orders or {}
+    position = [(list(orders[c]).index(v) if v in orders[c] else len(orders[c])) if c in orders else -p
+                for c, v, p in zip(shares["column"], shares["category"], shares["cohort_percent"])]
+    shares = (shares.assign(_gap=gap, _position=position)
+              .sort_values(["_gap", "column", "_position"], ascending=[False, True, True], kind="stable")
+              .drop(columns=["_gap", "_position"]).reset_index(drop=True))
+    numbers = rows[rows["statistic"] != "share"]
+    averages = pd.DataFrame({"column": numbers["column"], "statistic": numbers["statistic"],
+                             "cohort": numbers["value"], "everyone": numbers["overall"]}).reset_index(drop=True)
+    return shares, averages

@@ -7,6 +7,7 @@ Chat and steering use the tiny random model of tests/tiny_llm.py (through
 """
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -130,6 +131,42 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
     assert len([m for m in app.metric if m.label == "Respondents"]) == 3
 
 
+def test_cohort_cards_name_each_cohort_in_its_answers_words_and_say_how_it_differs(study):
+    from persona_engine.profiles import cohort_names
+
+    app = open_app()
+    headings = [m for m in app.markdown if str(m.value).startswith("#### Cohort")]
+    expected = cohort_names(study.data, study.labels).set_index("cohort")
+    assert len(headings) == study.n_cohorts
+    for heading in headings:
+        cohort, name = re.match(r"#### Cohort (\d+) · (.+)", heading.value).groups()
+        assert name == expected.loc[int(cohort), "name"]
+        assert heading.proto.help == expected.loc[int(cohort), "full_name"]  # the full name on hover
+        assert re.match(r"(Too much|About right|Too little) on [a-zA-Z]", name), name  # option words, no codes
+    assert len({h.value for h in headings}) == study.n_cohorts
+    sentences = [m.value for m in app.markdown if "of all respondents" in str(m.value)]
+    assert len(sentences) == study.n_cohorts and all(re.match(r"\d+% say “", s) for s in sentences)
+    assert "Weakly separated cohorts: the silhouette is 0.09" in texts(app.warning)
+
+
+def test_who_is_in_a_cohort_is_in_percent_sorted_by_the_largest_difference():
+    app = open_app()
+    table = app.expander[0].dataframe[0]
+    columns = json.loads(table.proto.columns)
+    assert columns["cohort_percent"]["type_config"]["format"] == "%.0f%%"
+    shares = table.value
+    assert shares["cohort_percent"].between(0, 100).all() and shares["cohort_percent"].max() > 1
+    gaps = shares.groupby("column", sort=False)["difference"].apply(lambda d: d.abs().max())
+    assert list(gaps) == sorted(gaps, reverse=True)
+
+
+def test_who_is_in_a_cohort_says_so_in_words_when_there_is_no_metadata(studies_folder):
+    app = open_app(study=two_camps_study(studies_folder / "camps"))
+    said = " ".join(texts(e.markdown) for e in app.expander if e.label == "Who is in it")
+    assert "no information about respondents beyond their answers" in said
+    assert not any(len(e.dataframe) for e in app.expander if e.label == "Who is in it")
+
+
 def test_the_codebook_table_round_trips_and_edits_reach_the_data():
     book = read_codebook(GSS / "codebook.json")
     data = read_opinions(GSS)
@@ -160,6 +197,27 @@ def test_map_page_colours_by_metadata_and_by_answers():
     for colour in ("partyid", "answer: natfare"):
         app.selectbox(key="map_colour").select(colour).run()
         assert not app.exception
+
+
+def map_traces(app) -> list[tuple[str, str]]:
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    return [(t["name"], t["marker"]["color"]) for t in spec["data"]
+            if t.get("name") not in (CURSOR, "cohort personas", "found respondent")]
+
+
+def test_map_colours_ordered_answers_and_metadata_along_a_scale_in_its_order(study):
+    from persona_engine.palettes import cohort_scale
+
+    app = open_app(page="map")
+    assert map_traces(app) == list(cohort_scale(study.n_cohorts).colours.items())
+    app.selectbox(key="map_colour").select("polviews").run()
+    traces = map_traces(app)
+    assert [name for name, _ in traces] == [
+        "Extremely liberal", "Liberal", "Slightly liberal", "Moderate", "Slightly conservative",
+        "Conservative", "Extremely conservative", "unknown"]
+    assert len({colour for _, colour in traces[:7]}) == 7 and all(c.startswith("rgb(") for _, c in traces[:7])
+    app.selectbox(key="map_colour").select("answer: natfare").run()
+    assert [name for name, _ in map_traces(app)][:3] == ["too much", "about right", "too little"]
 
 
 def test_the_selection_handler_turns_events_into_respondents_and_cursor_points():
@@ -302,6 +360,12 @@ def test_yourself_persona_lands_on_the_map(tiny_model):
     app.selectbox(key=f"you_{first}").select_index(1).run()
     assert not app.exception, app.exception
     assert "Where you land on the map" in texts(app.markdown)
+    from persona_engine.palettes import cohort_scale
+
+    spec = next(json.loads(c.proto.spec) for c in app.get("plotly_chart") if '"you"' in c.proto.spec)
+    cohorts = {t["name"]: t["marker"]["color"] for t in spec["data"] if t["name"] != "you"}
+    assert cohorts == cohort_scale(len(cohorts)).colours          # the Map page's palette
+    assert spec["layout"].get("showlegend", True) and spec["layout"]["legend"]["title"]["text"] == "cohort"
 
 
 def two_camps_study(folder: Path) -> Path:

@@ -1,5 +1,8 @@
 """Cohort profiles checked against counts worked out by hand."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,9 +152,100 @@ def test_short_texts_and_labels():
     answers[:40, 0], answers[40:, 0] = 2, 0          # cohort 0: too little welfare
     answers[:40, 1], answers[40:, 1] = 0, 2          # cohort 0: too much military
     data = OpinionData(np.arange(80), questions, answers)
-    names = profiles.cohort_labels(data, labels)
-    assert len(names) == 2
-    assert "too little: welfare" in names[0] and "too much: military" in names[0]
-    assert "too much: welfare" in names[1]
+    names = profiles.cohort_names(data, labels)
+    assert list(names["name"]) == list(names["full_name"])  # short enough to need no cut
+    assert names["name"][0] == "Too little on welfare; too much on the military, armaments and defense"
+    assert names["name"][1].startswith("Too much on welfare")
     overview = profiles.cohort_overview(data, labels)
-    assert list(overview["size"]) == [40, 40] and list(overview["label"]) == names
+    assert list(overview["size"]) == [40, 40] and list(overview["label"]) == list(names["name"])
+
+
+# ------------------------------------------------------------ cohorts in words
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data" / "studies"
+
+
+@pytest.fixture(scope="module", params=["gss_spending", "brexit-consensus"])
+def sample(request):
+    from persona_engine.study import Study
+    return Study.load(SAMPLES / request.param)
+
+
+def test_sample_cohort_names_are_distinct_readable_and_never_cut_mid_word(sample):
+    names = profiles.cohort_names(sample.data, sample.labels, max_chars=40)
+    assert names["name"].is_unique and names["full_name"].is_unique
+    options = {o for q in sample.data.questions for o in q.options}
+    for name, full in zip(names["name"], names["full_name"]):
+        assert len(name) <= 40 or " " not in full
+        assert not re.search(r"^\d|: \d", name)                  # meanings, not codes
+        assert "…" not in full and "…" not in name[:-1]
+        words = set(re.findall(r"[\w'’-]+", full))
+        assert set(re.findall(r"[\w'’-]+", name)) <= words   # every word of the name is whole
+        first = full.split(";")[0].split(":")[0].lower()
+        assert any(option in first for option in options) or any(
+            full.startswith(v) for v in ("Agrees", "Disagrees", "Passes on"))
+    assert names.equals(profiles.cohort_names(sample.data, sample.labels, max_chars=40))  # deterministic
+
+
+def test_gss_and_polis_names_read_in_option_words(sample):
+    names = list(profiles.cohort_names(sample.data, sample.labels)["name"])
+    if sample.data.source.format == "polis":
+        assert all(re.match(r"(Agrees|Disagrees|Passes on): [A-Z]", n) for n in names), names
+    else:
+        assert all(re.match(r"(Too much|About right|Too little) on ", n) for n in names), names
+        assert not any("…" in n for n in names)
+
+
+def test_cohorts_with_the_same_distinctive_answers_get_distinct_names():
+    questions = tuple(Question(f"nat{j}", f"{STEM} {item}?", SPENDING)
+                      for j, item in enumerate(["welfare", "parks", "roads"]))
+    labels = np.repeat([0, 1, 2], 30)
+    answers = np.zeros((90, 3), dtype=int)
+    answers[:60, 0] = 2                      # cohorts 0 and 1: above all, too little on welfare
+    answers[:20, 1], answers[30:37, 1], answers[60:68, 1] = 2, 2, 2
+    names = profiles.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
+    assert list(names["name"]) == ["Too little on welfare and parks", "Too little on welfare, too much on parks",
+                                   "Too much on welfare"]   # a second answer tells them apart
+    answers[:, 1] = 0                        # now nothing does: their number does
+    names = profiles.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
+    assert list(names["name"][:2]) == ["Too little on welfare (cohort 0)", "Too little on welfare (cohort 1)"]
+
+
+def test_a_cohort_summary_says_what_it_believes_against_everyone():
+    questions = tuple(Question(f"nat{j}", f"{STEM} {item}?", SPENDING)
+                      for j, item in enumerate(["welfare", "the military"]))
+    answers = np.zeros((100, 2), dtype=int)
+    answers[:50, 0] = 2                                  # cohort 0: all "too little" on welfare
+    answers[:36, 1] = 2                                  # 72% of cohort 0: too little on the military
+    answers[50:, 1] = 1
+    data = OpinionData(np.arange(100), questions, answers)
+    sentences = profiles.cohort_summaries(data, np.repeat([0, 1], 50))
+    assert sentences[0] == ("100% say “too little” on welfare, against 50% of all respondents, and 72% say "
+                            "“too little” on the military, against 36% overall.")
+    assert sentences[1].startswith("100% say “too much” on welfare, against 50% of all respondents")
+
+
+def test_polis_summaries_quote_the_statement(sample):
+    sentences = profiles.cohort_summaries(sample.data, sample.labels)
+    assert len(sentences) == sample.n_cohorts and all("% of all respondents" in s for s in sentences)
+    if sample.data.source.format == "polis":
+        assert all(re.match(r"\d+% (agree|disagree|pass) (with|on) “", s) for s in sentences)
+
+
+def test_weak_separation_is_cautioned_below_kaufman_and_rousseeuws_threshold():
+    caution = profiles.separation_caution(0.08)
+    assert "0.08" in caution and "Weakly separated" in caution
+    assert profiles.separation_caution(0.24) is not None
+    assert profiles.separation_caution(profiles.WEAK_SILHOUETTE) is None
+    assert profiles.separation_caution(float("nan")) is None
+
+
+def test_who_is_in_a_cohort_in_percent_sorted_by_the_largest_difference(tiny):
+    data, labels = tiny
+    composition = profiles.metadata_composition(data, labels, max_categories=3)
+    shares, averages = profiles.cohort_composition(composition, 0, orders={"party": ["R", "D"]})
+    assert list(shares["category"]) == ["R", "D"]                # the codebook's order within a column
+    assert shares["cohort_percent"].tolist() == pytest.approx([100 / 3, 200 / 3])
+    assert shares["difference"].tolist() == pytest.approx([100 / 3 - 400 / 6, 200 / 3 - 200 / 6])
+    shares, _ = profiles.cohort_composition(composition, 0)
+    assert list(shares["category"]) == ["D", "R"]                # else by share in the cohort
+    assert set(averages["statistic"]) == {"mean", "median"} and set(averages["column"]) == {"age"}
