@@ -114,7 +114,8 @@ with guarded():  # errors become messages, never tracebacks
     head = min(data.n_respondents, 50)
     preview = pd.DataFrame({q.id: [q.options[a] if a != MISSING else None for a in data.answers[:head, j]]
                             for j, q in enumerate(data.questions)}, index=data.respondent_ids[:head])
-    st.dataframe(pd.concat([preview, data.metadata.iloc[:head]], axis=1), height=260)
+    st.dataframe(pd.concat([preview, data.metadata.iloc[:head]], axis=1), height=260,
+                 placeholder="")  # a missing answer is a blank cell, not "None"
 
     if data.source.format in ("wide", "long"):
         with st.expander("Codebook: question wording, option order, metadata columns", expanded=False):
@@ -139,9 +140,11 @@ with guarded():  # errors become messages, never tracebacks
     st.subheader("Missing answers")
     left, right = st.columns(2)
     answered = pd.DataFrame({"question": data.question_ids, "answered": observed.mean(axis=0)})
-    figure = px.bar(answered, x="answered", y="question", orientation="h", height=max(260, 16 * data.n_questions),
+    figure = px.bar(answered, x="answered", y="question", orientation="h", height=max(260, 60 + 18 * data.n_questions),
                     title="Share of respondents who answered each question")
     figure.update_layout(xaxis_tickformat=".0%", margin=dict(l=0, r=0, t=40, b=0), yaxis_title=None)
+    # Plotly thins out crowded category labels; every question needs its name (ids like "12" are not numbers).
+    figure.update_yaxes(type="category", tickmode="linear", tick0=0, dtick=1)
     left.plotly_chart(figure)
     figure = px.histogram(x=observed.sum(axis=1), nbins=min(50, data.n_questions + 1),
                           title="Answers per respondent", labels={"x": "questions answered"})

@@ -359,6 +359,55 @@ def test_ragged_rows_and_repeated_column_names():
     expect_error(b"id,q1,q1\n1,2,3\n", name="a.csv", contains=("a.csv", "column 'q1'", "twice"))
 
 
+@pytest.mark.parametrize("lines, row, cells", [
+    (["id,q1,q2", "1,yes,no,no,yes", "2,no,yes", "3,yes,yes"], 2, 5),  # pandas took it for row names
+    (["id,q1,q2", "1,yes,no", "2,no,yes", "3,yes,no,no,yes", "4,no,no"], 4, 5),
+])
+def test_a_ragged_csv_names_the_file_the_row_and_both_cell_counts(tmp_path, lines, row, cells):
+    path = tmp_path / "ragged.csv"
+    path.write_text("\n".join(lines) + "\n")
+    message = expect_error(path, contains=(str(path), f"row {row}:", f"{cells} cells",
+                                           "header (row 1) has 3"))
+    assert "question columns" not in message
+
+
+def test_a_ragged_row_below_a_cell_with_a_line_break_gives_row_and_line(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text('id,q1,note\n1,yes,"two\nlines"\n2,no,ok\n3,yes,ok,extra\n')
+    expect_error(path, contains=("ragged.csv", "row 4:", "4 cells", "has 3", "line 5 of the file"))
+
+
+def test_row_names_without_a_header_cell_are_still_read(tmp_path):
+    path = tmp_path / "write_table.csv"  # R's write.table(sep=","): one more cell on every row
+    path.write_text("q1,q2\nr1,yes,no\nr2,no,yes\nr3,yes,yes\n")
+    data = read_opinions(path)
+    assert data.question_ids == ["q1", "q2"] and list(data.answers[:, 0]) == [1, 0, 1]
+
+
+@pytest.mark.parametrize("content", [bytes(range(128, 256)) * 8, bytes(range(1, 256)),
+                                     b"\x8d\x90\xff\xfe" * 100 + b",\n"])
+def test_a_binary_file_is_not_a_text_table(tmp_path, content):
+    path = tmp_path / "answers.csv"
+    path.write_bytes(content)
+    message = expect_error(path, contains=(str(path), "not a text table"))
+    assert all(kind in message for kind in ("CSV", "TSV", "Parquet", "XLSX"))
+
+
+def test_a_cp1252_csv_is_still_read_as_latin1(tmp_path):
+    text = "id,opinion\n1,très bien\n2,“mal”\n3,très bien\n4,€ cher\n"
+    path = tmp_path / "windows.csv"
+    path.write_bytes(text.encode("cp1252"))
+    options = read_opinions(path).questions[0].options
+    assert options == tuple(sorted({v.encode("cp1252").decode("latin-1")
+                                    for v in ("très bien", "“mal”", "€ cher")}))
+
+
+def test_utf8_text_whose_bytes_cp1252_leaves_undefined_is_not_binary():
+    rows = "".join(f"{i},Москва,согласен\n{i + 100},Санкт-Петербург,против\n" for i in range(20))
+    data = read_opinions(f"id,город,мнение\n{rows}".encode(), name="ru.csv")  # "с" is D1 81
+    assert data.questions[1].options == ("против", "согласен")
+
+
 def test_duplicate_respondent_ids_name_the_rows():
     table = b"id,q1,q2\n7,1,2\n8,2,1\n7,1,1\n9,2,2\n"
     expect_error(table, name="a.csv", id_column="id",

@@ -34,6 +34,9 @@ DEFAULT_MAX_BYTES = 500_000_000
 TABLE_SUFFIXES = {".csv": "CSV", ".tsv": "TSV", ".tab": "TSV", ".txt": "CSV",
                   ".parquet": "Parquet", ".pq": "Parquet", ".xlsx": "XLSX"}
 ENCODINGS = ("utf-8", "utf-8-sig", "latin-1")
+CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+CP1252_UNDEFINED_BYTES = bytes([0x81, 0x8D, 0x8F, 0x90, 0x9D])
+BINARY_SAMPLE_BYTES = 65_536
 # Only blank cells and the usual spellings of "not available" are missing.
 # pandas' default list also holds "None", which is a real Pew answer option.
 MISSING_TEXTS = ["", "NA", "N/A", "n/a", "NaN", "nan", "#N/A", "NULL", "null"]
@@ -282,7 +285,10 @@ def _member_loader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, display: str,
 def decode_text(data: bytes, where: str) -> str:
     """Decode a text file, trying UTF-8, UTF-8 with BOM, then Latin-1.
 
-    A file that starts with a UTF-16 byte-order mark is read as UTF-16.
+    A file that starts with a UTF-16 byte-order mark is read as UTF-16. Bytes
+    that no text table holds (see :func:`looks_binary`) are refused rather
+    than decoded as Latin-1, which would accept any bytes at all; Latin-1
+    text written by Windows (cp1252) is read as before.
     """
     if not data.strip():
         raise DataError("the file is empty", file=where, expected="a header row and data rows")
@@ -291,16 +297,40 @@ def decode_text(data: bytes, where: str) -> str:
             return data.decode("utf-16").removeprefix("\ufeff")
         except UnicodeDecodeError:
             pass
-    if b"\x00" in data[:8192]:
-        raise DataError("looks like a binary file, not text", file=where,
-                        expected="a CSV or TSV text file (or Parquet/XLSX with that extension)")
+    sample = data[:BINARY_SAMPLE_BYTES]
+    if looks_binary(sample):
+        raise _not_text(where)
     for encoding in ENCODINGS:
+        # Bytes cp1252 leaves undefined are common in UTF-8 (Cyrillic letters),
+        # so they count against a file only once it is known not to be UTF-8.
+        if encoding == "latin-1" and looks_binary(sample, CONTROL_BYTES + CP1252_UNDEFINED_BYTES):
+            raise _not_text(where)
         try:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
         return text.removeprefix("\ufeff")  # a BOM decoded as plain UTF-8
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _not_text(where: str) -> DataError:
+    return DataError("looks like a binary file, not a text table", file=where,
+                     expected="a CSV or TSV text file (UTF-8 or Latin-1), or a Parquet, XLSX or "
+                              "zip file named with its own extension")
+
+
+def looks_binary(sample: bytes, odd_bytes: bytes = CONTROL_BYTES) -> bool:
+    """Whether ``sample`` (the start of a file) holds bytes no text table has.
+
+    ``odd_bytes`` are those: by default NUL and the other control characters
+    but tab, line breaks and form feed. Text has none of them; images,
+    archives and compressed data are about one byte in eight. A stray one (a
+    trailing Ctrl-Z) is allowed, a NUL never.
+    """
+    if b"\x00" in sample:
+        return True
+    odd = len(sample) - len(sample.translate(None, delete=odd_bytes))
+    return odd > max(2, len(sample) // 100)
 
 
 def read_table(file: InputFile, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
@@ -364,16 +394,64 @@ def _read_delimited(text: str, file: InputFile) -> pd.DataFrame:
     header = next(csv.reader(io.StringIO(first_line), delimiter=sep), [])
     _check_unique_columns([h.strip() for h in header], file.display)
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                           na_values=MISSING_TEXTS, skipinitialspace=True)
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                            na_values=MISSING_TEXTS, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError("the file is empty", file=file.display) from None
     except pd.errors.ParserError as error:
-        line = re.search(r"line (\d+)", str(error))
-        reason = " ".join(str(error).split())
-        raise DataError(f"rows do not line up with the header ({reason})", file=file.display,
-                        row=int(line.group(1)) if line else None,
-                        expected=f"the same number of '{sep}'-separated cells on every row") from None
+        raise _long_row_error(text, sep, len(header), file.display) or _parser_error(
+            error, sep, file.display) from None
+    # pandas reads the surplus leading cells of a first row that is longer
+    # than the header as row names, silently; only R's write.table layout (every
+    # row one cell longer: unlabelled row names) means that.
+    if not isinstance(table.index, pd.RangeIndex) and not _has_row_names(text, sep, len(header)):
+        raise _long_row_error(text, sep, len(header), file.display) or DataError(
+            "rows do not line up with the header", file=file.display, row=2,
+            expected=f"the same number of '{sep}'-separated cells on every row")
+    return table
+
+
+def _row_widths(text: str, sep: str):
+    """``(row, line, n_cells)`` for each non-blank row after the header.
+
+    ``row`` counts as a spreadsheet does (the header is row 1, blank lines
+    count); ``line`` is the line of the file the row starts on, which is later
+    than ``row`` once a quoted cell above holds a line break.
+    """
+    reader = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
+    next(reader, None)
+    line = reader.line_num
+    for row, cells in enumerate(reader, start=2):
+        if cells:
+            yield row, line + 1, len(cells)
+        line = reader.line_num
+
+
+def _long_row_error(text: str, sep: str, width: int, where: str) -> DataError | None:
+    """The first row with more cells than the header's ``width``, as an error; ``None`` if none has.
+
+    Only called once pandas has failed, so large valid files are parsed once.
+    """
+    for row, line, n_cells in _row_widths(text, sep):
+        if n_cells > width:
+            at = "" if line == row else f" (it starts on line {line} of the file)"
+            return DataError(f"has {n_cells} cells but the header (row 1) has {width}{at}",
+                             file=where, row=row,
+                             expected=f"at most {width} '{sep}'-separated cells on every row; "
+                                      f"a cell that contains '{sep}' must be in double quotes")
+    return None
+
+
+def _has_row_names(text: str, sep: str, width: int) -> bool:
+    return all(n_cells == width + 1 for _, _, n_cells in _row_widths(text, sep))
+
+
+def _parser_error(error: Exception, sep: str, where: str) -> DataError:
+    line = re.search(r"line (\d+)", str(error))
+    reason = " ".join(str(error).split())
+    return DataError(f"rows do not line up with the header ({reason})", file=where,
+                     row=int(line.group(1)) if line else None,
+                     expected=f"the same number of '{sep}'-separated cells on every row")
 
 
 def _check_unique_columns(columns: list[str], where: str) -> None:
