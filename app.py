@@ -2,9 +2,10 @@
 
 Run with ``make app`` (or ``streamlit run app.py -- --study STUDY --studies DIR``).
 Pages are thin views over ``persona_engine``; this file decides which study
-is open first and where studies are saved; every page draws the shared
-sidebar (``pages.state.guarded``):
-study picker and the model status. Environment: ``PERSONA_ENGINE_STUDIES``
+is open first and where studies are saved, and starts loading the language
+model in the background so that Chat finds it warm. The app opens on the Home
+page; every page draws the shared sidebar (``pages.state.guarded``): study
+picker and the model status. Environment: ``PERSONA_ENGINE_STUDIES``
 (the studies folder) and ``PERSONA_ENGINE_MODEL`` (a language model folder
 or hub id instead of the default SmolLM2).
 
@@ -19,7 +20,7 @@ import sys
 
 import streamlit as st
 
-from pages.state import DEFAULT_STUDY, FRAME, WANTED
+from pages.state import DEFAULT_STUDY, FRAME, WANTED, start_loading_llm
 
 st.set_page_config(page_title="Persona Engine", page_icon=":material/groups:", layout="wide")
 
@@ -37,11 +38,13 @@ if "study_path" not in st.session_state:
     st.session_state["study_path"] = arguments.study
     if arguments.studies:
         st.session_state.setdefault("studies_folder", arguments.studies)
+start_loading_llm()  # once per server and model: a background thread, so the first Chat need not wait
 
 page = st.navigation(
     [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
-        st.Page("pages/cohorts.py", title="Cohorts", icon=":material/groups:", default=True),
+        st.Page("pages/cohorts.py", title="Cohorts", icon=":material/groups:"),
         st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
         st.Page("pages/steer.py", title="Steer", icon=":material/tune:"),
         st.Page("pages/chat.py", title="Chat", icon=":material/forum:"),

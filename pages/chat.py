@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.state import current_study, get_llm, get_matcher, get_steering, guarded
+from pages.state import current_study, get_llm, get_matcher, get_steering, guarded, handed_persona, study_state
 from pages.widgets import NOTE, cohorts_on_map, persona_from_spec, predicted_table
 from persona_engine.personas import predicted_answers
 from persona_engine.profiles import cohort_names, distinctive_answers, short_question_texts
@@ -33,7 +33,7 @@ STRONG = 1.5
 
 def choose_persona(study) -> dict:
     """The persona spec picked on this page (starting from the one handed over by another page)."""
-    handed = st.session_state.get("chat_persona") or {"kind": "cohort", "cohort": 0}
+    handed = handed_persona() or {"kind": "cohort", "cohort": 0}
     kinds = [k for k in KINDS if k != "selection" or handed["kind"] == "selection"]
     kind = st.radio("Talk to", kinds, format_func=KINDS.get, horizontal=True,
                     index=kinds.index(handed["kind"]), key=f"kind_{json.dumps(handed)}")
@@ -289,10 +289,11 @@ with guarded():  # errors become messages, never tracebacks
     if mode == "One persona":
         spec = choose_persona(study)
         persona = persona_from_spec(study, spec)
-        st.session_state["last_persona"] = spec
-        conversation = st.session_state.get("conversation")
+        kept = study_state()  # conversations stay with their study, through reruns, pages and study switches
+        kept["last_persona"] = spec
+        conversation = kept.get("conversation")
         if conversation is None or conversation["persona"] != spec:
-            conversation = st.session_state["conversation"] = {"persona": spec, "messages": []}
+            conversation = kept["conversation"] = {"persona": spec, "messages": []}
         talk, side = st.columns([2, 1])
         with side:
             grounding(study, spec, persona)
@@ -309,7 +310,7 @@ with guarded():  # errors become messages, never tracebacks
         conversations = {persona.name: conversation["messages"]}
     else:
         candidates = [{"kind": "cohort", "cohort": c} for c in range(study.n_cohorts)]
-        for earlier in (st.session_state.get("last_persona"), st.session_state.get("chat_persona")):
+        for earlier in (study_state().get("last_persona"), handed_persona()):
             usable = earlier is not None and (earlier["kind"] != "answers" or earlier.get("answers"))
             if usable and earlier not in candidates:
                 candidates.insert(0, earlier)  # met in one-persona mode, or handed over by the map
@@ -319,7 +320,7 @@ with guarded():  # errors become messages, never tracebacks
         if len(picked) < 2:
             st.info("Pick at least two personas.")
             st.stop()
-        state = st.session_state.setdefault("side_by_side", {})
+        state = study_state().setdefault("side_by_side", {})
         if prompt:
             st.button("Stop", key="stop_side_by_side", icon=":material/stop_circle:",
                       on_click=lambda: st.session_state[STOP].set() if STOP in st.session_state else None,
@@ -346,6 +347,6 @@ with guarded():  # errors become messages, never tracebacks
         left.download_button("Transcript (Markdown)", markdown, "transcript.md", mime="text/markdown")
         middle.download_button("Transcript (JSON)", payload, "transcript.json", mime="application/json")
         if right.button("Start over"):
-            st.session_state.pop("conversation", None)
-            st.session_state.pop("side_by_side", None)
+            study_state().pop("conversation", None)
+            study_state().pop("side_by_side", None)
             st.rerun()

@@ -12,7 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.state import current_study, guarded, study_stamp
+from pages.state import current_study, guarded, hand_to_chat, study_key, study_stamp
 from pages.widgets import CURSOR, cursor_grid, map_selection, predicted_table, share_bars
 from persona_engine.opinion_data import MISSING
 from persona_engine.palettes import (SEQUENTIAL, answer_scale, cohort_scale, metadata_orders, metadata_scale,
@@ -92,8 +92,7 @@ def map_figure(study, frame, colour: str, hover: list[str], cursor, found) -> go
 
 
 def chat_with(spec: dict) -> None:
-    st.session_state["chat_persona"] = spec
-    st.switch_page("pages/chat.py")
+    hand_to_chat(spec)
 
 
 with guarded():  # errors become messages, never tracebacks
@@ -102,7 +101,9 @@ with guarded():  # errors become messages, never tracebacks
     frame, hover = map_table(str(study.path), study_stamp(study), study)
 
     # The chart's last selection event arrives before the widgets are drawn: move the cursor first.
-    event = map_selection((st.session_state.get("map") or {}).get("selection"))
+    # Its key is the study's, so a selection on one study never shows on another.
+    chart = study_key("map")
+    event = map_selection((st.session_state.get(chart) or {}).get("selection"))
     if event.point is not None and event.point != st.session_state.get("cursor_clicked"):
         st.session_state["cursor_clicked"] = event.point
         st.session_state["cursor_x"], st.session_state["cursor_y"] = (round(v, 2) for v in event.point)
@@ -115,7 +116,7 @@ with guarded():  # errors become messages, never tracebacks
     left, right = st.columns([2, 1])
     colour = left.selectbox("Colour by", colours, key="map_colour",
                             help="A cohort, any metadata column, or the answer to any question")
-    wanted = right.text_input("Find a respondent (id)", key="find_respondent").strip()
+    wanted = right.text_input("Find a respondent (id)", key=study_key("find_respondent")).strip()
     found_row = None
     if wanted:
         matches = np.flatnonzero(study.data.respondent_ids == wanted)
@@ -126,7 +127,7 @@ with guarded():  # errors become messages, never tracebacks
     found = None if found_row is None else study.latent_map.coords_[found_row]
 
     cursor = (float(st.session_state["cursor_x"]), float(st.session_state["cursor_y"]))
-    st.plotly_chart(map_figure(study, frame, colour, hover, cursor, found), key="map", on_select="rerun",
+    st.plotly_chart(map_figure(study, frame, colour, hover, cursor, found), key=chart, on_select="rerun",
                     selection_mode=("points", "box", "lasso"),
                     config={"scrollZoom": True, "displaylogo": False})
     st.caption("Click anywhere to move the latent cursor (★). To select respondents, pick the box or lasso "

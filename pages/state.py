@@ -9,8 +9,13 @@ by every session; what a session has chosen lives in ``st.session_state``:
 * ``llm_model``: the language model for chat and steering: ``None`` for the
   default SmolLM2, else a model folder or hub id (``$PERSONA_ENGINE_MODEL``
   sets it for every session; tests put a tiny model's folder here);
-* ``chat_persona``: the persona handed to the Chat page, as a spec dict
-  (see :func:`persona_from_spec`).
+* ``per_study``: what belongs to one study alone, ``{study id: {key: value}}``
+  (see :func:`study_state`): the persona handed to the Chat page
+  (``chat_persona``, a spec dict, see :func:`persona_from_spec`), the last one
+  met there and the conversations. Opening another study sets it aside;
+  reopening the study brings it back. Widgets whose value is about one
+  study's respondents (the map's selection) take their key from
+  :func:`study_key`, so their value never follows into another study.
 """
 
 from __future__ import annotations
@@ -123,11 +128,50 @@ def load_study(path) -> Study:
 
 
 def open_study(path) -> None:
-    """Make ``path`` the open study of this session (the personas of the old one no longer apply)."""
+    """Make ``path`` the open study of this session.
+
+    The old study's conversations and personas stay in its :func:`study_state`;
+    the latent cursor, kept in plain widget keys, starts afresh.
+    """
     st.session_state["study_path"] = str(path)
-    for key in ("chat_persona", "last_persona", "cursor_x", "cursor_y", "cursor_clicked", "conversation",
-                "side_by_side"):
+    for key in (HANDED, "cursor_x", "cursor_y", "cursor_clicked"):
         st.session_state.pop(key, None)
+
+
+# ------------------------------------------------------------ per-study state
+PER_STUDY = "per_study"
+HANDED = "chat_persona"
+"""A persona spec handed to the Chat page; a top-level value is taken into the open study's state."""
+
+
+def study_id(path) -> str:
+    """The key of one study's state: its folder and its manifest's stamp, so a refit study starts afresh."""
+    return f"{Path(path).resolve()}@{_stamp(Path(path))}"
+
+
+def study_state() -> dict:
+    """This session's state of the open study alone (``{key: value}``), kept while other studies are open."""
+    path = st.session_state.get("study_path", str(DEFAULT_STUDY))
+    return st.session_state.setdefault(PER_STUDY, {}).setdefault(study_id(path), {})
+
+
+def study_key(name: str) -> str:
+    """A widget key ``name`` of the open study: the widget's value stays with that study."""
+    return f"{name}@{study_id(st.session_state.get('study_path', str(DEFAULT_STUDY)))}"
+
+
+def hand_to_chat(spec: dict) -> None:
+    """Open the Chat page on the persona ``spec`` of the open study."""
+    study_state()[HANDED] = spec
+    st.switch_page("pages/chat.py")
+
+
+def handed_persona() -> dict | None:
+    """The persona last handed to the Chat page for the open study, if any."""
+    here = study_state()
+    if HANDED in st.session_state:  # set by a page (or a test) as a plain session key
+        here[HANDED] = st.session_state.pop(HANDED)
+    return here.get(HANDED)
 
 
 def current_study(stop_on_error: bool = True) -> Study | None:
@@ -148,15 +192,75 @@ def llm_model() -> str | None:
     return st.session_state.get("llm_model") or os.environ.get(MODEL_ENV) or None
 
 
-@st.cache_resource(show_spinner="Loading the language model (the first time takes ~20 s)…")
-def _load_llm(model: str | None):
-    from persona_engine.llm import load_llm
+@dataclass
+class ModelLoad:
+    """One language model loading in a background thread, shared by every session.
 
-    return load_llm(model)
+    ``done`` is set when the load ended: then ``llm`` holds the
+    :class:`~persona_engine.llm.LLM`, or ``error`` why it could not load.
+    """
+
+    model: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    llm: object = None
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        # A plain thread, without Streamlit's script context: it calls the package, never st.*.
+        from persona_engine.llm import load_llm
+
+        try:
+            self.llm = load_llm(self.model)
+        except Exception as error:  # DataError or not, raised again where the model is wanted
+            if not isinstance(error, DataError):
+                log.exception("loading the language model failed")
+            self.error = error
+        finally:
+            self.done.set()
+
+
+@st.cache_resource
+def _model_loads() -> tuple[dict, threading.Lock]:
+    """``({model: ModelLoad}, lock)``: one load per model for the whole server."""
+    return {}, threading.Lock()
+
+
+def start_loading_llm() -> ModelLoad:
+    """Start loading this session's model in the background, unless it is loading or loaded.
+
+    app.py calls it on every run, so the model is warm by the time the Chat page wants it.
+    """
+    model = llm_model()
+    loads, lock = _model_loads()
+    with lock:
+        load = loads.get(model)
+        if load is None or (load.done.is_set() and load.error is not None):  # a failed load is tried again
+            load = loads[model] = ModelLoad(model)
+            threading.Thread(target=load.run, daemon=True, name="persona-llm-load").start()
+    return load
+
+
+MODEL_STATUS = {"loading": "loading…", "ready": "ready"}
+"""What the sidebar says of :func:`llm_status`; anything else is a failure."""
+
+
+def llm_status() -> str:
+    """``"ready"``, ``"loading"`` or ``"failed: why"`` for this session's model (starting its load)."""
+    load = start_loading_llm()
+    if not load.done.is_set():
+        return "loading"
+    return "ready" if load.error is None else f"failed: {load.error}"
 
 
 def get_llm():
-    return _load_llm(llm_model())
+    """This session's :class:`~persona_engine.llm.LLM`, waiting for its background load if need be."""
+    load = start_loading_llm()
+    if not load.done.is_set():
+        with st.spinner("Loading the language model (the first time takes ~20 s)…"):
+            load.done.wait()
+    if load.error is not None:
+        raise load.error
+    return load.llm
 
 
 @st.cache_resource(show_spinner="Loading the study's soft-prompting model…", max_entries=8)
@@ -282,6 +386,13 @@ def training_jobs() -> dict[str, TrainingJob]:
 
 
 # ------------------------------------------------------------------ errors
+PICKER = "study_picker"
+
+
+def _picked(studies: dict[str, Path]) -> None:
+    open_study(studies[st.session_state[PICKER]])
+
+
 def sidebar() -> None:
     """What every page shares: the study picker, the open study and the models' status.
 
@@ -290,21 +401,21 @@ def sidebar() -> None:
     """
     with st.sidebar:
         studies = saved_studies()
-        paths = [p.resolve() for p in studies.values()]
-        current = st.session_state.get("study_path", str(DEFAULT_STUDY))
-        here = Path(current).resolve()
-        chosen = st.selectbox("Study", list(studies), index=paths.index(here) if here in paths else 0,
-                              key=f"study_picker_{current}")
-        if studies[chosen].resolve() != here:
-            open_study(studies[chosen])
-            st.rerun()
+        here = Path(st.session_state.get("study_path", str(DEFAULT_STUDY))).resolve()
+        label = next((name for name, path in studies.items() if path.resolve() == here), None)
+        if st.session_state.get(PICKER) != label:
+            st.session_state[PICKER] = label  # opened elsewhere: a fit, the command line
+        # A callback, not a rerun: a page that stops early (st.stop) keeps its widgets' old values,
+        # and a rerun on a stale picker value would switch back and forth forever.
+        st.selectbox("Study", list(studies), key=PICKER, on_change=_picked, args=(studies,))
         study = current_study(stop_on_error=False)
         if study is not None:
             steering = steering_label(study) if study.path is not None else "not trained yet"
             st.caption(f"**{study.data.source.name}**  \n"
                        f"{study.data.n_respondents:,} respondents · {study.data.n_questions} questions · "
                        f"{study.n_cohorts} cohorts  \nSteering model: {steering}  \n"
-                       f"Language model: {llm_model() or 'SmolLM2-135M-Instruct (default)'}")
+                       f"Language model: {llm_model() or 'SmolLM2-135M-Instruct (default)'} "
+                       f"({MODEL_STATUS.get(llm_status(), 'could not be loaded')})")
 
 
 @contextmanager

@@ -1,9 +1,11 @@
 """The app's pages, driven by Streamlit's AppTest on the sample data.
 
 AppTest cannot click on a Plotly chart, so the map's selection handler is
-tested as the pure function it is; everything else goes through the pages.
+tested as the pure function it is, and a selection is sent as the chart's
+widget state (:func:`select_on_map`); everything else goes through the pages.
 Chat and steering use the tiny random model of tests/tiny_llm.py (through
-``st.session_state["llm_model"]``), so no test needs the real LLM.
+``st.session_state["llm_model"]``, and ``PERSONA_ENGINE_MODEL`` for the model
+the app starts loading in the background), so no test needs the real LLM.
 """
 
 import json
@@ -20,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the app's pages/ are not part of the installed package
 
+from pages.state import PER_STUDY, study_id
 from pages.widgets import CURSOR, codebook_dict, codebook_rows, cursor_grid, map_selection, persona_from_spec
 from persona_engine.ingest import read_codebook, read_opinions
 from persona_engine.selection import cohort_differences, selection_labels, selection_profile
@@ -27,6 +30,7 @@ from persona_engine.study import Study
 from tiny_llm import save_tiny_llm
 
 STUDY = ROOT / "sample_data" / "studies" / "gss_spending"
+BREXIT = ROOT / "sample_data" / "studies" / "brexit-consensus"
 GSS = ROOT / "sample_data" / "gss_spending"
 
 
@@ -47,6 +51,12 @@ def studies_folder(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def background_model(tiny_model, monkeypatch):
+    """The model app.py starts loading for every session: the tiny one, never the real SmolLM2."""
+    monkeypatch.setenv("PERSONA_ENGINE_MODEL", tiny_model)
+
+
 def open_app(study=STUDY, page=None, **state) -> AppTest:
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     app.session_state["study_path"] = str(study)
@@ -63,9 +73,14 @@ def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
 
 
+def kept(app, key: str, study=STUDY):
+    """What the session keeps for ``study`` alone (``pages.state.study_state``) under ``key``."""
+    return app.session_state[PER_STUDY][study_id(study)].get(key)
+
+
 # ------------------------------------------------------------------ frame
-def test_the_app_opens_on_the_sample_study_with_its_cohort_cards(study):
-    app = open_app()
+def test_the_cohorts_page_shows_the_sample_study_with_its_cohort_cards(study):
+    app = open_app(page="cohorts")
     assert app.title[0].value == "Cohorts"
     sizes = [int(m.value.replace(",", "")) for m in app.metric if m.label == "Respondents"]
     assert sorted(sizes) == sorted(np.bincount(study.labels).tolist())
@@ -106,6 +121,150 @@ def test_an_unknown_persona_is_a_message_on_the_chat_page(tiny_model):
     assert "no-such" in texts(app.error) or "no-such" in texts(app.warning)
 
 
+# ------------------------------------------------------------------ home
+def test_the_app_opens_on_the_home_page_with_the_study_and_its_headline_figures(study):
+    app = open_app()
+    assert app.title[0].value == "Persona Engine"
+    said = texts(app.markdown)
+    assert "collaborative filtering" in said and "Li et al." in said and "NAACL 2024" in said
+    assert "not what real people said" in texts(app.info) and "decisions about real people" in texts(app.info)
+    assert "**GSS 2018: national spending priorities**: 2,348 respondents × 18 questions" in said
+    assert "`gss_spending.csv`" in said and "`sample_data/gss_spending/`" in said
+    assert [b.label for b in app.button] == ["Explore the cohorts", "Open the map", "Talk to cohorts side by side"]
+    metrics = {m.label: m for m in app.metric}
+    assert metrics["Respondents"].value == "2,348" and metrics["Questions"].value == "18"
+    assert metrics["Cohorts"].value == str(study.n_cohorts) and metrics["Silhouette"].value == "0.09"
+    # The evaluation report's held-out accuracies (docs/results.md): soft prompt, filter, majority.
+    assert [metrics[label].value for label in ("Soft prompt, held-out accuracy", "Collaborative filter",
+                                                "Each question's majority")] == ["0.625", "0.618", "0.561"]
+    assert all(m.proto.help for m in app.metric)  # each figure says how it was computed
+    assert "2912 answers of 800 respondents" in metrics["Collaborative filter"].proto.help
+    assert "BIC" in metrics["Cohorts"].proto.help and "silhouette" in metrics["Silhouette"].proto.help
+    assert "Language model" in texts(app.caption) and ": ready" in texts(app.caption)  # the tiny model is quick
+
+
+def test_a_study_without_an_evaluation_shows_its_soft_prompts_validation_score():
+    app = open_app(study=BREXIT)
+    said = texts(app.markdown)
+    assert "**Can there be consensus on Brexit?**: 204 respondents × 50 questions" in said
+    assert "`sample_data/polis/brexit-consensus/`" in said
+    metrics = {m.label: m for m in app.metric}
+    assert "Soft prompt, held-out accuracy" not in metrics
+    assert "validation answers" in metrics["Soft prompt, validation accuracy"].proto.help
+
+
+def test_the_home_pages_first_steps_open_cohorts_the_map_and_chat_side_by_side(tiny_model):
+    for label, title in (("Explore the cohorts", "Cohorts"), ("Open the map", "Latent map")):
+        app = open_app()
+        app.button[[b.label for b in app.button].index(label)].click().run()
+        assert not app.exception and app.title[0].value == title
+    app = open_app(llm_model=tiny_model)
+    app.button[2].click().run()
+    assert not app.exception, app.exception
+    assert app.title[0].value == "Chat" and app.radio(key="chat_mode").value == "Side by side"
+    assert app.multiselect(key="side_by_side_personas").value == ["cohort 0", "cohort 1"]
+
+
+def test_the_language_model_loads_in_the_background_once_and_chat_reuses_it(tiny_model):
+    from pages.state import _model_loads
+
+    open_app(llm_model=tiny_model)
+    load = _model_loads()[0][tiny_model]
+    assert load.done.wait(60) and load.error is None
+    app = open_app(page="chat", llm_model=tiny_model)
+    assert _model_loads()[0][tiny_model] is load  # not loaded again
+    app.chat_input[0].set_value("Hello").run()
+    assert not app.exception and kept(app, "conversation")["messages"][-1]["role"] == "assistant"
+
+
+# ------------------------------------------------------------------ per-study state
+def select_on_map(app, study, rows) -> None:
+    """Send a box selection of ``rows`` on the map as the browser would (AppTest cannot drag on a chart)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    coords = study.latent_map.coords_[rows]
+    points = [{"x": float(x), "y": float(y), "customdata": [str(rid)]}
+              for (x, y), rid in zip(coords, study.data.respondent_ids[rows])]
+    box = [{"x": [float(coords[:, 0].min()), float(coords[:, 0].max())],
+            "y": [float(coords[:, 1].min()), float(coords[:, 1].max())]}]
+    selection = {"points": points, "point_indices": list(range(len(points))), "box": box, "lasso": []}
+    states = app._tree.get_widget_states()
+    chart = app.get("plotly_chart")[0].proto.id
+    states.widgets.append(WidgetState(id=chart, string_value=json.dumps({"selection": selection})))
+    app._run(states)
+
+
+def shown_selection(app) -> str | None:
+    return next((m.value for m in app.markdown if str(m.value).startswith("**Selection:")), None)
+
+
+def switch_study(app, label: str) -> None:
+    app.sidebar.selectbox[0].select(label).run()
+    assert not app.exception, app.exception
+
+
+def test_a_map_selection_never_follows_into_another_study(study):
+    app = open_app(page="map")
+    select_on_map(app, study, np.flatnonzero(study.labels == 1)[:208])
+    assert shown_selection(app) == "**Selection: 208 respondents** (9% of everyone)"
+    app.run()
+    assert shown_selection(app) is not None  # it stays while the study does
+    switch_study(app, "brexit-consensus (sample)")
+    assert app.title[0].value == "Latent map" and "Can there be consensus" in texts(app.sidebar.caption)
+    assert shown_selection(app) is None and "Chat with this selection" not in texts(app.button)
+    app.run()
+    assert shown_selection(app) is None
+    # Plotly cannot be given a selection to draw, so it is not kept for the study's return either:
+    # coming back shows the map as the chart shows it, with nothing selected.
+    switch_study(app, "gss_spending (sample)")
+    assert shown_selection(app) is None
+
+
+def test_the_found_respondent_and_the_latent_cursor_start_afresh_in_another_study(study):
+    app = open_app(page="map")
+    rid = str(study.data.respondent_ids[5])
+    app.text_input(key=f"find_respondent@{study_id(STUDY)}").input(rid).run()
+    app.number_input(key="cursor_x").set_value(5.0).run()
+    switch_study(app, "brexit-consensus (sample)")
+    assert f"Respondent {rid}" not in texts(app.markdown) and not app.warning
+    brexit = Study.load(BREXIT)
+    largest = int(np.bincount(brexit.labels).argmax())
+    assert app.number_input(key="cursor_x").value == round(float(brexit.centroid_coords()[largest][0]), 2)
+
+
+def test_conversations_are_kept_per_study_through_reruns_pages_and_study_switches(tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model)
+    app.chat_input[0].set_value("What about welfare?").run()
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]
+    app.switch_page("pages/map.py").run()
+    app.switch_page("pages/chat.py").run()
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]  # back from another page
+    switch_study(app, "brexit-consensus (sample)")
+    assert app.title[0].value == "Chat" and not app.chat_message  # the other study's conversation is not here
+    app.chat_input[0].set_value("Should we leave?").run()
+    assert not app.exception, app.exception
+    assert kept(app, "conversation", BREXIT)["messages"][0]["content"] == "Should we leave?"
+    switch_study(app, "gss_spending (sample)")
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]
+    assert app.chat_message[0].markdown[0].value == "What about welfare?"
+    assert [m["content"] for m in kept(app, "conversation")["messages"]][0] == "What about welfare?"
+
+
+def test_side_by_side_conversations_and_handed_personas_stay_with_their_study(study, tiny_model):
+    rid = str(study.data.respondent_ids[3])
+    app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "respondent", "id": rid})
+    app.radio(key="chat_mode").set_value("Side by side").run()
+    app.multiselect(key="side_by_side_personas").set_value(["cohort 2", "cohort 3"]).run()
+    app.chat_input[0].set_value("Hello").run()
+    assert set(kept(app, "side_by_side")) >= {"cohort 2", "cohort 3"}
+    switch_study(app, "brexit-consensus (sample)")  # two cohorts: no cohort 3 there
+    assert not kept(app, "side_by_side", BREXIT) or not any(kept(app, "side_by_side", BREXIT).values())
+    assert rid not in " ".join(app.multiselect(key="side_by_side_personas").options)
+    switch_study(app, "gss_spending (sample)")
+    assert kept(app, "chat_persona") == {"kind": "respondent", "id": rid}
+    assert len(kept(app, "side_by_side")["cohort 3"]) == 2
+
+
 # ------------------------------------------------------------------ data and cohorts
 def test_data_page_reads_a_sample_and_shows_its_format_and_missingness():
     app = open_app(page="data")
@@ -114,6 +273,55 @@ def test_data_page_reads_a_sample_and_shows_its_format_and_missingness():
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Format"] == "polis" and metrics["Respondents"] == "204" and metrics["Questions"] == "50"
     assert len(app.get("plotly_chart")) == 2  # answered share per question, answers per respondent
+
+
+def upload_on_the_data_page(name: str, content: bytes) -> AppTest:
+    app = open_app(page="data")
+    app.radio(key="data_source").set_value("My file").run()
+    app.file_uploader[0].set_value((name, content, "text/csv")).run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("ragged.csv", b"id,q1,q2\n1,yes,no,no,yes\n2,no,yes\n3,yes,yes\n",
+     ("ragged.csv, row 2:", "5 cells", "header (row 1) has 3")),
+    ("answers.csv", bytes(range(128, 256)) * 8, ("answers.csv", "not a text table", "Parquet")),
+])
+def test_an_unreadable_upload_is_a_message_with_file_and_row_not_a_traceback(name, content, said):
+    app = upload_on_the_data_page(name, content)
+    message = texts(app.error)
+    assert message.startswith("These answers cannot be read:")
+    assert all(part in message for part in said), message
+    assert "Traceback" not in message and not app.code and not app.metric  # nothing drawn after it
+
+
+def test_the_data_preview_leaves_missing_answers_blank():
+    app = open_app(page="data")  # the GSS table and codebook, with unanswered questions
+    preview = app.dataframe[0]
+    assert preview.proto.HasField("placeholder") and preview.proto.placeholder == ""
+    answers = preview.value["natspac"]
+    assert answers.isna().any() and not answers.isin(["None", "nan"]).any()
+
+
+def test_the_missingness_chart_labels_every_question():
+    app = open_app(page="data")
+    questions = len(read_opinions(GSS).question_ids)
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    axis = spec["layout"]["yaxis"]
+    assert (axis["type"], axis["tickmode"], axis["dtick"]) == ("category", "linear", 1)
+    assert len(spec["data"][0]["y"]) == questions == 18
+    assert spec["layout"]["height"] >= 18 * questions  # room for each label
+
+
+def test_the_app_config_allows_uploads_as_large_as_the_reader_and_hides_deploy():
+    import tomllib
+
+    from persona_engine.ingest import DEFAULT_MAX_BYTES
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1_000_000 == DEFAULT_MAX_BYTES
+    assert config["client"]["toolbarMode"] in ("viewer", "minimal")
 
 
 def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
@@ -134,7 +342,7 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
 def test_cohort_cards_name_each_cohort_in_its_answers_words_and_say_how_it_differs(study):
     from persona_engine.profiles import cohort_names
 
-    app = open_app()
+    app = open_app(page="cohorts")
     headings = [m for m in app.markdown if str(m.value).startswith("#### Cohort")]
     expected = cohort_names(study.data, study.labels).set_index("cohort")
     assert len(headings) == study.n_cohorts
@@ -150,7 +358,7 @@ def test_cohort_cards_name_each_cohort_in_its_answers_words_and_say_how_it_diffe
 
 
 def test_who_is_in_a_cohort_is_in_percent_sorted_by_the_largest_difference():
-    app = open_app()
+    app = open_app(page="cohorts")
     table = app.expander[0].dataframe[0]
     columns = json.loads(table.proto.columns)
     assert columns["cohort_percent"]["type_config"]["format"] == "%.0f%%"
@@ -161,7 +369,7 @@ def test_who_is_in_a_cohort_is_in_percent_sorted_by_the_largest_difference():
 
 
 def test_who_is_in_a_cohort_says_so_in_words_when_there_is_no_metadata(studies_folder):
-    app = open_app(study=two_camps_study(studies_folder / "camps"))
+    app = open_app(study=two_camps_study(studies_folder / "camps"), page="cohorts")
     said = " ".join(texts(e.markdown) for e in app.expander if e.label == "Who is in it")
     assert "no information about respondents beyond their answers" in said
     assert not any(len(e.dataframe) for e in app.expander if e.label == "Who is in it")
@@ -256,7 +464,7 @@ def test_a_selection_is_profiled_against_everyone(study):
 def test_finding_a_respondent_and_the_latent_cursor_hand_personas_to_chat(study, tiny_model):
     app = open_app(page="map", llm_model=tiny_model)
     rid = str(study.data.respondent_ids[5])
-    app.text_input(key="find_respondent").input(rid).run()
+    app.text_input(key=f"find_respondent@{study_id(STUDY)}").input(rid).run()
     assert f"Respondent {rid}" in texts(app.markdown)
     app.number_input(key="cursor_x").set_value(5.0).run()
     app.number_input(key="cursor_y").set_value(5.0).run()
@@ -265,8 +473,8 @@ def test_finding_a_respondent_and_the_latent_cursor_hand_personas_to_chat(study,
     [button for button in app.button if button.label == "Chat with this point"][0].click().run()
     assert not app.exception, app.exception
     assert app.title[0].value == "Chat"
-    assert app.session_state["chat_persona"] == {"kind": "map_point", "point": [5.0, 5.0]}
-    assert persona_from_spec(study, app.session_state["chat_persona"]).source == "map_point"
+    assert kept(app, "chat_persona") == {"kind": "map_point", "point": [5.0, 5.0]}
+    assert persona_from_spec(study, kept(app, "chat_persona")).source == "map_point"
 
 
 # ------------------------------------------------------------------ chat and steering
@@ -292,14 +500,14 @@ def test_side_by_side_sends_one_message_to_every_persona_and_the_unsteered_model
     app.chat_input[0].set_value("Hello").run()
     assert not app.exception, app.exception
     assert [m.name for m in app.chat_message] == ["user", "assistant"] * 4
-    assert set(app.session_state["side_by_side"]) >= {"cohort 0", "cohort 1", "cohort 2", "unsteered model"}
+    assert set(kept(app, "side_by_side")) >= {"cohort 0", "cohort 1", "cohort 2", "unsteered model"}
 
 
 def test_a_reply_shows_what_grounded_it(study, tiny_model):
     app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "cohort", "cohort": 0})
     app.chat_input[0].set_value("What do you think about government spending on welfare?").run()
     assert not app.exception, app.exception
-    message = app.session_state["conversation"]["messages"][-1]
+    message = kept(app, "conversation")["messages"][-1]
     assert message["grounding"]["question_id"] == "natfare"
     assert message["content"].startswith("I think we are spending")
     assert message["stance"] == message["grounding"]["stance"]  # the reply says what the persona answers
@@ -320,12 +528,12 @@ def test_a_reply_cut_short_by_a_rerun_is_kept_and_marked_stopped(tiny_model):
     conversation = {"persona": {"kind": "cohort", "cohort": 1},
                     "messages": [{"role": "user", "content": "Hello"}, half]}
     app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "cohort", "cohort": 1},
-                   conversation=conversation)
-    kept = app.session_state["conversation"]["messages"][-1]
-    assert kept["stopped"] and not kept["pending"] and kept["content"] == "I think we are spend"
+                   **{PER_STUDY: {study_id(STUDY): {"conversation": conversation}}})
+    last = kept(app, "conversation")["messages"][-1]
+    assert last["stopped"] and not last["pending"] and last["content"] == "I think we are spend"
     assert "Stopped." in texts(app.caption)
     app.chat_input[0].set_value("Go on").run()  # the conversation carries on from what was said
-    assert [m["role"] for m in app.session_state["conversation"]["messages"]] == ["user", "assistant"] * 2
+    assert [m["role"] for m in kept(app, "conversation")["messages"]] == ["user", "assistant"] * 2
 
 
 def test_a_map_selection_is_a_persona_to_chat_with(study, tiny_model):
@@ -335,8 +543,8 @@ def test_a_map_selection_is_a_persona_to_chat_with(study, tiny_model):
     assert "mean vector of the 40 respondents" in texts(app.caption)
     app.chat_input[0].set_value("Should we spend more on parks?").run()
     assert not app.exception, app.exception
-    assert app.session_state["conversation"]["persona"] == spec
-    assert app.session_state["conversation"]["messages"][-1]["grounding"]["question_id"] == "natpark"
+    assert kept(app, "conversation")["persona"] == spec
+    assert kept(app, "conversation")["messages"][-1]["grounding"]["question_id"] == "natpark"
 
 
 def test_side_by_side_shows_each_personas_stance(study, tiny_model):
@@ -345,7 +553,7 @@ def test_side_by_side_shows_each_personas_stance(study, tiny_model):
     app.multiselect(key="side_by_side_personas").set_value(["cohort 0", "cohort 1"]).run()
     app.chat_input[0].set_value("What do you think about government spending on welfare?").run()
     assert not app.exception, app.exception
-    state = app.session_state["side_by_side"]
+    state = kept(app, "side_by_side")
     stances = [state[name][-1]["stance"] for name in ("cohort 0", "cohort 1")]
     expected = [state[name][-1]["grounding"]["stance"] for name in ("cohort 0", "cohort 1")]
     assert stances == expected and stances[0] != stances[1]
