@@ -235,9 +235,25 @@ def start_loading_llm() -> ModelLoad:
     with lock:
         load = loads.get(model)
         if load is None or (load.done.is_set() and load.error is not None):  # a failed load is tried again
+            _import_model_code()
             load = loads[model] = ModelLoad(model)
             threading.Thread(target=load.run, daemon=True, name="persona-llm-load").start()
     return load
+
+
+def _import_model_code() -> None:
+    """Import torch and transformers here, in the script's thread, before the loading thread starts.
+
+    Two threads importing them at once can hand one a half-initialised
+    module ("cannot import name 'DynamicCache' from 'transformers'"): the
+    pages import them too. About 3 s, which the first page that needs them
+    would spend anyway.
+    """
+    import transformers  # noqa: F401  (the whole package, then the names both threads use)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: F401
+
+    import persona_engine.llm  # noqa: F401
+    import persona_engine.steer.injection  # noqa: F401
 
 
 MODEL_STATUS = {"loading": "loading…", "ready": "ready"}

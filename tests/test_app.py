@@ -314,7 +314,7 @@ def test_the_missingness_chart_labels_every_question():
     assert spec["layout"]["height"] >= 18 * questions  # room for each label
 
 
-def test_the_app_config_allows_uploads_as_large_as_the_reader_and_hides_deploy():
+def test_the_app_config_allows_uploads_as_large_as_the_reader_hides_deploy_and_tracebacks():
     import tomllib
 
     from persona_engine.ingest import DEFAULT_MAX_BYTES
@@ -322,6 +322,7 @@ def test_the_app_config_allows_uploads_as_large_as_the_reader_and_hides_deploy()
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 1_000_000 == DEFAULT_MAX_BYTES
     assert config["client"]["toolbarMode"] in ("viewer", "minimal")
+    assert config["client"]["showErrorDetails"] in ("type", "none")  # no traceback reaches the browser
 
 
 def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):

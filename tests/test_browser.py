@@ -1,4 +1,5 @@
-"""The app in a real browser: Data -> Cohorts -> Map -> Chat with the real default model, then side by side.
+"""The app in a real browser: Home -> Map -> lasso -> another study; Data -> Cohorts -> Map -> Chat with the
+real default model; then side by side.
 
 Starts ``streamlit run app.py`` on a free port with the bundled sample study
 and drives Debian's chromium through Playwright (sync API). Screenshots of
@@ -86,6 +87,50 @@ def settled(page, timeout: float = 120) -> None:
 def snap(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_home_page_then_a_lasso_on_the_map_that_a_study_switch_clears(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.get_by_role("heading", name="Persona Engine").wait_for(timeout=90_000)
+    settled(page)
+    assert page.get_by_text("not what real people said").is_visible()
+    assert page.get_by_text("2,348 respondents × 18 questions").is_visible()
+    page.get_by_text("Soft prompt, held-out accuracy").wait_for(timeout=60_000)  # the headline figures
+    assert page.get_by_text("0.625", exact=True).is_visible()
+    assert not page.get_by_text("Deploy", exact=True).count()  # client.toolbarMode = "viewer"
+    snap(page, "home")
+
+    page.get_by_role("button", name="Open the map").click()
+    plot = page.locator(".js-plotly-plot .nsewdrag").first
+    plot.wait_for(timeout=60_000)
+    settled(page)
+    plot.hover()
+    page.locator('.modebar-btn[data-val="lasso"]').first.click(force=True)
+    box = plot.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    corners = [(0.15, 0.15), (0.85, 0.15), (0.85, 0.85), (0.15, 0.85), (0.15, 0.2)]
+    page.mouse.move(x0 + w * corners[0][0], y0 + h * corners[0][1])
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(x0 + w * fx, y0 + h * fy, steps=8)
+    page.mouse.up()
+    selection = page.get_by_text(re.compile(r"^Selection: [\d,]+ respondents"))
+    selection.wait_for(timeout=60_000)
+    settled(page)
+    assert page.get_by_role("button", name=re.compile(r"Chat with this selection")).is_visible()
+    snap(page, "map_selection")
+
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+    page.get_by_role("option", name="brexit-consensus (sample)").click()
+    page.get_by_test_id("stSidebar").get_by_text("Can there be consensus on Brexit?").wait_for(timeout=60_000)
+    settled(page)
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for(timeout=60_000)
+    assert page.get_by_role("heading", name="Latent map").is_visible()
+    selection.wait_for(state="detached", timeout=30_000)  # the old run's elements go when the new run ends
+    settled(page)
+    assert page.get_by_text("Chat with this selection").count() == 0
+    snap(page, "map_other_study")
 
 
 def test_data_cohorts_map_chat_with_the_real_model(browser, app_url):
