@@ -20,7 +20,7 @@ from pages.state import current_study, get_llm, get_matcher, get_steering, guard
 from pages.widgets import NOTE, cohorts_on_map, persona_from_spec, predicted_table
 from persona_engine.personas import predicted_answers
 from persona_engine.profiles import cohort_names, distinctive_answers, short_question_texts
-from persona_engine.steer.grounding import VOICE, grounded_chat
+from persona_engine.steer.grounding import VOICE, grounded_chat, grounded_chat_batch
 from persona_engine.steer.judge import judge_stance
 
 KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",
@@ -117,7 +117,7 @@ def grounding(study, spec: dict, persona) -> None:
     st.dataframe(predicted_table(predicted_answers(study, persona)), hide_index=True, height=300)
 
 
-def reply(study, llm, spm, messages: list, persona, settings, show=True) -> dict:
+def reply(study, llm, spm, messages: list, persona, settings) -> dict:
     """Stream the next reply to ``messages`` (a list in session state) and append it there.
 
     The reply is appended before it streams and filled as it does, so that a
@@ -145,15 +145,54 @@ def reply(study, llm, spm, messages: list, persona, settings, show=True) -> dict
             stop.set()  # also when the run is interrupted: the generation thread ends
             stream.close()
 
-    if show:
-        st.button("Stop", key=f"stop_{len(messages)}_{id(messages)}", icon=":material/stop_circle:",
-                  on_click=stop.set, help="Stop this reply here")
+    st.button("Stop", key=f"stop_{len(messages)}_{id(messages)}", icon=":material/stop_circle:",
+              on_click=stop.set, help="Stop this reply here")
     st.write_stream(pieces())
     message["content"] = message["content"].strip()
     message["pending"], message["stopped"] = False, False
     message["stance"] = reply_stance(study, message)
     provenance(message)
     return message
+
+
+def replies_side_by_side(study, llm, spm, histories: list, personas: list, columns, prompt: str,
+                         settings) -> None:
+    """Send ``prompt`` to every column's conversation and stream all the replies in one batch of generation.
+
+    ``histories[i]`` is column ``i``'s message list (in session state),
+    ``personas[i]`` its persona or None for the unsteered model. Each reply
+    is appended before it streams, as in :func:`reply`.
+    """
+    stop = threading.Event()
+    st.session_state[STOP] = stop
+    places, messages = [], []
+    for column, history in zip(columns, histories):
+        history.append({"role": "user", "content": prompt})
+        with column:
+            st.chat_message("user").write(prompt)
+            places.append(st.chat_message("assistant").empty())
+    groundings, events = grounded_chat_batch(  # without a soft prompt the filter still grounds each persona
+        llm, [[{"role": m["role"], "content": m["content"]} for m in h if m["content"]] for h in histories],
+        get_matcher(study), spm, [None if p is None else p.vector for p in personas],
+        embedder=study.embedder, strength=settings["strength"], voice=settings.get("voice", VOICE),
+        max_new_tokens=settings["max_new_tokens"], stop=stop)
+    for history, grounding in zip(histories, groundings):
+        messages.append({"role": "assistant", "content": "", "grounding": grounding.to_dict(), "pending": True})
+        history.append(messages[-1])
+    try:
+        for row, piece in events:
+            messages[row]["content"] += piece
+            places[row].markdown(messages[row]["content"] + " ▌")
+    finally:
+        stop.set()  # also when the run is interrupted: the generation thread ends
+        events.close()
+    for place, message in zip(places, messages):
+        message["content"] = message["content"].strip()
+        message["pending"], message["stopped"] = False, False
+        message["stance"] = reply_stance(study, message)
+        with place.container():
+            st.write(message["content"])
+            provenance(message)
 
 
 def settle(messages: list) -> None:
@@ -324,22 +363,21 @@ with guarded():  # errors become messages, never tracebacks
         if prompt:
             st.button("Stop", key="stop_side_by_side", icon=":material/stop_circle:",
                       on_click=lambda: st.session_state[STOP].set() if STOP in st.session_state else None,
-                      help="Stop the reply being written (the ones after it are not started)")
-        columns = st.columns(len(picked) + 1)
-        for column, name in zip(columns, picked + [UNSTEERED]):
+                      help="Stop the replies here (they are written together, in one batch)")
+        shown = picked + [UNSTEERED]
+        columns = st.columns(len(shown))
+        for column, name in zip(columns, shown):
             messages = state.setdefault(name, [])
             settle(messages)
-            persona = None if name == UNSTEERED else persona_from_spec(study, names[name])
             with column:
                 st.markdown(f"**{name}**")
                 for message in messages:
                     show_message(message)
-                if prompt:
-                    messages.append({"role": "user", "content": prompt})
-                    st.chat_message("user").write(prompt)
-                    with st.chat_message("assistant"):
-                        reply(study, llm, spm, messages, persona, settings, show=False)
-        conversations = {name: state.get(name, []) for name in picked + [UNSTEERED]}
+        if prompt:
+            personas = [None if name == UNSTEERED else persona_from_spec(study, names[name]) for name in picked]
+            replies_side_by_side(study, llm, spm, [state[name] for name in shown], [*personas, None],
+                                 columns, prompt, settings)
+        conversations = {name: state.get(name, []) for name in shown}
 
     if any(conversations.values()):
         markdown, payload = transcript(conversations, settings)

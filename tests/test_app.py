@@ -504,6 +504,35 @@ def test_side_by_side_sends_one_message_to_every_persona_and_the_unsteered_model
     assert set(kept(app, "side_by_side")) >= {"cohort 0", "cohort 1", "cohort 2", "unsteered model"}
 
 
+def test_side_by_side_writes_every_reply_in_one_batch(tiny_model, monkeypatch):
+    from persona_engine.steer import conversation
+
+    batches, alone = [], []
+    real_batch = conversation.chat_batch
+    monkeypatch.setattr(conversation, "chat_batch",
+                        lambda llm, requests, **options: batches.append(list(requests))
+                        or real_batch(llm, requests, **options))
+    monkeypatch.setattr(conversation, "chat", lambda *args, **kwargs: alone.append(args) or iter(()))
+    monkeypatch.setattr("persona_engine.steer.grounding.chat_batch", conversation.chat_batch)
+    monkeypatch.setattr("persona_engine.steer.grounding.chat", conversation.chat)
+    app = open_app(page="chat", llm_model=tiny_model)
+    app.radio(key="chat_mode").set_value("Side by side").run()
+    app.multiselect(key="side_by_side_personas").set_value(["cohort 0", "cohort 1", "cohort 2"]).run()
+    app.chat_input[0].set_value("What do you think about government spending on welfare?").run()
+    assert not app.exception, app.exception
+    assert len(batches) == 1 and not alone  # one generation for the four columns, none one after another
+    assert [r.messages[-1]["content"] for r in batches[0]] == ["What do you think about government spending "
+                                                               "on welfare?"] * 4
+    state = kept(app, "side_by_side")
+    replies = [state[name][-1] for name in ("cohort 0", "cohort 1", "cohort 2", "unsteered model")]
+    assert all(r["role"] == "assistant" and r["content"] and not r["pending"] for r in replies)
+    openings = [r.opening for r in batches[0]]
+    assert all(openings[:3]) and openings[3] is None  # the personas open with their stance; unsteered does not
+    assert [r["content"].startswith(o) for r, o in zip(replies[:3], openings[:3])] == [True] * 3
+    app.chat_input[0].set_value("Why?").run()  # the second turn: each column's own history
+    assert len(batches) == 2 and [len(r.messages) for r in batches[1]] == [3] * 4
+
+
 def test_a_reply_shows_what_grounded_it(study, tiny_model):
     app = open_app(page="chat", llm_model=tiny_model, chat_persona={"kind": "cohort", "cohort": 0})
     app.chat_input[0].set_value("What do you think about government spending on welfare?").run()

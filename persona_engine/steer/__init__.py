@@ -9,7 +9,9 @@ study's answers (:func:`train_soft_prompt`), then asked questions
 Modules: ``prompts`` (question and chat formatting), ``soft_prompt`` (the
 SPM), ``injection`` (placing the soft prompt in the LLM, strength),
 ``persona`` (answers and letter calibration), ``settings`` (how a soft
-prompt is trained: :class:`SteeringSettings`), ``training``, ``conversation`` (free chat, :func:`chat`), ``grounding``, and
+prompt is trained: :class:`SteeringSettings`), ``training``, ``conversation``
+(free chat, :func:`chat`; several replies in one batch, :func:`chat_batch`),
+``grounding``, and
 ``study_steering`` (train on a saved study, keep the SPM in its folder; not
 imported here, so that ``persona_engine.steer`` stays free of the study
 stages). The personas themselves come from :mod:`persona_engine.personas`.
@@ -20,7 +22,7 @@ from importlib import import_module
 # Names are imported on first use (PEP 562), so that the CLI can read the torch-free
 # settings without loading torch and transformers.
 _WHERE = {
-    "chat": "conversation",
+    "ChatRequest": "conversation", "chat": "conversation", "chat_batch": "conversation",
     "LetterCalibration": "persona", "answer": "persona", "calibrate_letters": "persona",
     "score_options": "persona",
     "encode_questions": "prompts", "question_text": "prompts",
@@ -40,6 +42,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ChatRequest",
     "LetterCalibration",
     "SoftPromptConfig",
     "SoftPromptModel",
@@ -49,6 +52,7 @@ __all__ = [
     "answer_examples",
     "calibrate_letters",
     "chat",
+    "chat_batch",
     "encode_questions",
     "estimate_training_seconds",
     "question_text",

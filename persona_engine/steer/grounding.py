@@ -34,7 +34,9 @@ is built in three steps instead:
 
 :func:`grounded_chat` does all three and streams the reply; the
 :class:`Grounding` it returns first is the provenance the app shows under
-the reply.
+the reply. :func:`grounded_chat_batch` does the same for several personas
+(the side by side chat) in one batch of generation; both build each reply
+with :func:`reply_request`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import snowballstemmer
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from persona_engine.opinion_data import Question
-from persona_engine.steer.conversation import chat
+from persona_engine.steer.conversation import ChatRequest, chat, chat_batch
 from persona_engine.steer.persona import answer
 from persona_engine.steer.prompts import question_text
 from persona_engine.steer.stance import SentenceEncoder, load_sentence_encoder
@@ -361,6 +363,30 @@ def related_views(matcher: QuestionMatcher, grounding: Grounding, persona: np.nd
     return [view.replace("I ", "I also ", 1) if view.startswith("I ") else view for view in views]
 
 
+def reply_request(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_prompt=None,
+                  persona: np.ndarray | None = None, *, embedder=None, strength: float = 1.0,
+                  source: str | None = None, voice: float = VOICE) -> tuple[Grounding, ChatRequest]:
+    """Ground the reply to ``messages`` and say how to write it: ``(grounding, request)``.
+
+    A grounded reply gets the system turn of :data:`SYSTEM` (the persona's
+    views), opens with its stance, runs :data:`MIN_WORDS` to
+    :data:`MAX_SENTENCES`, with the soft prompt at ``voice``; an ungrounded
+    or unsteered one is the steered (or unsteered) model's own, the soft
+    prompt at ``strength``. Parameters as in :func:`grounded_chat`.
+    """
+    grounding = ground(matcher, messages, persona, llm=llm, soft_prompt=soft_prompt, embedder=embedder,
+                       strength=strength, source=source)
+    steered = soft_prompt is not None and persona is not None
+    voiced = dict(soft_prompt=soft_prompt if steered else None, persona=persona if steered else None)
+    start = reply_opening(matcher, grounding, messages[-1]["content"])
+    if start is None:
+        return grounding, ChatRequest(messages, strength=strength, **voiced)
+    view = " ".join([_view(matcher, grounding.matches[0].index, grounding.stance)]
+                    + related_views(matcher, grounding, persona, embedder))
+    return grounding, ChatRequest(messages, system=SYSTEM.format(view=view), strength=voice, opening=start,
+                                  min_words=MIN_WORDS, max_sentences=MAX_SENTENCES, **voiced)
+
+
 def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_prompt=None,
                   persona: np.ndarray | None = None, *, embedder=None, strength: float = 1.0,
                   source: str | None = None, voice: float = VOICE,
@@ -374,16 +400,49 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
     ``temperature``, ``random_state``, ``stop``...). An ungrounded or
     unsteered reply is the steered (or unsteered) model's own.
     """
-    grounding = ground(matcher, messages, persona, llm=llm, soft_prompt=soft_prompt, embedder=embedder,
-                       strength=strength, source=source)
-    start = reply_opening(matcher, grounding, messages[-1]["content"])
-    anchored = {}
-    if start is not None:
-        view = " ".join([_view(matcher, grounding.matches[0].index, grounding.stance)]
-                        + related_views(matcher, grounding, persona, embedder))
-        anchored = dict(system=SYSTEM.format(view=view), opening=start, min_words=MIN_WORDS,
-                        max_sentences=MAX_SENTENCES)
-    steered = soft_prompt is not None and persona is not None
-    stream = chat(llm, messages, soft_prompt if steered else None, persona if steered else None,
-                  strength=strength if start is None else voice, **anchored, **options)
+    grounding, request = reply_request(llm, messages, matcher, soft_prompt, persona, embedder=embedder,
+                                       strength=strength, source=source, voice=voice)
+    stream = chat(llm, request.messages, request.soft_prompt, request.persona, system=request.system,
+                  strength=request.strength, opening=request.opening, min_words=request.min_words,
+                  max_sentences=request.max_sentences, **options)
     return grounding, stream
+
+
+def grounded_chat_batch(llm, conversations: Sequence[Sequence[dict]], matcher: QuestionMatcher, soft_prompt,
+                        personas: Sequence[np.ndarray | None], *, embedder=None, strength: float = 1.0,
+                        source: str | None = None, voice: float = VOICE,
+                        **options) -> tuple[list[Grounding], Iterator[tuple[int, str]]]:
+    """Ground and stream the replies of several personas at once (side by side chat).
+
+    Parameters
+    ----------
+    conversations:
+        One conversation per row, each as ``messages`` of :func:`grounded_chat`.
+    soft_prompt:
+        The study's soft prompt model, or None.
+    personas:
+        One vector ``(dim,)`` per row; ``None`` for the unsteered model (no
+        soft prompt, no grounding distribution).
+    embedder, strength, source, voice:
+        As in :func:`grounded_chat`, for every row with a persona.
+    options:
+        Go to :func:`~persona_engine.steer.conversation.chat_batch`
+        (``max_new_tokens``, ``temperature``, ``stop``...).
+
+    Returns
+    -------
+    ``(groundings, events)``: one :class:`Grounding` per row, and an
+    iterator of ``(row, piece of text)`` as the replies are written, all in
+    one batch (greedy replies are each row's :func:`grounded_chat` reply).
+    """
+    if len(conversations) != len(personas):
+        raise ValueError(f"{len(conversations)} conversations for {len(personas)} personas")
+    groundings, requests = [], []
+    for messages, persona in zip(conversations, personas):
+        steered = persona is not None
+        grounding, request = reply_request(llm, messages, matcher, soft_prompt if steered else None, persona,
+                                           embedder=embedder if steered else None, strength=strength,
+                                           source=source if steered else None, voice=voice)
+        groundings.append(grounding)
+        requests.append(request)
+    return groundings, chat_batch(llm, requests, **options)
