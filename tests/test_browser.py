@@ -50,7 +50,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_url(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """``(url, server process)`` of ``streamlit run app.py`` with the real default model."""
     port = _free_port()
     env = {**os.environ, "PERSONA_ENGINE_STUDIES": str(tmp_path_factory.mktemp("studies"))}
     env.pop("PERSONA_ENGINE_MODEL", None)  # the real default model
@@ -71,7 +77,7 @@ def app_url(tmp_path_factory):
                 if time.time() > deadline or server.poll() is not None:
                     raise RuntimeError(f"streamlit did not start, see {log.name}") from None
                 time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -200,3 +206,24 @@ def test_side_by_side_cohorts_whose_majorities_differ_take_different_stances(bro
     labels = study.data.questions[j].options
     assert chips[0] == f"stance: {labels[majority[0]]}" and chips[1] == f"stance: {labels[majority[1]]}"
     snap(page, "side_by_side")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_served_app_at_rest_keeps_no_core_busy(browser, served):
+    """No file watcher re-walking the repository (.streamlit/config.toml): idle means idle."""
+    url, server = served
+    page = browser.new_page()
+    page.goto(url)
+    page.get_by_text(re.compile(r"Language model SmolLM2.*: ready")).wait_for(timeout=180_000)
+    settled(page)
+    time.sleep(2)
+    before = cpu_seconds(server.pid)
+    time.sleep(10)
+    used = cpu_seconds(server.pid) - before
+    print(f"idle server CPU: {used:.2f} s over 10 s")
+    assert used < 1.0, f"the idle app used {used:.2f} s of CPU in 10 s"
