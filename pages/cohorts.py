@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -10,7 +12,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.state import current_study, guarded, is_bundled, new_study_path, open_study, study_stamp
-from pages.widgets import share_bars
+from pages.widgets import STAGES, fit_time, share_bars
 from persona_engine.palettes import cohort_colour, metadata_orders
 from persona_engine.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
                                      consensus_questions, distinctive_answers, metadata_composition,
@@ -19,19 +21,18 @@ from persona_engine.selection import cohort_differences
 from persona_engine.study import fit_study
 from persona_engine.wording import question_topics, shorten
 
-STAGES = {"embedding": (0.0, 0.6, "Embedding respondents (collaborative filtering)"),
-          "cohorts": (0.6, 0.85, "Finding cohorts and checking their stability"),
-          "map": (0.85, 1.0, "Drawing the map (UMAP)")}
 GAP = 0.05  # 'Who is in it' lists the groups whose share in a cohort differs from everyone's by more than this
 
 
 def fit_and_save(data, target, **options):
     """Fit a study with a progress bar, save it at ``target`` and open it."""
     bar = st.progress(0.0, text="Starting…")
+    started = time.perf_counter()
 
     def progress(stage, step, total):
         start, end, text = STAGES.get(stage, (0.0, 1.0, stage))
-        bar.progress(min(1.0, start + (end - start) * step / max(total, 1)), text=text)
+        done = min(1.0, start + (end - start) * step / max(total, 1))
+        bar.progress(done, text=f"{text} · {fit_time(time.perf_counter() - started, done)}")
 
     study = fit_study(data, progress=progress, **options)
     bar.progress(1.0, text=f"Saving to {target}")
@@ -159,6 +160,10 @@ with guarded():  # errors become messages, never tracebacks
             if st.button("Discard these answers"):
                 st.session_state.pop("pending_data")
                 st.rerun()
+        open_name = st.session_state.get("study_path", "")
+        st.caption(f"The open study ({Path(open_name).name or 'the sample'}) is shown here again once these "
+                   "answers are fitted or discarded.")
+        st.stop()  # the old study's results never sit under the new data's form
 
     study = current_study()
     st.caption(f"**{study.data.source.name}** · {study.data.n_respondents:,} respondents · "

@@ -331,6 +331,9 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
     app.button[-1].click().run()  # "Find cohorts in these answers"
     assert app.title[0].value == "Cohorts" and "Fit a new study" in texts(app.subheader)
     app.switch_page("pages/cohorts.py").run()  # AppTest reruns the page it was last told to
+    # Only the form: the open study's results never sit under the new answers' form.
+    assert "How many cohorts?" not in texts(app.subheader) and not app.metric
+    assert "is shown here again once these answers are fitted or discarded" in texts(app.caption)
     app.selectbox(key="fit_k").select(3)
     app.button(key="FormSubmitter:fit-Fit and save").click().run()
     assert not app.exception, app.exception
@@ -338,6 +341,16 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
     assert len(saved) == 1 and Path(app.session_state["study_path"]) == saved[0]
     assert Study.load(saved[0]).n_cohorts == 3
     assert len([m for m in app.metric if m.label == "Respondents"]) == 3
+
+
+def test_the_fit_progress_says_the_time_so_far_and_then_about_how_long_is_left():
+    from pages.widgets import STAGES, fit_time
+
+    assert fit_time(2.0, 0.05) == "2 s so far"  # no estimate while the first stage runs
+    embedded = STAGES["embedding"][1]
+    assert fit_time(6.0, embedded) == f"6 s so far, about {6 / embedded - 6:.0f} s left"
+    assert fit_time(40.0, 0.99) == "40 s so far, about 1 s left"
+    assert [STAGES[s][1] for s in ("embedding", "cohorts", "map")] == sorted(STAGES[s][1] for s in STAGES)
 
 
 def test_cohort_cards_name_each_cohort_in_its_answers_words_and_say_how_it_differs(study):
