@@ -52,6 +52,7 @@ passes to the attention layers as is.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -186,9 +187,14 @@ class Prompts:
     placement:
         ``"question"`` or ``"reply"`` (see the module docstring).
     max_cache_bytes:
-        With ``"reply"``, every prompt's keys and values are computed once
-        and kept when they fit in this many bytes; otherwise each batch
-        computes its own (still without gradients).
+        With ``"reply"``, every prompt's keys and values are computed once,
+        up front, and kept when they all fit in this many bytes
+        (:attr:`fully_cached`). Otherwise (a study of hundreds of long
+        statements) each batch computes the prompts it lacks, once per
+        distinct question (still without gradients), and the most recently
+        used ones are kept within this many bytes; batches that ask few
+        distinct questions then cost little (see
+        :func:`~persona_engine.steer.training.train_soft_prompt`).
     """
 
     def __init__(self, llm, context_ids: Sequence[int], bodies: Sequence[Sequence[int]],
@@ -205,8 +211,10 @@ class Prompts:
         self.heads = [tuple(b[:-1]) for b in bodies]
         self.bodies = [tuple(b[-1:]) for b in bodies]
         self._cached: Context | None = None
+        self._recent: OrderedDict[int, Context] = OrderedDict()  # least recently used first
+        self._token_bytes, self._budget = _bytes_per_token(llm, self.shared), max_cache_bytes
         longest = len(context_ids) + max((len(h) for h in self.heads), default=0)
-        if len(self.heads) * longest * _bytes_per_token(llm, self.shared) <= max_cache_bytes:
+        if len(self.heads) * longest * self._token_bytes <= max_cache_bytes:
             self._cached = Context.concat([encode_bodies(llm, self.shared, self.heads[i:i + 32])
                                            for i in range(0, len(self.heads), 32)]) if self.heads else None
 
@@ -219,6 +227,11 @@ class Prompts:
 
     def __len__(self) -> int:
         return len(self.bodies)
+
+    @property
+    def fully_cached(self) -> bool:
+        """Whether a batch costs the same whichever questions it asks (every prompt computed up front)."""
+        return self.placement == "question" or self._cached is not None or not self.heads
 
     def batch(self, index: Sequence[int], suffixes: Sequence[Sequence[int]] | None = None
               ) -> tuple[Context, torch.Tensor, torch.Tensor]:
@@ -234,7 +247,37 @@ class Prompts:
             return self.shared, ids, mask
         if self._cached is not None:
             return self._cached.select(index), ids, mask
-        return encode_bodies(self.llm, self.shared, [self.heads[i] for i in index]), ids, mask
+        rows = self._rows(index)
+        return Context.concat([rows[i] for i in index]), ids, mask
+
+    def _rows(self, index: Sequence[int]) -> dict[int, Context]:
+        """Each distinct question's context ``[shared | head]`` (one row, no padding): kept, or computed now."""
+        rows = {i: self._recent[i] for i in dict.fromkeys(index) if i in self._recent}
+        missing = [i for i in dict.fromkeys(index) if i not in rows]
+        for start in range(0, len(missing), 32):
+            chunk = missing[start:start + 32]
+            encoded = encode_bodies(self.llm, self.shared, [self.heads[i] for i in chunk])
+            for row, i in enumerate(chunk):
+                rows[i] = _one_row(encoded, row, self.shared.length, len(self.heads[i]))
+        for i, context in rows.items():  # the most recently used last; the oldest go past the budget
+            self._recent[i] = context
+            self._recent.move_to_end(i)
+        used = sum(c.length for c in self._recent.values()) * self._token_bytes
+        while used > self._budget and len(self._recent) > 1:
+            used -= self._recent.popitem(last=False)[1].length * self._token_bytes
+        return rows
+
+
+def _one_row(context: Context, row: int, n_shared: int, n_head: int) -> Context:
+    """Row ``row`` of :func:`encode_bodies`' output ``[shared | padding | head]``, without its padding."""
+    start = context.length - n_head  # where the row's head begins, after its left padding
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t[row:row + 1, ..., :n_shared, :], t[row:row + 1, ..., start:, :]], dim=-2)
+
+    bias = context.bias[row:row + 1]
+    return Context(n_shared + n_head, tuple(cut(k) for k in context.keys), tuple(cut(v) for v in context.values),
+                   torch.cat([bias[:, :n_shared], bias[:, start:]], dim=1), context.next_position[row:row + 1])
 
 
 def _bytes_per_token(llm, context: Context) -> int:

@@ -77,9 +77,10 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
     kind, placement = ("prefix", "question") if soft_prompt is None else (
         soft_prompt.config.kind, soft_prompt.config.placement)
     prompts = Prompts.for_questions(llm, encoded, placement)
-    # Batches of prompts of similar length waste less on padding (long, varied text prompts).
+    # Batches of prompts of similar length waste less on padding (long, varied text prompts); each
+    # question's pairs together, so that a batch computes few prompts when not all are cached.
     lengths = np.asarray([len(body) for body in encoded.body_ids])
-    order = np.argsort(lengths[question_index], kind="stable")
+    order = np.lexsort((question_index, lengths[question_index]))
     out = np.zeros((len(question_index), len(encoded.letter_ids)), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(question_index), batch_size):

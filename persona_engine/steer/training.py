@@ -316,6 +316,11 @@ def train_soft_prompt(
                                      placement)
         replies = reply_ids(llm.tokenizer, questions)
 
+    # Without every prompt cached, a batch pays for each distinct question it asks: ask few per batch.
+    grouped = not (prompts.fully_cached and (not spoken.any() or free.fully_cached))
+    if grouped:
+        val = val[np.argsort(question[val], kind="stable")]  # a validation check's loss is order-free
+
     def loss_on(rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
         """Mean loss over ``rows``, and letter hits and letter examples among them."""
         letters, words = rows[~spoken[rows]], rows[spoken[rows]]
@@ -367,7 +372,7 @@ def train_soft_prompt(
             _stop_if_cancelled(cancel)
             epoch_step = step % steps_per_epoch
             if epoch_step == 0:
-                train = rng.permutation(train)
+                train = grouped_order(rng, train, question, batch_size // 2) if grouped else rng.permutation(train)
             tick = time.perf_counter()
             loss, _, _ = loss_on(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
             optimizer.zero_grad(set_to_none=True)
@@ -411,6 +416,22 @@ def train_soft_prompt(
         spm.save_pretrained(checkpoint)
     spm.eval()
     return result
+
+
+def grouped_order(rng: np.random.Generator, rows: np.ndarray, question: np.ndarray, run: int) -> np.ndarray:
+    """A shuffled order of ``rows`` in runs of ``run`` examples of one question (mostly), the runs shuffled.
+
+    A batch of ``2 * run`` examples then asks about two questions instead
+    of one per example: with hundreds of questions whose prompts cannot all
+    be cached, a step computes two prompts instead of thirty-two (see
+    :class:`~persona_engine.steer.injection.Prompts`). Every example still
+    comes once per epoch, its respondents and questions in random order.
+    """
+    rows = rng.permutation(rows)
+    rank = rng.permutation(int(question.max()) + 1 if len(question) else 1)
+    rows = rows[np.argsort(rank[question[rows]], kind="stable")]  # each question's examples together
+    runs = [rows[i:i + max(run, 1)] for i in range(0, len(rows), max(run, 1))]
+    return np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else rows
 
 
 def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_index: np.ndarray,
