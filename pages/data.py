@@ -11,9 +11,15 @@ import streamlit as st
 from pages.state import DEFAULT_STUDY, SAMPLE_DATA, current_study, guarded, open_study
 from pages.widgets import codebook_dict, codebook_rows
 from persona_engine.errors import DataError
-from persona_engine.ingest import read_codebook, read_opinions
+from persona_engine.ingest import codebook_text, infer_codebook, read_codebook, read_opinions
 from persona_engine.ingest.codebook import CSV_ROLES
 from persona_engine.opinion_data import MISSING
+
+UPLOAD_TYPES = ["csv", "tsv", "xlsx", "parquet", "zip", "json", "sav", "zsav", "por", "dta", "sas7bdat",
+                "sas7bcat", "xpt"]
+CARRIES_CODEBOOK = ("spss", "stata", "sas", "qualtrics")
+"""Formats whose files carry their own codebook (value labels, Qualtrics' header rows)."""
+EDITABLE = ("wide", "long", *CARRIES_CODEBOOK)
 
 SAMPLES = {
     "GSS 2018 spending: the prebuilt study (fitted, with a steering model)": DEFAULT_STUDY,
@@ -33,6 +39,11 @@ def read_sample(path: str, codebook_json: str | None):
 
 @st.cache_data(show_spinner="Reading the upload…", max_entries=8)
 def read_upload(files: tuple[tuple[str, bytes], ...], codebook_json: str | None):
+    return read_opinions(_uploads(files),
+                         codebook=None if codebook_json is None else json.loads(codebook_json))
+
+
+def _uploads(files: tuple[tuple[str, bytes], ...]):
     import io
 
     uploads = []
@@ -40,8 +51,15 @@ def read_upload(files: tuple[tuple[str, bytes], ...], codebook_json: str | None)
         handle = io.BytesIO(content)
         handle.name = name
         uploads.append(handle)
-    return read_opinions(uploads if len(uploads) > 1 else uploads[0],
-                         codebook=None if codebook_json is None else json.loads(codebook_json))
+    return uploads if len(uploads) > 1 else uploads[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def inferred_codebook(source, codebook_json: str | None) -> str:
+    """The codebook a reading used, as JSON text; ``source`` is a sample's path or the uploaded files."""
+    readable = source if isinstance(source, str) else _uploads(source)
+    return codebook_text(infer_codebook(readable, codebook=None if codebook_json is None
+                                        else json.loads(codebook_json)))
 
 
 def read_or_explain(reader, source, codebook_json):
@@ -86,8 +104,10 @@ with guarded():  # errors become messages, never tracebacks
     else:
         uploads = st.file_uploader(
             "Survey answers: CSV, TSV, XLSX or Parquet (one table, plus codebook.json / codebook.csv if you "
-            "have one), a Polis export (participants-votes.csv + comments.csv, or the zip), or a Pew wave zip",
-            type=["csv", "tsv", "xlsx", "parquet", "zip", "json"], accept_multiple_files=True)
+            "have one), a Qualtrics export (CSV or XLSX), an SPSS (.sav, .zsav, .por), Stata (.dta) or SAS "
+            "(.sas7bdat + .sas7bcat, .xpt) file, a Polis export (participants-votes.csv + comments.csv, or the "
+            "zip), or a Pew wave zip",
+            type=UPLOAD_TYPES, accept_multiple_files=True)
         if not uploads:
             st.info("Upload a file to begin, or pick a sample above.")
             st.stop()
@@ -99,7 +119,12 @@ with guarded():  # errors become messages, never tracebacks
         named = [(n, c) for n, c in files if n.lower() in ("codebook.json", "codebook.csv")]
         if named and codebook_json is None:
             book = read_codebook(named[0][1], name=named[0][0])
-    if codebook_json is not None:
+    inferred = None
+    if data.source.format in EDITABLE:
+        inferred = inferred_codebook(str(path) if source == "A sample" else files, codebook_json)
+    if data.source.format in CARRIES_CODEBOOK:
+        book = read_codebook(json.loads(inferred))  # the file's own codebook, with any edits laid over it
+    elif codebook_json is not None:
         book = read_codebook(json.loads(codebook_json))
 
     observed = data.observed
@@ -117,7 +142,11 @@ with guarded():  # errors become messages, never tracebacks
     st.dataframe(pd.concat([preview, data.metadata.iloc[:head]], axis=1), height=260,
                  placeholder="")  # a missing answer is a blank cell, not "None"
 
-    if data.source.format in ("wide", "long"):
+    if data.source.format in EDITABLE:
+        st.download_button("Download the inferred codebook", inferred, "codebook.json", mime="application/json",
+                           help="The codebook this reading used: each question's wording, options in order, codes "
+                                "and missing codes, and the other columns' roles. Edit it and upload it with the "
+                                "data, or pass it with --codebook.")
         with st.expander("Codebook: question wording, option order, metadata columns", expanded=False):
             st.caption("Options are listed in scale order, separated by `|`; codes say how each option is "
                        "written in the file (leave blank when the file writes the options themselves).")

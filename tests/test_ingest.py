@@ -445,7 +445,7 @@ def test_file_over_size_limit_is_refused_before_reading(tmp_path):
 
 
 def test_unknown_format_and_unrecognisable_folders(tmp_path):
-    expect_error(b"$FL2 spss", name="survey.sav", contains=("survey.sav", "unknown file type"))
+    expect_error(b"$FL2 spss", name="survey.sav", contains=("survey.sav", "could not be read as an SPSS file"))
     expect_error(b"\x80\x04K\x01.", name="frame.pkl", contains=("frame.pkl", "never read"))
     expect_error(GSS_CSV, format="spss", contains=("unknown format 'spss'",))
     assert read_opinions(GSS_CSV, format="auto").source.format == "wide"

@@ -3,7 +3,11 @@
 * a folder with ``participants-votes.csv`` and ``comments.csv`` is a Polis
   export;
 * a folder with ``responses.csv`` and ``info.csv`` is a Pew wave;
-* otherwise the one table (CSV, TSV, Parquet or XLSX) is read as a long
+* a labelled SPSS, Stata or SAS file (``.sav``, ``.zsav``, ``.por``, ``.dta``,
+  ``.sas7bdat`` with an optional ``.sas7bcat`` catalog, ``.xpt``) is read with
+  its labels (:mod:`.labelled`);
+* otherwise the one table (CSV, TSV, Parquet or XLSX) is read as a Qualtrics
+  export if it has Qualtrics' header rows (:mod:`.qualtrics`), as a long
   table if it has the respondent, question and answer columns, else as a wide
   table. A file named ``codebook.json`` or ``codebook.csv`` next to it is its
   codebook.
@@ -18,8 +22,11 @@ from pathlib import PurePosixPath
 from persona_engine.errors import DataError
 from persona_engine.ingest import pew, polis
 from persona_engine.ingest.files import TABLE_SUFFIXES, InputFile
+from persona_engine.ingest.labelled import LABELLED_SUFFIXES, SAS_CATALOG_SUFFIX
 
-FORMATS = ("polis", "wide", "long", "pew")
+FORMATS = ("polis", "wide", "long", "pew", "labelled", "qualtrics")
+"""Values of ``format=``; ``"labelled"`` covers SPSS, Stata and SAS files, whose
+``source.format`` is ``"spss"``, ``"stata"`` or ``"sas"``."""
 CODEBOOK_NAMES = {"codebook.json", "codebook.csv"}
 
 
@@ -28,8 +35,9 @@ class Detected:
     """The format found and the files it needs, by role.
 
     Roles: ``votes``, ``comments``, ``summary`` (Polis); ``responses``,
-    ``info``, ``metadata`` (Pew); ``table`` (wide or long, which is decided
-    once the table's columns are known, so ``format`` is ``"table"`` then).
+    ``info``, ``metadata`` (Pew); ``table`` (wide, long or Qualtrics, which is
+    decided once the table's columns are known, so ``format`` is ``"table"``
+    then); ``table`` and an optional SAS ``catalog`` (``format`` ``"labelled"``).
     """
 
     format: str
@@ -68,7 +76,7 @@ def detect(files: list[InputFile], where: str, format: str | None = None) -> Det
         raise DataError(f"is not a {format} folder: no folder holds {needed}", file=where,
                         expected=_listing(files))
 
-    tables = [f for f in files if f.suffix in TABLE_SUFFIXES
+    tables = [f for f in files if (f.suffix in TABLE_SUFFIXES or f.suffix in LABELLED_SUFFIXES)
               and f.basename.casefold() not in CODEBOOK_NAMES]
     if len(files) > 1:  # in a folder, a .txt is more likely notes than data
         tables = [f for f in tables if f.suffix != ".txt"] or tables
@@ -76,8 +84,8 @@ def detect(files: list[InputFile], where: str, format: str | None = None) -> Det
         if len(files) == 1:
             return Detected("table", {"table": files[0]})  # read_table names the bad type
         raise DataError("holds no recognisable survey data", file=where,
-                        expected="a Polis export, a Pew wave folder, or one CSV, TSV, Parquet or "
-                                 f"XLSX table; {_listing(files)}")
+                        expected="a Polis export, a Pew wave folder, one CSV, TSV, Parquet or "
+                                 f"XLSX table, or one SPSS, Stata or SAS file; {_listing(files)}")
     if len(tables) > 1:
         names = ", ".join(t.name for t in tables[:8])
         raise DataError(f"holds {len(tables)} tables ({names})", file=where,
@@ -88,7 +96,15 @@ def detect(files: list[InputFile], where: str, format: str | None = None) -> Det
     if len(near) > 1:
         raise DataError(f"holds {len(near)} codebooks ({', '.join(f.name for f in near)})",
                         file=where, expected="one codebook; pass it with codebook=")
-    return Detected("table", {"table": table}, near[0] if near else None)
+    labelled = table.suffix in LABELLED_SUFFIXES
+    if format == "labelled" and not labelled:
+        raise DataError("is not an SPSS, Stata or SAS file", file=table.display,
+                        expected=f"one of {', '.join(LABELLED_SUFFIXES)}")
+    if not labelled:
+        return Detected("table", {"table": table}, near[0] if near else None)
+    catalogs = [f for f in files if f.suffix == SAS_CATALOG_SUFFIX and f.folder == table.folder]
+    extra = {"catalog": catalogs[0]} if table.suffix == ".sas7bdat" and catalogs else {}
+    return Detected("labelled", {"table": table, **extra}, near[0] if near else None)
 
 
 def _only_one(candidates: dict[str, dict], what: str, where: str) -> dict[str, InputFile]:

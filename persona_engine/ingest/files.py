@@ -9,7 +9,8 @@ in one place:
   members with absolute or ``..`` paths are refused, and the total size read
   out of an archive is capped, so a zip bomb stops at ``max_bytes``;
 * tables are parsed with pandas' CSV, Parquet (pyarrow) and Excel (openpyxl)
-  readers only. Nothing is ever unpickled.
+  readers, and SPSS, Stata and SAS files with pyreadstat, only. Nothing is
+  ever unpickled.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ BINARY_SAMPLE_BYTES = 65_536
 MISSING_TEXTS = ["", "NA", "N/A", "n/a", "NaN", "nan", "#N/A", "NULL", "null"]
 UNSUPPORTED_HINTS = {
     ".xls": "; save the workbook as .xlsx or CSV",
-    ".sav": "; export the SPSS file as CSV (codes) with a codebook, or as labelled CSV",
-    ".dta": "; export the Stata file as CSV or Parquet",
     ".rds": "; in R, write.csv() or arrow::write_parquet() the data frame",
     ".pkl": "; pickle files are never read because loading one can run code; "
             "save the table as Parquet or CSV",
@@ -346,7 +345,8 @@ def read_table(file: InputFile, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFr
         hint = UNSUPPORTED_HINTS.get(file.suffix, "")
         raise DataError(f"unknown file type '{file.suffix or file.basename}'{hint}",
                         file=file.display,
-                        expected="CSV, TSV, Parquet, XLSX, or a zip of a folder of them")
+                        expected="CSV, TSV, Parquet, XLSX, an SPSS, Stata or SAS file, or a zip "
+                                 "of a folder of them")
     data = file.read_bytes()
     if kind == "Parquet":
         table = _read_binary(data, file.display, kind, lambda b: pd.read_parquet(b))
