@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,10 +13,11 @@ from plotly.subplots import make_subplots
 
 from pages.state import current_study, guarded, is_bundled, new_study_path, open_study, study_stamp
 from pages.widgets import STAGES, fit_time, share_bars
+from persona_engine.exports import spreadsheet_safe, workbook
 from persona_engine.palettes import cohort_colour, metadata_orders
 from persona_engine.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
                                      consensus_questions, distinctive_answers, metadata_composition,
-                                     separation_caution)
+                                     separation_caution, weighting_note)
 from persona_engine.selection import cohort_differences
 from persona_engine.study import fit_study
 from persona_engine.wording import question_topics, shorten
@@ -44,13 +45,17 @@ def fit_and_save(data, target, **options):
 
 
 @st.cache_data(show_spinner="Describing the cohorts…", max_entries=8)
-def profile_tables(path: str, stamp: float, _study) -> dict:
-    data, labels = _study.data, _study.labels
-    consensus = consensus_questions(data, labels).head(3)
-    distribution = answer_distribution(data, labels).set_index(["cohort", "question_id", "answer"])["share"]
-    return {"overview": cohort_overview(data, labels), "distinctive": distinctive_answers(data, labels, top=4),
-            "summaries": cohort_summaries(data, labels), "consensus": consensus, "distribution": distribution,
-            "metadata": metadata_composition(data, labels), "orders": metadata_orders(_study.manifest, _study.path),
+def profile_tables(path: str, stamp: float, weighted: bool, _study) -> dict:
+    data, labels, w = _study.data, _study.labels, {"weighted": weighted}
+    consensus = consensus_questions(data, labels, **w).head(3)
+    distribution = answer_distribution(data, labels, **w).set_index(["cohort", "question_id", "answer"])["share"]
+    return {"overview": cohort_overview(data, labels, **w),
+            "distinctive": distinctive_answers(data, labels, top=4, **w),
+            "summaries": cohort_summaries(data, labels, **w), "consensus": consensus, "distribution": distribution,
+            "metadata": metadata_composition(data, labels, **w),
+            "orders": metadata_orders(_study.manifest, _study.path), "note": weighting_note(data, weighted),
+            # a study without weights needs no word on them
+            "said": f" ({weighting_note(data, weighted)})" if data.weights is not None else "",
             "topics": {q: t.text for q, t in zip(data.question_ids, question_topics(data.questions))}}
 
 
@@ -79,6 +84,8 @@ def cohort_card(cohort: int, tables: dict, study) -> None:
         rows["question"] = [("all cohorts: " if shared else "") + shorten(text, 40)
                             for text, shared in zip(rows["full_question"], rows["shared"])]
         st.plotly_chart(share_bars(rows, f"cohort {cohort}", colour=cohort_colour(cohort)), key=f"card_{cohort}")
+        if study.data.weights is not None:
+            st.caption(f"Shares {tables['note']}.")
         with st.expander("Who is in it"):
             who_is_in_it(cohort, tables, study)
 
@@ -94,13 +101,14 @@ def who_is_in_it(cohort: int, tables: dict, study) -> None:
                  f"{GAP * 100:.0f} percentage points.")
     else:
         st.caption(f"Groups whose share in the cohort differs from everyone by more than {GAP * 100:.0f} percentage "
-                   "points, "
-                   "the most over-represented first.")
+                   f"points, the most over-represented first{tables['said']}.")
         st.dataframe(shares, hide_index=True, column_config={
             "cohort_percent": st.column_config.NumberColumn("in the cohort", format="%.0f%%"),
             "everyone_percent": st.column_config.NumberColumn("among everyone", format="%.0f%%"),
             "difference": st.column_config.NumberColumn("difference", format="%+.0f pts")})
     if len(averages):
+        if tables["said"]:
+            st.caption(f"Averages {tables['note']}.")
         st.dataframe(averages, hide_index=True, column_config={
             "cohort": st.column_config.NumberColumn("in the cohort", format="%.1f"),
             "everyone": st.column_config.NumberColumn("among everyone", format="%.1f")})
@@ -128,16 +136,6 @@ def selection_figure(selection: pd.DataFrame) -> go.Figure:
     figure.update_layout(height=260, margin=dict(l=0, r=0, t=40, b=0))
     figure.update_xaxes(title_text="k", dtick=1)
     return figure
-
-
-def workbook(tables: dict, respondents: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
-        tables["overview"].to_excel(writer, sheet_name="cohorts", index=False)
-        tables["distinctive"].to_excel(writer, sheet_name="distinctive answers", index=False)
-        tables["consensus"].to_excel(writer, sheet_name="consensus", index=False)
-        respondents.to_excel(writer, sheet_name="respondents", index=False)
-    return buffer.getvalue()
 
 
 with guarded():  # errors become messages, never tracebacks
@@ -168,7 +166,11 @@ with guarded():  # errors become messages, never tracebacks
     study = current_study()
     st.caption(f"**{study.data.source.name}** · {study.data.n_respondents:,} respondents · "
                f"{study.data.n_questions} questions · saved in `{study.path}`")
-    tables = profile_tables(str(study.path), study_stamp(study), study)
+    weighted = study.data.weights is not None and st.toggle(
+        "Weighted by the survey's weights", value=True, key="cohorts_weighted",
+        help="On: shares, majorities, tests and who is in each cohort estimate the population the survey's "
+             "weights stand for. Off: every respondent counts once.")
+    tables = profile_tables(str(study.path), study_stamp(study), weighted, study)
 
     st.subheader("How many cohorts?")
     selection = study.cohorts.selection_
@@ -201,6 +203,8 @@ with guarded():  # errors become messages, never tracebacks
     caution = separation_caution(float(chosen["silhouette"].iloc[0])) if len(chosen) else None
     if caution:
         st.warning(caution, icon="⚠️")
+    if tables["said"]:
+        st.caption(f"Cohort shares, answers and summaries {tables['note']}.")
     columns = st.columns(2)
     for cohort in range(study.n_cohorts):
         with columns[cohort % 2]:
@@ -211,17 +215,23 @@ with guarded():  # errors become messages, never tracebacks
         left, right = st.columns(2)
         a = left.selectbox("Cohort", range(study.n_cohorts), index=0, key="compare_a")
         b = right.selectbox("against cohort", range(study.n_cohorts), index=1, key="compare_b")
-        differences = cohort_differences(study.data, study.labels, a, b)
+        # cohort_differences weighs answers whenever the data has weights: off, it gets the data without them
+        data = study.data if weighted else replace(study.data, weights=None)
+        differences = cohort_differences(data, study.labels, a, b)
+        said = f" ({tables['note']})" if study.data.weights is not None else ""
         st.caption("The questions on which they differ most (total variation distance), with the answer "
-                   "whose share differs most.")
+                   f"whose share differs most{said}.")
         st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}",
                                    colour=cohort_colour(a), other_colour=cohort_colour(b)), key="compare")
 
     st.subheader("Export")
     respondents = study.respondents()
     left, right = st.columns(2)
-    left.download_button("Respondents with their cohort (CSV)", respondents.to_csv(index=False),
+    left.download_button("Respondents with their cohort (CSV)", spreadsheet_safe(respondents).to_csv(index=False),
                          "respondents.csv", mime="text/csv")
-    right.download_button("Cohorts, answers and respondents (XLSX)", workbook(tables, respondents),
+    sheets = {"about": pd.DataFrame({"note": [f"Shares and tests in these sheets are {tables['note']}."]}),
+              "cohorts": tables["overview"], "distinctive answers": tables["distinctive"],
+              "consensus": tables["consensus"], "respondents": respondents}
+    right.download_button("Cohorts, answers and respondents (XLSX)", workbook(sheets),
                           "cohorts.xlsx",
                           mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

@@ -6,6 +6,8 @@ grid) moves the latent cursor; box and lasso select respondents.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -18,20 +20,21 @@ from persona_engine.opinion_data import MISSING
 from persona_engine.palettes import (SEQUENTIAL, answer_scale, cohort_scale, metadata_orders, metadata_scale,
                                      metadata_texts)
 from persona_engine.personas import map_point_persona, predicted_answers
-from persona_engine.profiles import distinctive_answers
+from persona_engine.profiles import distinctive_answers, weighting_note
 from persona_engine.selection import selection_profile
 
 HOVER_LIMIT = 20_000  # above this many respondents the hover shows only id and cohort
 
 
 @st.cache_data(show_spinner="Preparing the map…", max_entries=4)
-def map_table(path: str, stamp: float, _study) -> tuple[pd.DataFrame, list[str]]:
-    """Respondents with their map position, cohort as text, and the answers shown on hover."""
+def map_table(path: str, stamp: float, weighted: bool, _study) -> tuple[pd.DataFrame, list[str]]:
+    """Respondents with their map position, cohort as text, and the answers shown on hover
+    (those of the cohorts' most distinctive answers, weighted or not)."""
     frame = _study.respondents()
     frame["cohort"] = frame["cohort"].astype(str)
     key_questions = []
     if _study.data.n_respondents <= HOVER_LIMIT and _study.n_cohorts > 1:
-        distinct = distinctive_answers(_study.data, _study.labels, top=2)
+        distinct = distinctive_answers(_study.data, _study.labels, top=2, weighted=weighted)
         key_questions = list(dict.fromkeys(distinct["question_id"]))[:4]
     for qid in key_questions:
         frame[qid] = answer_labels(_study.data, qid)
@@ -98,7 +101,13 @@ def chat_with(spec: dict) -> None:
 with guarded():  # errors become messages, never tracebacks
     study = current_study()
     st.title("Latent map")
-    frame, hover = map_table(str(study.path), study_stamp(study), study)
+    weighted = study.data.weights is not None and st.toggle(
+        "Weighted by the survey's weights", value=True, key="map_weighted",
+        help="On: a selection's share of everyone and its answer shares estimate the population the survey's "
+             "weights stand for. Off: every respondent counts once.")
+    note = weighting_note(study.data, weighted)
+    said = f", {note}" if study.data.weights is not None else ""  # a study without weights needs no word on them
+    frame, hover = map_table(str(study.path), study_stamp(study), weighted, study)
 
     # The chart's last selection event arrives before the widgets are drawn: move the cursor first.
     # Its key is the study's, so a selection on one study never shows on another.
@@ -145,13 +154,17 @@ with guarded():  # errors become messages, never tracebacks
     if len(event.respondent_ids) > 1:
         with st.container(border=True):
             ids = list(event.respondent_ids)
+            chosen = np.isin(study.data.respondent_ids, ids)
+            weight = study.data.weights if weighted else np.ones(study.data.n_respondents)
             st.markdown(f"**Selection: {len(ids):,} respondents** "
-                        f"({len(ids) / study.data.n_respondents:.0%} of everyone)")
-            cohorts = pd.Series(study.labels[np.isin(study.data.respondent_ids, ids)]).value_counts()
-            st.caption("Cohorts in it: " + ", ".join(f"cohort {c}: {n}" for c, n in cohorts.items()))
-            profile = selection_profile(study.data, ids)
+                        f"({weight[chosen].sum() / weight.sum():.0%} of everyone{said})")
+            cohorts = pd.Series(study.labels[chosen]).value_counts()
+            st.caption("Cohorts in it (respondents): " + ", ".join(f"cohort {c}: {n}" for c, n in cohorts.items()))
+            # selection_profile weighs answers whenever the data has weights: off, it gets the data without them
+            profile = selection_profile(study.data if weighted else replace(study.data, weights=None), ids)
             if len(profile):
                 st.plotly_chart(share_bars(profile, "selection"), key="selection_profile")
+                st.caption(f"The selection's most distinctive answers against everyone{said}.")
             if st.button(f"Chat with this selection ({len(ids):,})", key="chat_with_selection",
                          help="A persona at the selected respondents' mean vector"):
                 chat_with({"kind": "selection", "ids": ids, "name": f"selection of {len(ids):,}"})

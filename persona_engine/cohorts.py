@@ -65,6 +65,12 @@ CONFIG_VERSION = 1
 METHODS = ("kmeans", "gmm")
 SILHOUETTE_SAMPLE = 3000
 """Silhouettes are computed on at most this many respondents (it is quadratic)."""
+MIN_RESPONDENTS = 10
+"""Fewest respondents a study's cohorts are found among (:func:`~persona_engine.study.fit_study` checks).
+
+Below it two cohorts would hold a handful of people each, the bootstrap
+refits that score their stability often draw one kind of respondent only,
+and the map falls back from UMAP to PCA (:class:`~persona_engine.latent_map.LatentMap`)."""
 
 
 class CohortFinder(BaseEstimator, ClusterMixin):
@@ -213,9 +219,9 @@ class CohortFinder(BaseEstimator, ClusterMixin):
 
     def _candidate_ks(self, X: np.ndarray, min_size: int) -> list[int]:
         n_distinct = len(np.unique(X, axis=0))
-        if n_distinct < 2:
-            raise DataError("all respondent vectors are identical, so there are no cohorts to find",
-                            expected="respondents with differing answers")
+        if n_distinct < 2 and self.n_cohorts == "auto":
+            raise DataError("all respondent vectors are identical: nothing in their answers tells them "
+                            "apart, so there are no cohorts to find", expected="respondents whose answers differ")
         if self.n_cohorts == "auto":
             low, high = (int(v) for v in self.k_range)
             if not 1 <= low <= high:
@@ -225,6 +231,8 @@ class CohortFinder(BaseEstimator, ClusterMixin):
             return list(range(min(low, high), high + 1))
         if isinstance(self.n_cohorts, (int, np.integer)) and not isinstance(self.n_cohorts, bool) \
                 and self.n_cohorts >= 1:
+            # A fixed k is an upper bound: a bootstrap resample of a small study can
+            # draw one kind of respondent only, and then it has one cohort.
             return [int(min(self.n_cohorts, n_distinct))]
         raise DataError(f"n_cohorts {self.n_cohorts!r} is not usable", expected="'auto' or a whole number >= 1")
 

@@ -59,3 +59,11 @@ class DataError(ValueError):
         if self.expected:
             text = f"{text} (expected {self.expected})"
         return text
+
+
+class DataWarning(UserWarning):
+    """Something in the user's input was read in a way they may not expect (a column dropped, say).
+
+    Issued with :func:`warnings.warn`; the CLI prints each as one line
+    (``persona-engine: warning: ...``).
+    """

@@ -1,16 +1,31 @@
 """Who is in each cohort and what sets them apart: tables for people to read.
 
 Plain functions over :class:`OpinionData` and cohort labels
-``(n_respondents,)`` that return pandas DataFrames (counts are of
-respondents, unweighted):
+``(n_respondents,)`` that return pandas DataFrames:
 
 * :func:`cohort_overview`: size, share and a short automatic label per cohort;
 * :func:`answer_distribution`: each question's answers in a cohort vs
   everyone, with Wilson confidence intervals;
+* :func:`majority_answers`: each question's most common answer, in each
+  cohort and among everyone;
 * :func:`representativeness` / :func:`distinctive_answers`: Polis's
   representativeness of each answer for a cohort, and the most distinctive;
 * :func:`consensus_questions`: answers every cohort leans towards;
 * :func:`metadata_composition`: who the cohort's members are (party, age...).
+
+Survey weights. When the data has weights (:attr:`OpinionData.weights`),
+every figure that estimates the population (shares, means, medians,
+majorities, confidence intervals and tests) is weighted, unless a function is
+called with ``weighted=False``; without weights ``weighted`` is ignored.
+Every table returned says which it shows in ``table.attrs["weighted"]``
+(a bool), and :func:`weighting_note` words it for captions. Counts of
+respondents (``size``, ``count``, ``n``, ``n_in``) stay counts of people.
+A weighted share is ``Σ w (chose the answer) / Σ w (answered)``; its
+uncertainty is that of Kish's effective sample size
+``n_eff = (Σ w)² / Σ w²`` over the same respondents: intervals and tests
+below see ``share · n_eff`` answers out of ``n_eff``. With every weight 1
+this is exactly the unweighted count. (Factorization and clustering never
+see the weights.)
 
 Polis's statistics follow its math (``polismath/math/stats.clj`` and
 ``repness.clj``, as ported in the red-dwarf library): shares smoothed as
@@ -22,6 +37,8 @@ one-sided at ``confidence`` (90% in Polis).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
@@ -32,27 +49,111 @@ from persona_engine.wording import (answer_clause, name_from_answers, question_t
                                     shorten)
 
 __all__ = ["answer_distribution", "cohort_composition", "cohort_names", "cohort_overview", "cohort_summaries",
-           "consensus_questions", "distinctive_answers", "metadata_composition", "one_proportion_z",
-           "representativeness", "separation_caution", "short_question_texts", "two_proportion_z",
+           "consensus_questions", "distinctive_answers", "effective_counts", "effective_sample_size",
+           "majority_answers", "metadata_composition", "one_proportion_z", "representativeness",
+           "separation_caution", "short_question_texts", "two_proportion_z", "uses_weights", "weighting_note",
            "wilson_interval", "WEAK_SILHOUETTE"]
 
 
+# ------------------------------------------------------------------ weights
+def uses_weights(data: OpinionData, weighted: bool = True) -> bool:
+    """Whether figures on ``data`` are weighted: asked for, and the data has survey weights."""
+    return bool(weighted) and data.weights is not None
+
+
+def weighting_note(data: OpinionData, weighted: bool = True) -> str:
+    """"weighted by the survey weights" or "unweighted", for captions and printed tables."""
+    return "weighted by the survey weights" if uses_weights(data, weighted) else "unweighted"
+
+
+def effective_sample_size(weights) -> float:
+    """Kish's effective sample size ``(Σ w)² / Σ w²`` of weights ``(n,)`` (0 for none)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    square = float(np.sum(weights**2))
+    return float(np.sum(weights)) ** 2 / square if square > 0 else 0.0
+
+
+def effective_counts(weight, square) -> tuple[np.ndarray, np.ndarray]:
+    """Kish effective answer counts ``(..., n_options)`` and sample sizes ``(...)``.
+
+    ``weight`` ``(..., n_options)``: summed weights of the respondents choosing
+    each option; ``square`` ``(...)``: summed squared weights of everyone who
+    answered. The counts are ``share · n_eff`` with ``share = weight / Σ weight``
+    and ``n_eff = (Σ weight)² / square``; with unit weights, the counts themselves.
+    """
+    weight, square = np.asarray(weight, dtype=np.float64), np.asarray(square, dtype=np.float64)
+    total = weight.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_eff = np.where(square > 0, total * total / square, 0.0)
+        # weight · total / square, not share · n_eff: exact when every weight is 1
+        counts = np.where(square[..., None] > 0, weight * total[..., None] / square[..., None], 0.0)
+    return counts, n_eff
+
+
+def _respondent_weights(data: OpinionData, weighted: bool) -> np.ndarray:
+    """``(n_respondents,)``: the survey weights, or ones when the figures are unweighted."""
+    return data.weights if uses_weights(data, weighted) else np.ones(data.n_respondents)
+
+
+def _marked(table: pd.DataFrame, data: OpinionData, weighted: bool) -> pd.DataFrame:
+    table.attrs["weighted"] = uses_weights(data, weighted)
+    return table
+
+
+def _shares(part, whole) -> np.ndarray:
+    """``part / whole``, NaN where ``whole`` is 0."""
+    part, whole = np.asarray(part, dtype=np.float64), np.asarray(whole, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(whole > 0, part / np.where(whole > 0, whole, 1), np.nan)
+
+
 # ------------------------------------------------------------------ counting
-def _cohort_counts(data: OpinionData, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Cohort ids ``(k,)`` and answer counts ``(k, n_questions, max_options)``."""
+@dataclass(frozen=True)
+class _Tally:
+    """Answers per cohort × question × option, counted and weighed.
+
+    ``cohorts`` ``(k,)``; ``count`` ``(k, n_questions, max_options)``
+    respondents; ``weight`` the same shape, their summed weights; ``square``
+    ``(k, n_questions)`` summed squared weights of the cohort's members who
+    answered the question.
+    """
+
+    cohorts: np.ndarray
+    count: np.ndarray
+    weight: np.ndarray
+    square: np.ndarray
+
+    def effective(self, j: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Question ``j``'s effective counts ``(k, m)`` and sizes ``(k,)`` per cohort."""
+        return effective_counts(self.weight[:, j, :m], self.square[:, j])
+
+    def everyone(self, j: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Question ``j``'s effective counts ``(m,)`` and size among everyone."""
+        return effective_counts(self.weight[:, j, :m].sum(axis=0), self.square[:, j].sum())
+
+
+def _tally(data: OpinionData, labels, weighted: bool) -> _Tally:
     labels = np.asarray(labels)
     if labels.shape != (data.n_respondents,):
         raise DataError(f"{len(labels)} cohort labels for {data.n_respondents} respondents")
     cohorts, index = np.unique(labels, return_inverse=True)
-    width = int(data.n_options.max())
-    counts = np.zeros((len(cohorts), data.n_questions, width), dtype=np.int64)
+    shape = (len(cohorts), data.n_questions, int(data.n_options.max()))
+    count, weight = np.zeros(shape, dtype=np.int64), np.zeros(shape)
+    square = np.zeros(shape[:2])
+    w = _respondent_weights(data, weighted)
     rows, cols = np.nonzero(data.answers != MISSING)
-    np.add.at(counts, (index[rows], cols, data.answers[rows, cols]), 1)
-    return cohorts, counts
+    where = (index[rows], cols, data.answers[rows, cols])
+    np.add.at(count, where, 1)
+    np.add.at(weight, where, w[rows])
+    np.add.at(square, where[:2], w[rows] ** 2)
+    return _Tally(cohorts, count, weight, square)
 
 
 def wilson_interval(count, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a share ``count / n`` (NaN where ``n`` is 0)."""
+    """Wilson score interval for a share ``count / n`` (NaN where ``n`` is 0).
+
+    Counts and sizes may be Kish effective ones (see :func:`effective_counts`).
+    """
     count, n = np.asarray(count, dtype=np.float64), np.asarray(n, dtype=np.float64)
     z = norm.ppf(0.5 + confidence / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -82,82 +183,118 @@ def _smoothed(count, n) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ overview
-def cohort_overview(data: OpinionData, labels, label_answers: int = 2) -> pd.DataFrame:
+def cohort_overview(data: OpinionData, labels, label_answers: int = 2, *, weighted: bool = True) -> pd.DataFrame:
     """One row per cohort: ``cohort``, ``size``, ``share``, ``median_answers``, ``label``, ``full_label``.
 
-    ``label`` and ``full_label`` are :func:`cohort_names`' ``name`` and ``full_name``.
+    ``size`` counts respondents; ``share`` is the cohort's share of everyone
+    (of the summed weights when weighted). ``label`` and ``full_label`` are
+    :func:`cohort_names`' ``name`` and ``full_name``.
     """
     labels = np.asarray(labels)
-    names = cohort_names(data, labels, n_answers=label_answers)
+    names = cohort_names(data, labels, n_answers=label_answers, weighted=weighted)
     cohorts, index = np.unique(labels, return_inverse=True)
     sizes = np.bincount(index, minlength=len(cohorts))
+    weight = np.bincount(index, weights=_respondent_weights(data, weighted), minlength=len(cohorts))
     per_respondent = data.observed.sum(axis=1)
-    return pd.DataFrame({
+    return _marked(pd.DataFrame({
         "cohort": cohorts,
         "size": sizes,
-        "share": sizes / len(labels),
+        "share": weight / weight.sum(),
         "median_answers": [float(np.median(per_respondent[index == i])) for i in range(len(cohorts))],
         "label": names["name"].to_numpy(),
         "full_label": names["full_name"].to_numpy(),
-    })
+    }), data, weighted)
 
 
-def answer_distribution(data: OpinionData, labels, confidence: float = 0.95) -> pd.DataFrame:
+def answer_distribution(data: OpinionData, labels, confidence: float = 0.95, *,
+                        weighted: bool = True) -> pd.DataFrame:
     """Each question's answer shares in each cohort and among everyone.
 
     One row per cohort × question × option: ``cohort``, ``question_id``,
     ``option`` (index), ``answer`` (label), ``count``, ``n`` (cohort members
-    who answered), ``share``, ``low``, ``high`` (Wilson interval at
-    ``confidence``), and the same for everyone: ``overall_share``,
+    who answered), ``n_eff`` (their Kish effective number; ``n`` unweighted),
+    ``share``, ``low``, ``high`` (Wilson interval at ``confidence`` on
+    ``n_eff``), and the same for everyone: ``overall_share``,
     ``overall_low``, ``overall_high``.
     """
-    cohorts, counts = _cohort_counts(data, labels)
-    total = counts.sum(axis=0)
+    tally = _tally(data, labels, weighted)
     rows = []
     for j, question in enumerate(data.questions):
         m = question.n_options
-        n_all = total[j, :m].sum()
-        all_low, all_high = wilson_interval(total[j, :m], n_all, confidence)
-        for c, cohort in enumerate(cohorts):
-            n = counts[c, j, :m].sum()
-            low, high = wilson_interval(counts[c, j, :m], n, confidence)
+        all_counts, all_n = tally.everyone(j, m)
+        all_share = _shares(tally.weight[:, j, :m].sum(axis=0), tally.weight[:, j, :m].sum())
+        all_low, all_high = wilson_interval(all_counts, all_n, confidence)
+        counts, n_eff = tally.effective(j, m)
+        for c, cohort in enumerate(tally.cohorts):
+            share = _shares(tally.weight[c, j, :m], tally.weight[c, j, :m].sum())
+            low, high = wilson_interval(counts[c], n_eff[c], confidence)
+            n = tally.count[c, j, :m].sum()
             for o in range(m):
-                rows.append((cohort, question.id, o, question.options[o], counts[c, j, o], n,
-                             counts[c, j, o] / n if n else np.nan, low[o], high[o],
-                             total[j, o] / n_all if n_all else np.nan, all_low[o], all_high[o]))
-    return pd.DataFrame(rows, columns=["cohort", "question_id", "option", "answer", "count", "n", "share",
-                                       "low", "high", "overall_share", "overall_low", "overall_high"])
+                rows.append((cohort, question.id, o, question.options[o], tally.count[c, j, o], n, n_eff[c],
+                             share[o], low[o], high[o], all_share[o], all_low[o], all_high[o]))
+    return _marked(pd.DataFrame(rows, columns=[
+        "cohort", "question_id", "option", "answer", "count", "n", "n_eff", "share", "low", "high",
+        "overall_share", "overall_low", "overall_high"]), data, weighted)
+
+
+def majority_answers(data: OpinionData, labels, *, weighted: bool = True) -> pd.DataFrame:
+    """Each question's most common answer in each cohort and among everyone.
+
+    One row per cohort × question: ``cohort``, ``question_id``, ``question``
+    (short text), ``answer`` and ``share`` (among the cohort's members who
+    answered), ``overall_answer`` and ``overall_share`` (among everyone who
+    answered). A tie goes to the earlier option; a cohort with no answers to
+    a question has answer None and share NaN.
+    """
+    tally = _tally(data, labels, weighted)
+    short = short_question_texts(data.questions)
+    rows = []
+    for j, question in enumerate(data.questions):
+        m = question.n_options
+        weight = tally.weight[:, j, :m]
+        overall = weight.sum(axis=0)
+        best = int(np.argmax(overall))
+        for c, cohort in enumerate(tally.cohorts):
+            top = int(np.argmax(weight[c]))
+            answered = weight[c].sum() > 0
+            rows.append((cohort, question.id, short[j], question.options[top] if answered else None,
+                         float(_shares(weight[c, top], weight[c].sum())), question.options[best],
+                         float(_shares(overall[best], overall.sum()))))
+    return _marked(pd.DataFrame(rows, columns=["cohort", "question_id", "question", "answer", "share",
+                                               "overall_answer", "overall_share"]), data, weighted)
 
 
 # --------------------------------------------------------- representativeness
-def representativeness(data: OpinionData, labels, confidence: float = 0.90) -> pd.DataFrame:
+def representativeness(data: OpinionData, labels, confidence: float = 0.90, *,
+                       weighted: bool = True) -> pd.DataFrame:
     """Polis's representativeness of every answer for every cohort.
 
     One row per cohort × question × option: ``cohort``, ``question_id``,
-    ``question`` (short text), ``option``, ``answer``, ``n_in``, ``share_in``
-    (raw share among cohort members who answered), ``share_out`` (raw share
-    among everyone else), ``representativeness`` (smoothed in-share /
-    smoothed out-share), ``z`` (two-proportion test), ``significant``
-    (``z`` above the one-sided critical value at ``confidence``) and
-    ``score`` = representativeness × z × smoothed in-share, Polis's ranking
-    metric without its agree-above-half factor, which has no meaning for
-    questions with more than two answers.
+    ``question`` (short text), ``option``, ``answer``, ``n_in`` (cohort
+    members who answered), ``share_in`` (raw share among them),
+    ``share_out`` (raw share among everyone else), ``representativeness``
+    (smoothed in-share / smoothed out-share), ``z`` (two-proportion test),
+    ``significant`` (``z`` above the one-sided critical value at
+    ``confidence``) and ``score`` = representativeness × z × smoothed
+    in-share, Polis's ranking metric without its agree-above-half factor,
+    which has no meaning for questions with more than two answers. Weighted,
+    smoothing and tests use Kish effective counts.
     """
-    cohorts, counts = _cohort_counts(data, labels)
-    total = counts.sum(axis=0)
+    tally = _tally(data, labels, weighted)
     short = short_question_texts(data.questions)
     critical = norm.ppf(confidence)
+    cohorts = tally.cohorts
     frames = []
     for j, question in enumerate(data.questions):
         m = question.n_options
-        c_in = counts[:, j, :m]
-        n_in = c_in.sum(axis=1, keepdims=True)
-        c_out, n_out = total[j, :m][None, :] - c_in, total[j, :m].sum() - n_in
+        w_in, s_in = tally.weight[:, j, :m], tally.square[:, j]
+        w_out = np.maximum(w_in.sum(axis=0)[None, :] - w_in, 0)  # everyone but the cohort
+        s_out = np.maximum(s_in.sum() - s_in, 0)
+        c_in, n_in = effective_counts(w_in, s_in)
+        c_out, n_out = effective_counts(w_out, s_out)
+        n_in, n_out = n_in[:, None], n_out[:, None]
         p_in, p_out = _smoothed(c_in, n_in), _smoothed(c_out, n_out)
         z = two_proportion_z(c_in, n_in, c_out, n_out)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share_in = np.where(n_in > 0, c_in / np.maximum(n_in, 1), np.nan)
-            share_out = np.where(n_out > 0, c_out / np.maximum(n_out, 1), np.nan)
         ratio = p_in / p_out
         frames.append(pd.DataFrame({
             "cohort": np.repeat(cohorts, m),
@@ -165,18 +302,19 @@ def representativeness(data: OpinionData, labels, confidence: float = 0.90) -> p
             "question": short[j],
             "option": np.tile(np.arange(m), len(cohorts)),
             "answer": np.tile(np.array(question.options, dtype=object), len(cohorts)),
-            "n_in": np.repeat(n_in[:, 0], m),
-            "share_in": share_in.ravel(),
-            "share_out": share_out.ravel(),
+            "n_in": np.repeat(tally.count[:, j, :m].sum(axis=1), m),
+            "share_in": _shares(w_in, w_in.sum(axis=1, keepdims=True)).ravel(),
+            "share_out": _shares(w_out, w_out.sum(axis=1, keepdims=True)).ravel(),
             "representativeness": ratio.ravel(),
             "z": z.ravel(),
             "significant": (z > critical).ravel(),
             "score": (ratio * z * p_in).ravel(),
         }))
-    return pd.concat(frames, ignore_index=True)
+    return _marked(pd.concat(frames, ignore_index=True), data, weighted)
 
 
-def distinctive_answers(data: OpinionData, labels, top: int = 5, confidence: float = 0.90) -> pd.DataFrame:
+def distinctive_answers(data: OpinionData, labels, top: int = 5, confidence: float = 0.90, *,
+                        weighted: bool = True) -> pd.DataFrame:
     """Each cohort's most distinctive answers, at most one per question.
 
     Significant answers more common in the cohort than outside, best
@@ -184,7 +322,7 @@ def distinctive_answers(data: OpinionData, labels, top: int = 5, confidence: flo
     with no significant answer still gets its single best one, with
     ``significant`` False so that readers can tell.
     """
-    table = representativeness(data, labels, confidence)
+    table = representativeness(data, labels, confidence, weighted=weighted)
     table = table[table["representativeness"] > 1]
     picked = []
     for _, rows in table.groupby("cohort", sort=True):
@@ -194,39 +332,42 @@ def distinctive_answers(data: OpinionData, labels, top: int = 5, confidence: flo
         picked.append(significant.head(top) if len(significant) else rows.head(1))
     columns = ["cohort", "question_id", "question", "answer", "share_in", "share_out",
                "representativeness", "z", "significant"]
-    if not picked:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(picked, ignore_index=True)[columns]
+    picked = pd.concat(picked, ignore_index=True)[columns] if picked else pd.DataFrame(columns=columns)
+    return _marked(picked, data, weighted)
 
 
 def consensus_questions(data: OpinionData, labels, threshold: float = 0.5,
-                        confidence: float = 0.90) -> pd.DataFrame:
+                        confidence: float = 0.90, *, weighted: bool = True) -> pd.DataFrame:
     """Answers that every cohort leans towards, strongest consensus first.
 
     An answer is a consensus when, in every cohort, its smoothed share is
     above ``threshold`` and significantly so (Polis's one-proportion test at
-    ``confidence``). On ordinal questions with four or more options, each
-    side of the scale (e.g. "agree or strongly agree") also counts as an
-    answer. Columns: ``question_id``, ``question``, ``answer``,
-    ``consensus`` (Polis's group-aware consensus: the product over cohorts
-    of the smoothed share), ``lowest_share`` (raw, in the least convinced
-    cohort), ``overall_share``.
+    ``confidence``, on Kish effective counts when weighted). On ordinal
+    questions with four or more options, each side of the scale (e.g. "agree
+    or strongly agree") also counts as an answer. Columns: ``question_id``,
+    ``question``, ``answer``, ``consensus`` (Polis's group-aware consensus:
+    the product over cohorts of the smoothed share), ``lowest_share`` (raw,
+    in the least convinced cohort), ``overall_share``.
     """
-    _, counts = _cohort_counts(data, labels)
+    tally = _tally(data, labels, weighted)
     short = short_question_texts(data.questions)
     critical = norm.ppf(confidence)
     rows = []
     for j, question in enumerate(data.questions):
-        n = counts[:, j, :question.n_options].sum(axis=1)
+        weight = tally.weight[:, j, :question.n_options]
+        answered, square = weight.sum(axis=1), tally.square[:, j]
         for name, options in _answer_sets(question):
-            count = counts[:, j, options].sum(axis=1)
-            p = _smoothed(count, n)
-            if np.all(p > threshold) and np.all(one_proportion_z(count, n, threshold) > critical):
-                rows.append((question.id, short[j], name, float(np.prod(p)),
-                             float(np.min(count / np.maximum(n, 1))), float(count.sum() / max(n.sum(), 1))))
+            chose = weight[:, options].sum(axis=1)
+            count, n = effective_counts(np.column_stack([chose, answered - chose]), square)
+            p = _smoothed(count[:, 0], n)
+            if np.all(p > threshold) and np.all(one_proportion_z(count[:, 0], n, threshold) > critical):
+                share = np.where(answered > 0, _shares(chose, answered), 0.0)
+                rows.append((question.id, short[j], name, float(np.prod(p)), float(np.min(share)),
+                             float(np.nan_to_num(_shares(chose.sum(), answered.sum())))))
     table = pd.DataFrame(rows, columns=["question_id", "question", "answer", "consensus",
                                         "lowest_share", "overall_share"])
-    return table.sort_values("consensus", ascending=False, kind="stable").reset_index(drop=True)
+    return _marked(table.sort_values("consensus", ascending=False, kind="stable").reset_index(drop=True),
+                   data, weighted)
 
 
 def _answer_sets(question: Question) -> list[tuple[str, list[int]]]:
@@ -241,7 +382,8 @@ def _answer_sets(question: Question) -> list[tuple[str, list[int]]]:
 
 
 # ------------------------------------------------------------------ metadata
-def metadata_composition(data: OpinionData, labels, max_categories: int = 10) -> pd.DataFrame:
+def metadata_composition(data: OpinionData, labels, max_categories: int = 10, *,
+                         weighted: bool = True) -> pd.DataFrame:
     """Who is in each cohort, by the metadata columns.
 
     Columns with at most ``max_categories`` distinct values are categories:
@@ -250,10 +392,12 @@ def metadata_composition(data: OpinionData, labels, max_categories: int = 10) ->
     more values get ``mean`` and ``median`` rows. Identifier-like columns
     (every value different: text, or a run of whole numbers) and constant
     columns are left out. Columns: ``cohort``, ``column``, ``category``, ``statistic``,
-    ``value`` (in the cohort), ``overall`` (among everyone).
+    ``value`` (in the cohort), ``overall`` (among everyone). Weighted, shares,
+    means and medians are the weighted ones.
     """
     labels = np.asarray(labels)
     cohorts = np.unique(labels)
+    weights = pd.Series(_respondent_weights(data, weighted))
     rows = []
     for column in data.metadata.columns:
         values = data.metadata[column].reset_index(drop=True)
@@ -265,19 +409,51 @@ def metadata_composition(data: OpinionData, labels, max_categories: int = 10) ->
         if distinct <= max_categories or not numeric:
             common = known.value_counts().index[: max_categories - 1 if distinct > max_categories else None]
             category = values.where(values.isna() | values.isin(common), "other").astype(object)
-            overall = category.value_counts(normalize=True)
+            overall = _category_shares(category, weights).sort_values(ascending=False, kind="stable")
             for cohort in cohorts:
-                shares = category[labels == cohort].value_counts(normalize=True)
+                shares = _category_shares(category[labels == cohort], weights[labels == cohort])
                 for value, share_all in overall.items():
                     rows.append((cohort, column, str(value), "share", float(shares.get(value, 0.0)),
                                  float(share_all)))
         else:
-            for statistic in ("mean", "median"):
-                everyone = float(getattr(known, statistic)())
+            numbers = values.astype(np.float64)
+            for statistic, summary in (("mean", _weighted_mean), ("median", _weighted_median)):
+                everyone = summary(numbers, weights)
                 for cohort in cohorts:
                     rows.append((cohort, column, None, statistic,
-                                 float(getattr(values[labels == cohort], statistic)()), everyone))
-    return pd.DataFrame(rows, columns=["cohort", "column", "category", "statistic", "value", "overall"])
+                                 summary(numbers[labels == cohort], weights[labels == cohort]), everyone))
+    table = pd.DataFrame(rows, columns=["cohort", "column", "category", "statistic", "value", "overall"])
+    return _marked(table, data, weighted)
+
+
+def _category_shares(category: pd.Series, weights: pd.Series) -> pd.Series:
+    """Each known value's share of the summed weights of respondents whose value is known."""
+    known = category.notna()
+    summed = weights[known].groupby(category[known].to_numpy(), sort=False).sum()
+    return summed / summed.sum() if len(summed) else summed
+
+
+def _weighted_mean(values: pd.Series, weights: pd.Series) -> float:
+    known = values.notna().to_numpy()
+    w = weights.to_numpy()[known]
+    return float(np.sum(w * values.to_numpy()[known]) / w.sum()) if w.sum() > 0 else float("nan")
+
+
+def _weighted_median(values: pd.Series, weights: pd.Series) -> float:
+    """The value below which half the weight lies; midway between two values that split it exactly.
+
+    With equal weights this is the ordinary median.
+    """
+    known = values.notna().to_numpy()
+    order = np.argsort(values.to_numpy()[known], kind="stable")
+    v, w = values.to_numpy()[known][order], weights.to_numpy()[known][order]
+    if w.sum() <= 0:
+        return float("nan")
+    below = np.cumsum(w)
+    i = int(np.searchsorted(below, below[-1] / 2))
+    if below[i] == below[-1] / 2 and i + 1 < len(v):
+        return float((v[i] + v[i + 1]) / 2)
+    return float(v[i])
 
 
 def _looks_like_ids(known: pd.Series, numeric: bool) -> bool:
@@ -289,7 +465,8 @@ def _looks_like_ids(known: pd.Series, numeric: bool) -> bool:
 
 
 # ------------------------------------------------------------ cohorts in words
-def cohort_names(data: OpinionData, labels, n_answers: int = 2, max_chars: int = 72) -> pd.DataFrame:
+def cohort_names(data: OpinionData, labels, n_answers: int = 2, max_chars: int = 72, *,
+                 weighted: bool = True) -> pd.DataFrame:
     """A readable name per cohort from its most distinctive answers, in the options' words.
 
     One row per cohort (in cohort order): ``cohort``, ``full_name`` (its
@@ -298,12 +475,14 @@ def cohort_names(data: OpinionData, labels, n_answers: int = 2, max_chars: int =
     <statement>"), ``name`` (at most ``max_chars`` characters: the answers
     that fit whole, or the first cut at a word boundary with "…"). Names are deterministic
     and distinct: cohorts that would share one get further answers, then
-    their number.
+    their number. Weighted, the answers are those weighted
+    :func:`distinctive_answers` picks.
     """
     cohorts = np.unique(np.asarray(labels))
     if len(cohorts) < 2:
-        return pd.DataFrame({"cohort": cohorts, "name": "Everyone", "full_name": "Everyone"})
-    answers = _distinctive_choices(data, labels, top=n_answers + 3)
+        return _marked(pd.DataFrame({"cohort": cohorts, "name": "Everyone", "full_name": "Everyone"}),
+                       data, weighted)
+    answers = _distinctive_choices(data, labels, top=n_answers + 3, weighted=weighted)
     chosen = {c: answers[c][:n_answers] for c in cohorts}
 
     def name(cohort):
@@ -317,8 +496,8 @@ def cohort_names(data: OpinionData, labels, n_answers: int = 2, max_chars: int =
     short = {c: full[c] if len(full[c]) <= max_chars or not chosen[c] else _short_name(chosen[c], max_chars)
              for c in cohorts}
     short = _numbered(short)
-    return pd.DataFrame({"cohort": cohorts, "name": [short[c] for c in cohorts],
-                         "full_name": [full[c] for c in cohorts]})
+    return _marked(pd.DataFrame({"cohort": cohorts, "name": [short[c] for c in cohorts],
+                                 "full_name": [full[c] for c in cohorts]}), data, weighted)
 
 
 def _short_name(answers: list, max_chars: int) -> str:
@@ -327,9 +506,9 @@ def _short_name(answers: list, max_chars: int) -> str:
     return name_from_answers(answers[:fitting[0]]) if fitting else shorten(name_from_answers(answers[:1]), max_chars)
 
 
-def _distinctive_choices(data: OpinionData, labels, top: int) -> dict:
+def _distinctive_choices(data: OpinionData, labels, top: int, weighted: bool) -> dict:
     """``{cohort: [(question, option, topic), ...]}``: its distinctive answers, best first."""
-    table = distinctive_answers(data, labels, top=top)
+    table = distinctive_answers(data, labels, top=top, weighted=weighted)
     topics = dict(zip(data.question_ids, question_topics(data.questions)))
     choices = {c: [] for c in np.unique(np.asarray(labels))}
     for cohort, qid, answer in zip(table["cohort"], table["question_id"], table["answer"]):
@@ -349,21 +528,23 @@ def _numbered(names: dict) -> dict:
     return {c: f"{text} (cohort {c})" if c in clashing else text for c, text in names.items()}
 
 
-def cohort_summaries(data: OpinionData, labels, n_answers: int = 2, confidence: float = 0.90) -> list[str]:
+def cohort_summaries(data: OpinionData, labels, n_answers: int = 2, confidence: float = 0.90, *,
+                     weighted: bool = True) -> list[str]:
     """One sentence per cohort (in cohort order): what it believes and how that differs from everyone.
 
     E.g. "72% say “too little” on welfare, against 41% of all respondents,
     and 57% say “too much” on the military, against 17%." Shares are of
-    cohort members (and of all respondents) who answered the question. A
-    cohort none of whose answers is significantly more common than outside
-    it (Polis's two-proportion test at ``confidence``) is said to be so.
+    cohort members (and of all respondents) who answered the question,
+    weighted when ``weighted`` and the data has weights. A cohort none of
+    whose answers is significantly more common than outside it (Polis's
+    two-proportion test at ``confidence``) is said to be so.
     """
     cohorts = np.unique(np.asarray(labels))
     if len(cohorts) < 2:
         return ["Everyone is in one cohort."] * len(cohorts)
-    table = distinctive_answers(data, labels, top=n_answers, confidence=confidence)
+    table = distinctive_answers(data, labels, top=n_answers, confidence=confidence, weighted=weighted)
     topics = dict(zip(data.question_ids, question_topics(data.questions)))
-    counts = dict(zip(data.question_ids, data.answer_counts()))
+    everyone_weight = _tally(data, labels, weighted).weight.sum(axis=0)
     sentences = []
     for cohort in cohorts:
         rows = table[table["cohort"] == cohort]
@@ -371,7 +552,8 @@ def cohort_summaries(data: OpinionData, labels, n_answers: int = 2, confidence: 
         for i, row in enumerate(rows.itertuples()):
             question = data.questions[data.question_index(row.question_id)]
             option = question.options.index(row.answer)
-            everyone = counts[row.question_id][option] / max(counts[row.question_id].sum(), 1)
+            answered = everyone_weight[data.question_index(row.question_id)]
+            everyone = answered[option] / answered.sum() if answered.sum() > 0 else 0.0
             against = "of all respondents" if i == 0 else "overall"
             clauses.append(f"{row.share_in:.0%} {answer_clause(question, option, topics[row.question_id])}, "
                            f"against {everyone:.0%} {against}")
@@ -429,4 +611,5 @@ def cohort_composition(composition: pd.DataFrame, cohort, min_gap: float = 0.05,
     numbers = rows[rows["statistic"] != "share"]
     averages = pd.DataFrame({"column": numbers["column"], "statistic": numbers["statistic"],
                              "cohort": numbers["value"], "everyone": numbers["overall"]}).reset_index(drop=True)
+    shares.attrs, averages.attrs = dict(composition.attrs), dict(composition.attrs)  # weighted or not, as it
     return shares, averages

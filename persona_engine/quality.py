@@ -99,6 +99,7 @@ def quality_table(
         }
     )
     table.attrs["per_seed"] = pd.DataFrame(scores, index=pd.Index(list(seeds), name="seed"))
+    table.attrs["held_out"] = split.protocol if len(seeds) else ""  # how answers were held out (the same each seed)
     return table
 
 

@@ -45,14 +45,15 @@ import pandas as pd
 from persona_engine.embed import EMBEDDERS, embedder_from_state
 from persona_engine.cohort_quality import cohort_stability
 from persona_engine.cohort_space import fit_cohorts
-from persona_engine.cohorts import CohortFinder
+from persona_engine.cohorts import MIN_RESPONDENTS, CohortFinder
 from persona_engine.errors import DataError
+from persona_engine.ingest.polis import missing_comments
 from persona_engine.latent_map import LatentMap
 from persona_engine.study_folder import (
     load_arrays, load_component, read_json, read_table, recover_interrupted_swap, save_arrays,
     save_component, to_jsonable, write_folder_atomically, write_json,
 )
-from persona_engine.opinion_data import OpinionData, Question, Source
+from persona_engine.opinion_data import MISSING, OpinionData, Question, Source
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -285,6 +286,7 @@ def fit_study(
     """
     if model not in EMBEDDERS:
         raise DataError(f"unknown embedding model '{model}'", expected=" or ".join(EMBEDDERS))
+    check_cohorts_findable(data)
     report = progress or (lambda stage, step, total: None)
 
     embedder = EMBEDDERS[model](dim=dim, random_state=random_state).fit(
@@ -331,6 +333,57 @@ def fit_study(
     }
     return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
                  latent_map_3d=latent_map_3d)
+
+
+def check_cohorts_findable(data: OpinionData) -> None:
+    """Raise :class:`DataError` saying, in the survey's words, why ``data`` cannot have cohorts.
+
+    Checked before anything is fitted, so that a wrong file gets its real
+    reason rather than the cohort finder's "all vectors are identical".
+    """
+    error = missing_comments(data.source.files) if data.source.format == "wide" else None
+    if error is not None:
+        raise error
+    where = data.source.files[0] if data.source.files else data.source.name
+    answered = data.observed.sum(axis=0)
+    shared = [int(np.bincount(col[col != MISSING], minlength=1).max()) if count else 0
+              for col, count in zip(data.answers.T, answered)]
+    if max(shared) < 2 and answered.max() >= 2:
+        raise DataError(_no_shared_answer(data, answered), file=where,
+                        expected="closed questions: columns whose few options many respondents share")
+    if data.n_respondents < MIN_RESPONDENTS:
+        raise DataError(f"{data.n_respondents} respondents is too few to find cohorts "
+                        f"(at least {MIN_RESPONDENTS})", file=where)
+    if len(np.unique(data.answers, axis=0)) < 2:
+        raise DataError(f"all {data.n_respondents} respondents gave the same answers to every question, "
+                        "so there are no cohorts to find", file=where, expected="respondents whose answers differ")
+
+
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def _no_shared_answer(data: OpinionData, answered: np.ndarray) -> str:
+    """Why no column reads like a question: each answer in it was given by one respondent only."""
+    j = int(np.argmax(answered))
+    question, n = data.questions[j], int(answered[j])
+    labels = [question.options[a] for a in np.unique(data.answers[:, j][data.answers[:, j] != MISSING])]
+    longest = max(labels, key=len)
+    formulas = [label for label in labels if label.startswith(FORMULA_START) and not _is_number(label)]
+    detail = ""
+    if len(longest) > 1000:
+        detail = f" (one of them {len(longest):,} characters long)"
+    elif formulas:
+        detail = f" (such as '{formulas[0][:40]}', which looks like a spreadsheet formula)"
+    return (f"no question has an answer that two respondents share: question '{question.id}' has {n} "
+            f"different answers in {n} rows{detail}, so it reads like ids or free text, not a question")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _question_to_dict(question: Question) -> dict:

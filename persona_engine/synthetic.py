@@ -14,6 +14,12 @@ planted cohort is kept in ``metadata["planted_cohort"]`` with two
 cohort-dependent attributes (``age``, ``region``), so that recovery and the
 metadata profiles can be checked.
 
+Survey weights with a known answer: draw the sample with ``cohort_shares``
+and give ``population_shares``, the cohorts' shares of the population the
+sample stands for. Each respondent then gets a weight (an under-sampled
+cohort's above 1) such that the weighted share of every planted cohort is
+exactly its population share, while the unweighted share is its sample share.
+
 :func:`write_wide` saves a wide table plus a ``codebook.json`` that
 :func:`persona_engine.ingest.read_opinions` reads back; :func:`write_polis`
 saves the statements as a Polis export folder.
@@ -63,6 +69,8 @@ def make_opinions(
     cohort_shares=None,
     missingness: str | float = "polis",
     min_seen: int = 8,
+    population_shares=None,
+    weight_jitter: float = 0.25,
     random_state: int = 0,
 ) -> OpinionData:
     """Draw respondents from ``n_cohorts`` planted cohorts.
@@ -84,11 +92,19 @@ def make_opinions(
         ``"polis"`` (each respondent sees between ``min_seen`` and all
         questions, earlier ones more often), ``"none"``, or a share of
         answers missing completely at random.
+    population_shares:
+        ``(n_cohorts,)`` each cohort's share of the population, to make
+        survey weights (default: none). Respondent ``i`` of cohort ``c``
+        weighs ``population_share[c] · n / n_c``, times a log-normal jitter
+        (standard deviation ``weight_jitter`` on the log scale, as real
+        weights vary within a cell) rescaled so that the cohort's weights
+        still sum to ``population_share[c] · n``. Weights average 1.
     random_state:
         Seed; the same arguments give the same data.
 
     Returns an :class:`OpinionData` with ``metadata`` columns
-    ``planted_cohort`` ("A", "B", ...), ``age`` and ``region``.
+    ``planted_cohort`` ("A", "B", ...), ``age`` and ``region``, and weights
+    when ``population_shares`` is given.
     """
     if n_cohorts < 1 or n_respondents < n_cohorts:
         raise DataError(f"cannot plant {n_cohorts} cohorts among {n_respondents} respondents")
@@ -134,8 +150,26 @@ def make_opinions(
             np.where(rng.random(n_respondents) < 0.6, cohort % len(REGIONS), rng.integers(0, 4, n_respondents))],
     })
     ids = np.array([f"r{i + 1:04d}" for i in range(n_respondents)], dtype=object)
-    return OpinionData(ids, tuple(questions), answers, metadata,
-                       source=Source(name="synthetic planted cohorts", format="synthetic"))
+    # Weights are drawn last, so that asking for them leaves the answers as they were.
+    weights = None if population_shares is None else _weights(rng, cohort, population_shares, weight_jitter)
+    name = "synthetic planted cohorts" + ("" if weights is None else ", weighted")
+    return OpinionData(ids, tuple(questions), answers, metadata, weights=weights,
+                       source=Source(name=name, format="synthetic"))
+
+
+def _weights(rng, cohort: np.ndarray, population_shares, jitter: float) -> np.ndarray:
+    """``(n,)`` weights under which cohort ``c``'s share is ``population_shares[c]`` (normalised)."""
+    n_cohorts, n = int(cohort.max()) + 1, len(cohort)
+    target = np.asarray(population_shares, dtype=np.float64)
+    if target.shape != (n_cohorts,) or np.any(target < 0) or target.sum() <= 0:
+        raise DataError("population_shares must give one non-negative share per cohort")
+    sizes = np.bincount(cohort, minlength=n_cohorts)
+    if np.any((sizes == 0) & (target > 0)):
+        raise DataError("a cohort with a population share has no respondents to weight",
+                        expected="more respondents, or a cohort_shares above 0 for every cohort")
+    spread = np.exp(rng.normal(0, jitter, size=n))
+    in_cohort = np.bincount(cohort, weights=spread, minlength=n_cohorts)
+    return spread * (target / target.sum() * n)[cohort] / in_cohort[cohort]
 
 
 def _seen(rng, n: int, q: int, missingness, min_seen: int) -> np.ndarray:
@@ -158,19 +192,22 @@ def _seen(rng, n: int, q: int, missingness, min_seen: int) -> np.ndarray:
 # ------------------------------------------------------------------- writing
 def write_wide(data: OpinionData, folder: str | Path, file_name: str = "answers.csv") -> Path:
     """Write ``answers.csv`` (one row per respondent, answers as option labels,
-    blank = missing, then metadata) and ``codebook.json`` into ``folder``."""
+    blank = missing, then the weight if any and metadata) and ``codebook.json`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"respondent_id": data.respondent_ids})
     for j, question in enumerate(data.questions):
         labels = np.array(question.options + ("",), dtype=object)
         table[question.id] = labels[data.answers[:, j]]  # MISSING (-1) picks the blank
+    if data.weights is not None:
+        table["weight"] = data.weights
     meta = data.metadata.reset_index(drop=True)
     table = pd.concat([table, meta], axis=1)
     table.to_csv(folder / file_name, index=False)
     codebook = {
         "name": data.source.name,
         "id": "respondent_id",
+        **({"weight": "weight"} if data.weights is not None else {}),
         "questions": {
             q.id: {"text": q.text, "options": list(q.options), "ordinal": q.ordinal,
                    **({"values": list(q.option_values)} if q.option_values is not None else {})}

@@ -104,7 +104,16 @@ def test_unknown_space_is_a_clear_error(opinions, embedder):
 
 def test_without_answers_to_hold_out_the_embedding_is_kept(embedder):
     few = np.full((30, len(embedder.n_options_)), -1)
-    few[:, :3] = 0  # three answers each: nobody has the five needed to hold any out
+    few[:, :1] = 0  # one answer each: nothing can be held out
     tiny = SoftmaxFactorization(dim=2, reg=0.1, random_state=0).fit(few, embedder.n_options_)
     choice = choose_cohort_space(tiny, few, CohortFinder(n_resamples=2))
     assert choice.space == "embedding" and choice.scores.empty
+
+
+def test_a_short_battery_is_scored_leave_one_out_and_a_tie_keeps_the_embedding(embedder):
+    few = np.full((30, len(embedder.n_options_)), -1)
+    few[:, :3] = 0  # three answers each: one per respondent is held out in each inner split
+    tiny = SoftmaxFactorization(dim=2, reg=0.1, random_state=0).fit(few, embedder.n_options_)
+    choice = choose_cohort_space(tiny, few, CohortFinder(n_resamples=2))
+    assert not choice.scores.empty and set(choice.scores["space"]) == {"embedding", "answers"}
+    assert choice.space == "embedding"  # both score 1.0: the tie keeps the embedding

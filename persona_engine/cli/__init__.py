@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
+from persona_engine.cli.codebook_command import add_parser as add_codebook_parser
 from persona_engine.cli.evaluation_commands import add_parser as add_evaluation_parser
 from persona_engine.cli.steering_commands import run_ask, run_chat, run_train_steering
 from persona_engine.cli.study_commands import run_evaluate, run_fit, run_info, run_profile
-from persona_engine.errors import DataError
+from persona_engine.errors import DataError, DataWarning
 from persona_engine.steer.settings import KINDS, PLACEMENTS, SCHEDULES, UNBOUNDED_EPOCHS, SteeringSettings
 
 STEERING = SteeringSettings()
@@ -30,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for reports that record their command
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _one_line
+            return args.run(args) or 0
     except DataError as error:
         if args.debug:
             raise
@@ -48,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"persona-engine: unexpected error: {type(error).__name__}: {error} "
               "(run again with --debug for details)", file=sys.stderr)
         return 1
+
+
+def _one_line(message, category, *args, **kwargs) -> None:
+    """Warnings about the user's input as one line each; any other warning as Python shows it."""
+    if issubclass(category, DataWarning):
+        print(f"persona-engine: warning: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, *args, **kwargs)
+
+
+_show_warning = warnings.showwarning
 
 
 def _soft_prompt_arguments() -> argparse.ArgumentParser:
@@ -123,7 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     data_args = argparse.ArgumentParser(add_help=False)
     data_args.add_argument("--codebook", help="codebook file (CSV or JSON) with question text and option order")
-    data_args.add_argument("--format", default="auto", choices=["auto", "polis", "wide", "long", "pew"],
+    data_args.add_argument("--format", default="auto",
+                           choices=["auto", "polis", "wide", "long", "pew", "labelled", "qualtrics"],
                            help="input format (default: detected)")
     model_args = argparse.ArgumentParser(add_help=False)
     model_args.add_argument("--dim", type=int, default=16, help="embedding dimensions (default 16)")
@@ -137,7 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", parents=[common, data_args, model_args],
                          help="embed respondents, find cohorts, draw the map; save a study folder",
                          description="Read DATA, fit embeddings, cohorts and the map, and save a study folder.")
-    fit.add_argument("source", metavar="DATA", help="a file, folder or zip (Polis export, wide or long table, Pew wave)")
+    fit.add_argument("source", metavar="DATA", help="a file, folder or zip (Polis export, wide or long table, Pew "
+                                                    "wave, SPSS/Stata/SAS file, Qualtrics export)")
     fit.add_argument("--out", required=True, metavar="STUDY", help="study folder to write")
     fit.add_argument("--model", default="softmax", choices=["softmax", "paper"],
                      help="collaborative filter: softmax (default) or the paper's MSE factorization")
@@ -162,6 +180,8 @@ def _build_parser() -> argparse.ArgumentParser:
     profile.add_argument("study", metavar="STUDY")
     profile.add_argument("--cohort", type=int, default=None, help="only this cohort")
     profile.add_argument("--top", type=int, default=5, help="how many answers/questions to list (default 5)")
+    profile.add_argument("--unweighted", action="store_true",
+                         help="ignore the survey weights (by default a study's weights weigh every share)")
     profile.set_defaults(run=run_profile)
 
     info = sub.add_parser("info", parents=[common], help="summarise a study folder",
@@ -169,6 +189,8 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("study", metavar="STUDY")
     info.add_argument("--json", action="store_true", help="print the summary and manifest as JSON")
     info.set_defaults(run=run_info)
+
+    add_codebook_parser(sub, [common, data_args])
 
     llm_args = argparse.ArgumentParser(add_help=False)
     llm_args.add_argument("--model", default=None, metavar="HF_ID_OR_FOLDER",

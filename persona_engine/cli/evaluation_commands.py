@@ -13,7 +13,7 @@ import pandas as pd
 
 def run_evaluate_steering(args: argparse.Namespace) -> int:
     from persona_engine.evaluation import evaluate_steering, write_report
-    from persona_engine.evaluation.report import verdict
+    from persona_engine.evaluation.report import json_ready, verdict
     from persona_engine.study import Study
 
     from persona_engine.cli.steering_commands import _load_llm
@@ -27,15 +27,15 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
     out = args.out or study.path / "evaluation"
     command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
     write_report(result, out, html=not args.no_html, command=command)
-    if args.json:
-        print(json.dumps({"accuracy": result.accuracy.to_dict("records"),
-                          "fold_in": result.fold_in.to_dict("records"),
-                          "alignment_by_cohort": result.alignment_by_cohort().to_dict("records"),
-                          "facts": result.facts}, indent=2, default=str))
+    if args.json:  # NaN is not JSON: unmeasured numbers are null, with a reason
+        print(json.dumps(json_ready({"accuracy": result.accuracy.to_dict("records"),
+                                     "fold_in": result.fold_in.to_dict("records"),
+                                     "alignment_by_cohort": result.alignment_by_cohort().to_dict("records"),
+                                     "facts": result.facts}), indent=2, default=str, allow_nan=False))
         return 0
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print("Held-out answers of training respondents (macro accuracy, "
-              f"{round(100 * settings.confidence)}% bootstrap interval):")
+              f"{round(100 * settings.confidence)}% bootstrap interval; {result.facts['held_out']}):")
         print(result.accuracy.drop(columns=["calibrated"]).to_string(index=False))
         if not result.fold_in.empty:
             print("\nUnseen respondents placed from K answers:")
@@ -118,7 +118,8 @@ class _StageBars:
             if self._bar is not None:
                 self._bar.close()
             self._stage = stage
-            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+            # disable=None: no bar when stderr is a pipe or a CI log, only on a terminal
+            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False, disable=None)
         self._bar.total = total
         self._bar.update(done - self._bar.n)
 

@@ -281,7 +281,8 @@ class _StepBar:
         from tqdm.auto import tqdm
 
         if self._bar is None:
-            self._bar = tqdm(total=total, desc=self.desc, unit="step", file=sys.stderr)
+            # disable=None: no bar when stderr is a pipe or a CI log, only on a terminal
+            self._bar = tqdm(total=total, desc=self.desc, unit="step", file=sys.stderr, disable=None)
         shown = {k: f"{info[k]:.3f}" for k in ("loss", "val_loss", "val_accuracy") if k in info}
         self._bar.set_postfix(shown, refresh=False)
         self._bar.update(step - self._bar.n)

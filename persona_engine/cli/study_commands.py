@@ -56,13 +56,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     paired = paired_difference(table)
     one_split = not math.isfinite(paired["standard_error"])
     if args.json:
+        from persona_engine.evaluation.report import json_ready
+
         paired_json = {**paired, "standard_error": None if one_split else paired["standard_error"]}
-        print(json.dumps({"data": data.summary(), "results": table.to_dict(orient="records"),
-                          "our_cohorts_minus_polis": paired_json}, indent=2))
+        print(json.dumps(json_ready({"data": data.summary(), "held_out": table.attrs.get("held_out", ""),
+                                     "results": table.to_dict(orient="records"),
+                                     "our_cohorts_minus_polis": paired_json}), indent=2, allow_nan=False))
     else:
         print(f"Held-out macro accuracy on {data.source.name} "
               f"({int(table['respondents'].iloc[0])} respondents scored, "
-              f"20% of each respondent's answers hidden, seeds {args.seeds}):")
+              f"{table.attrs.get('held_out', '')}, seeds {args.seeds}):")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         spread = "" if one_split else f" ± {paired['standard_error']:.4f} (one s.e.)"
         print(f"our cohorts − Polis cohorts, paired by split: {paired['mean']:+.4f}{spread}; "
@@ -72,7 +75,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_profile(args: argparse.Namespace) -> int:
     from persona_engine.profiles import (
-        cohort_overview, consensus_questions, distinctive_answers, metadata_composition,
+        cohort_overview, consensus_questions, distinctive_answers, metadata_composition, weighting_note,
     )
     from persona_engine.study import Study
 
@@ -80,24 +83,28 @@ def run_profile(args: argparse.Namespace) -> int:
     if args.cohort is not None and not 0 <= args.cohort < study.n_cohorts:
         raise DataError(f"no cohort {args.cohort}", expected=f"0 to {study.n_cohorts - 1}")
     cohorts = range(study.n_cohorts) if args.cohort is None else [args.cohort]
-    overview = cohort_overview(study.data, study.labels).merge(
+    data, labels, weighted = study.data, study.labels, not args.unweighted
+    note = weighting_note(data, weighted)
+    overview = cohort_overview(data, labels, weighted=weighted).merge(
         study.stability[["cohort", "jaccard"]].rename(columns={"jaccard": "stability"}), on="cohort")
-    distinctive = distinctive_answers(study.data, study.labels, top=args.top)
-    composition = metadata_composition(study.data, study.labels)
+    distinctive = distinctive_answers(data, labels, top=args.top, weighted=weighted)
+    composition = metadata_composition(data, labels, weighted=weighted)
     with pd.option_context("display.max_colwidth", 60, "display.width", 160):
+        print(f"Cohorts ({note}; size counts respondents)")
         print(overview.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         print("(stability: Jaccard of the cohort with its best match in bootstrap refits; "
               "above 0.75 stable, below 0.5 it dissolves)")
         for cohort in cohorts:
-            print(f"\nCohort {cohort}: most distinctive answers")
+            print(f"\nCohort {cohort}: most distinctive answers ({note})")
             print(distinctive[distinctive["cohort"] == cohort].drop(columns="cohort").to_string(index=False))
             if not composition.empty:
-                print(f"Cohort {cohort}: who is in it (share or mean in the cohort vs everyone)")
+                print(f"Cohort {cohort}: who is in it (share or mean in the cohort vs everyone, {note})")
                 mix = _top_categories(composition[composition["cohort"] == cohort], per_column=3)
                 print(mix.drop(columns="cohort").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if args.cohort is None:
-            print("\nConsensus questions (every cohort leans the same way)")
-            print(consensus_questions(study.data, study.labels).head(args.top).to_string(index=False))
+            print(f"\nConsensus questions (every cohort leans the same way; {note})")
+            consensus = consensus_questions(data, labels, weighted=weighted)
+            print(consensus.head(args.top).to_string(index=False))
     return 0
 
 
@@ -156,7 +163,8 @@ class _StageBars:
         if bar is None:
             for other in self._bars.values():  # stages run one after another
                 other.close()
-            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr)
+            # disable=None: no bar when stderr is a pipe or a CI log, only on a terminal
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, disable=None)
         if bar.total != total:
             bar.total = total
         bar.n = step

@@ -5,7 +5,9 @@ The paper's protocol, kept strict:
 * respondents are split into a **training group** and an **unseen group**
   (``respondent_fraction`` of the eligible respondents);
 * every eligible respondent's answers are split into **seen** and
-  **held-out** ones (:func:`~persona_engine.split.holdout_split`).
+  **held-out** ones (:func:`~persona_engine.split.holdout_split`; on a short
+  battery one answer per respondent is held out, leave-one-out, and
+  :attr:`EvaluationSplit.protocol` says so).
 
 Everything learned (the collaborative filter, the cohorts, the soft-prompting
 model, majorities, letter calibration) sees only the training group's seen
@@ -39,11 +41,20 @@ class EvaluationSplit:
     trained:
         Bool ``(n_respondents,)``: the training group. Respondents with too
         few answers to hold any out are always in it (and never scored).
+    protocol:
+        Which answers were held out, in words for tables and reports
+        (:attr:`~persona_engine.split.HoldoutSplit.protocol`).
     """
 
     seen: np.ndarray
     held_out: np.ndarray
     trained: np.ndarray
+    protocol: str = ""
+
+    @property
+    def leave_one_out(self) -> bool:
+        """Whether one answer per respondent was held out (a short battery)."""
+        return "leave-one-out" in self.protocol
 
     @property
     def training_answers(self) -> np.ndarray:
@@ -63,7 +74,8 @@ def evaluation_split(answers: np.ndarray, *, respondent_fraction: float = 0.2,
 
     ``answers``: ``(n_respondents, n_questions)`` option codes, ``MISSING``
     where unknown. Respondents with fewer than ``min_answers`` answers stay
-    in training with all their answers.
+    in training with all their answers; when that is most of them (a short
+    battery), every respondent with two answers or more has one held out.
     """
     if not 0 <= respondent_fraction < 1 or not 0 < question_fraction < 1:
         raise DataError(f"fractions {respondent_fraction} (respondents) and {question_fraction} (answers)",
@@ -73,13 +85,15 @@ def evaluation_split(answers: np.ndarray, *, respondent_fraction: float = 0.2,
                           random_state=random_state)
     eligible = np.flatnonzero(split.eligible)
     if eligible.size < 2:
-        raise DataError(f"{eligible.size} respondents with at least {min_answers} answers",
+        needed = 2 if split.leave_one_out else min_answers
+        raise DataError(f"{eligible.size} respondents with at least {needed} answers",
                         expected="at least two respondents to evaluate on")
     rng = np.random.default_rng([random_state, 1])
     n_unseen = int(round(respondent_fraction * eligible.size))
     trained = np.ones(answers.shape[0], dtype=bool)
     trained[rng.choice(eligible, n_unseen, replace=False)] = False
-    return EvaluationSplit(seen=split.train_answers, held_out=split.test_mask, trained=trained)
+    return EvaluationSplit(seen=split.train_answers, held_out=split.test_mask, trained=trained,
+                           protocol=split.protocol)
 
 
 def keep_answers(seen: np.ndarray, k: int | None, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
+from persona_engine.exports import spreadsheet_safe
 from persona_engine.evaluation.harness import REFERENCE, TEXT, EvaluationResult
 from persona_engine.study_folder import read_json, write_folder_atomically, write_json
 
@@ -36,8 +38,9 @@ def write_report(result: EvaluationResult, folder: str | Path, *, html: bool = T
 
     def write(target: Path) -> None:
         for name in TABLES:
-            getattr(result, name).to_csv(target / f"{name}.csv", index=False)
-        write_json(target / MARKER, {"settings": result.settings, "facts": result.facts, "command": command})
+            spreadsheet_safe(getattr(result, name)).to_csv(target / f"{name}.csv", index=False)
+        write_json(target / MARKER, json_ready({"settings": result.settings, "facts": result.facts,
+                                                "command": command}))
         (target / "report.md").write_text(markdown(result, command), encoding="utf-8")
         if html:
             figures_html(result, target / "figures.html")
@@ -63,6 +66,33 @@ def read_report(folder: str | Path) -> EvaluationResult:
             raise DataError(f"cannot read the table: {error}", file=str(folder / f"{name}.csv")) from error
     return EvaluationResult(tables["accuracy"], tables["fold_in"], tables["alignment"],
                             saved.get("settings", {}), saved.get("facts", {}))
+
+
+NOT_MEASURED = "not measured: no respondent had a held-out answer for it"
+
+
+def json_ready(value, reason: str = NOT_MEASURED):
+    """``value`` (dicts, lists, numbers) with every NaN or infinity written as ``None``.
+
+    JSON has no NaN. A dict in which a number was replaced gets a ``reason``
+    entry saying why it is empty (unless it has one), so a script reading
+    ``null`` knows it is not a zero.
+    """
+    if isinstance(value, dict):
+        out = {key: json_ready(item, reason) for key, item in value.items()}
+        if any(_not_finite(item) for item in value.values()) and "reason" not in out:
+            out["reason"] = reason
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item, reason) for item in value]
+    return None if _not_finite(value) else value
+
+
+def _not_finite(value) -> bool:
+    try:
+        return isinstance(value, (float, np.floating)) and not np.isfinite(value)
+    except TypeError:
+        return False
 
 
 def verdict(result: EvaluationResult) -> list[str]:
@@ -104,7 +134,8 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
             f"{facts.get('training_respondents', '?')} training respondents; "
             f"{facts.get('scored_respondents', '?')} scored on {facts.get('held_out_answers', '?')} held-out "
             f"answers ({facts.get('text_scored_respondents', '?')} of them also by the text prompts and the "
-            f"untrained SPM). Accuracy is averaged per respondent; "
+            f"untrained SPM); {facts.get('held_out', 'held out: 20% of each respondent’s answers')}. "
+            "Accuracy is averaged per respondent; "
             f"[low, high] is a {_confidence(result)} bootstrap interval over respondents.", "",
             _table(result.accuracy, ["method", "family", "accuracy", "low", "high", "respondents", "answers"]), ""]
     if not result.fold_in.empty:

@@ -96,6 +96,23 @@ def read_polis(votes: InputFile, comments: InputFile, summary: InputFile | None 
     )
 
 
+def missing_comments(files) -> DataError | None:
+    """The error for a Polis votes file that came without its comments file, else ``None``.
+
+    ``files``: the names (paths) of the files read together. Without
+    ``comments.csv`` the votes table would be read as an ordinary wide table,
+    Polis's per-participant counts taken for questions and every statement
+    left without its text.
+    """
+    names = [PurePath(str(f)) for f in files]
+    votes = [n for n in names if n.name.casefold() == VOTES_FILE]
+    if not votes or any(n.name.casefold() == COMMENTS_FILE for n in names):
+        return None
+    return DataError(f"this looks like a Polis export but {COMMENTS_FILE} is missing", file=str(votes[0]),
+                     expected=f"{VOTES_FILE} and {COMMENTS_FILE} together, in one folder or zip, as Polis "
+                              "exports them")
+
+
 def _statements(comments: pd.DataFrame, where: str) -> dict[str, dict]:
     """``{comment id: {"text": ..., "rejected": bool}}`` from comments.csv."""
     for column in ("comment-id", "comment-body"):

@@ -8,11 +8,13 @@ Without a codebook, a wide table's columns are sorted into roles by these
 rules, in order (a codebook overrides all of them):
 
 1. an id column: the first column named like ``id``, ``respondent_id``,
-   ``participant`` or ``QKEY`` whose values are all present and unique
-   (otherwise respondents are numbered 1, 2, ... in row order);
+   ``participant`` or ``QKEY`` whose values are all present (an id that
+   repeats is an error naming its rows; without such a column respondents
+   are numbered 1, 2, ... in row order);
 2. a weight column: the first numeric column whose name contains ``weight``;
 3. metadata: columns named like a demographic (age, sex, race, party, ...),
-   columns with a single value, columns of numbers with decimals, and columns
+   columns with a single value (a :class:`~persona_engine.errors.DataWarning`
+   says that such a question was dropped), columns of numbers with decimals, and columns
    with more than :data:`MAX_AUTO_OPTIONS` distinct values (ages, incomes,
    free-text comments);
 4. every other column is a question.
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
 
-from persona_engine.errors import DataError
+from persona_engine.errors import DataError, DataWarning
 from persona_engine.ingest.codebook import (Codebook, QuestionSpec, metadata_column,
                                             specified_question)
 from persona_engine.ingest.options import MAX_AUTO_OPTIONS, ColumnValues
@@ -67,7 +70,7 @@ def read_wide(table: pd.DataFrame, file: str, *, codebook: Codebook | None = Non
     if id_column is not None:
         ids = respondent_ids(table, id_column, file)
     else:
-        id_column = _auto_id_column(table)
+        id_column = _auto_id_column(table, file)
         ids = (id_texts(table[id_column]).to_numpy(dtype=object) if id_column
                else np.arange(1, len(table) + 1).astype(str))
     weight_column = book.weight_column or _auto_weight_column(table, exclude={id_column} | set(
@@ -84,6 +87,8 @@ def read_wide(table: pd.DataFrame, file: str, *, codebook: Codebook | None = Non
             question, coded = specified_question(book.questions[column], values, file=file,
                                                  missing=book.missing)
         elif column in book.metadata or book.questions or not _looks_like_question(column, values):
+            if column not in book.metadata and not book.questions:
+                _warn_if_one_option(column, values, file)
             spec = book.metadata.get(column)
             metadata[column] = metadata_column(values, spec.labels if spec else None)
             continue
@@ -107,6 +112,17 @@ def read_wide(table: pd.DataFrame, file: str, *, codebook: Codebook | None = Non
     )
 
 
+def _warn_if_one_option(column: str, values: list, file: str) -> None:
+    """A column that would be a question but for its single answer is kept as metadata: say so."""
+    if _plain(column) in DEMOGRAPHIC_NAMES | ID_NAMES:
+        return
+    observed = ColumnValues.of(values)
+    if observed.n_distinct == 1 and (not observed.numeric or observed.whole_numbers):
+        only = observed.spellings[0]
+        warnings.warn(DataWarning(f"{file}, column '{column}': question {column} has one option ('{only}'): "
+                                  "dropped from the questions (kept as metadata)"), stacklevel=2)
+
+
 def _looks_like_question(column: str, values: list) -> bool:
     if _plain(column) in DEMOGRAPHIC_NAMES | ID_NAMES:
         return False
@@ -116,12 +132,20 @@ def _looks_like_question(column: str, values: list) -> bool:
     return not observed.numeric or observed.whole_numbers
 
 
-def _auto_id_column(table: pd.DataFrame) -> str | None:
+def _auto_id_column(table: pd.DataFrame, file: str = "") -> str | None:
+    """The first column named like an id whose values are all there; repeated ids are an error, never metadata.
+
+    A column named like an id with a blank is taken for something else
+    (metadata); one whose ids repeat would turn the same person into two
+    respondents, so :func:`respondent_ids` raises, naming the id and its rows.
+    """
     for column in table.columns:
         if _plain(column) in ID_NAMES:
             values = table[column]
             text = id_texts(values)
-            if values.notna().all() and (text != "").all() and text.is_unique:
+            if values.notna().all() and (text != "").all():
+                if not text.is_unique:
+                    respondent_ids(table, column, file)  # raises, naming the repeated id's rows
                 return column
     return None
 

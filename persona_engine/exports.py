@@ -1,0 +1,53 @@
+"""Tables written for spreadsheets: no cell a spreadsheet would run as a formula.
+
+A respondent id, a metadata value or an answer's text read from someone's
+file can start with ``=``, ``+``, ``-`` or ``@`` (or a tab or carriage
+return); opened in Excel or LibreOffice such a cell is a formula, which can
+run commands or send data away ("CSV injection"). Every CSV and XLSX the
+project writes goes through :func:`spreadsheet_safe`, which starts such text
+cells with an apostrophe (OWASP's advice), so they show as the text they
+are. Numbers, and text that is just a number such as ``-1.5``, are left as
+they are.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value):
+    """``value``, with an apostrophe in front if it is text a spreadsheet would take for a formula."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START) or _is_number(value):
+        return value
+    return "'" + value
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` whose text cells, column names included, never start a formula."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(neutralised)
+    safe.columns = [neutralised(c) for c in safe.columns]
+    return safe
+
+
+def workbook(sheets: dict[str, pd.DataFrame]) -> bytes:
+    """An XLSX file with one sheet per ``{name: table}``, every table :func:`spreadsheet_safe`."""
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+        for name, table in sheets.items():
+            spreadsheet_safe(table).to_excel(writer, sheet_name=name[:31], index=False)
+    return buffer.getvalue()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
