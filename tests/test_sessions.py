@@ -21,7 +21,6 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
