@@ -19,11 +19,14 @@ import pandas as pd
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def looks_like_formula(value) -> bool:
+    """Whether ``value`` is text a spreadsheet would take for a formula (not a plain number like ``-1.5``)."""
+    return isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value)
+
+
 def neutralised(value):
     """``value``, with an apostrophe in front if it is text a spreadsheet would take for a formula."""
-    if not isinstance(value, str) or not value.startswith(FORMULA_START) or _is_number(value):
-        return value
-    return "'" + value
+    return "'" + value if looks_like_formula(value) else value
 
 
 def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from persona_engine.cohort_quality import cohort_stability
 from persona_engine.cohort_space import fit_cohorts
 from persona_engine.cohorts import MIN_RESPONDENTS, CohortFinder
 from persona_engine.errors import DataError
+from persona_engine.exports import looks_like_formula
 from persona_engine.ingest.polis import missing_comments
 from persona_engine.latent_map import LatentMap
 from persona_engine.study_folder import (
@@ -359,16 +360,13 @@ def check_cohorts_findable(data: OpinionData) -> None:
                         "so there are no cohorts to find", file=where, expected="respondents whose answers differ")
 
 
-FORMULA_START = ("=", "+", "-", "@")
-
-
 def _no_shared_answer(data: OpinionData, answered: np.ndarray) -> str:
     """Why no column reads like a question: each answer in it was given by one respondent only."""
     j = int(np.argmax(answered))
     question, n = data.questions[j], int(answered[j])
     labels = [question.options[a] for a in np.unique(data.answers[:, j][data.answers[:, j] != MISSING])]
     longest = max(labels, key=len)
-    formulas = [label for label in labels if label.startswith(FORMULA_START) and not _is_number(label)]
+    formulas = [label for label in labels if looks_like_formula(label)]
     detail = ""
     if len(longest) > 1000:
         detail = f" (one of them {len(longest):,} characters long)"
@@ -376,14 +374,6 @@ def _no_shared_answer(data: OpinionData, answered: np.ndarray) -> str:
         detail = f" (such as '{formulas[0][:40]}', which looks like a spreadsheet formula)"
     return (f"no question has an answer that two respondents share: question '{question.id}' has {n} "
             f"different answers in {n} rows{detail}, so it reads like ids or free text, not a question")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _question_to_dict(question: Question) -> dict:

@@ -1,6 +1,5 @@
 """Survey weights: weighted profiles against hand-computed figures, the synthetic weighted study, CLI and app."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -277,19 +276,10 @@ def test_the_toggle_is_only_there_when_the_study_has_weights(app_environment):
 
 
 def select_on_map(app, study, rows) -> None:
-    """Send a box selection of ``rows`` as the browser would (as tests/test_app.py does)."""
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    """Send a box selection of ``rows`` as the browser would (tests/test_app.py's), and check it ran."""
+    from test_app import select_on_map as send_selection  # tests/ is on sys.path (pytest's rootdir insertion)
 
-    coords = study.latent_map.coords_[rows]
-    points = [{"x": float(x), "y": float(y), "customdata": [str(rid)]}
-              for (x, y), rid in zip(coords, study.data.respondent_ids[rows])]
-    box = [{"x": [float(coords[:, 0].min()), float(coords[:, 0].max())],
-            "y": [float(coords[:, 1].min()), float(coords[:, 1].max())]}]
-    selection = {"points": points, "point_indices": list(range(len(points))), "box": box, "lasso": []}
-    states = app._tree.get_widget_states()
-    states.widgets.append(WidgetState(id=app.get("plotly_chart")[0].proto.id,
-                                      string_value=json.dumps({"selection": selection})))
-    app._run(states)
+    send_selection(app, study, rows)
     assert not app.exception, app.exception
 
 
