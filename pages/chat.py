@@ -148,11 +148,16 @@ def reply(study, llm, spm, messages: list, persona, settings) -> dict:
     st.button("Stop", key=f"stop_{len(messages)}_{id(messages)}", icon=":material/stop_circle:",
               on_click=stop.set, help="Stop this reply here")
     st.write_stream(pieces())
+    finished(study, message)
+    provenance(message)
+    return message
+
+
+def finished(study, message: dict) -> None:
+    """A reply written to its end: trimmed, no longer pending, with the stance its words take."""
     message["content"] = message["content"].strip()
     message["pending"], message["stopped"] = False, False
     message["stance"] = reply_stance(study, message)
-    provenance(message)
-    return message
 
 
 def replies_side_by_side(study, llm, spm, histories: list, personas: list, columns, prompt: str,
@@ -187,9 +192,7 @@ def replies_side_by_side(study, llm, spm, histories: list, personas: list, colum
         stop.set()  # also when the run is interrupted: the generation thread ends
         events.close()
     for place, message in zip(places, messages):
-        message["content"] = message["content"].strip()
-        message["pending"], message["stopped"] = False, False
-        message["stance"] = reply_stance(study, message)
+        finished(study, message)
         with place.container():
             st.write(message["content"])
             provenance(message)
