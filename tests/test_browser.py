@@ -124,7 +124,8 @@ def test_home_page_then_a_lasso_on_the_map_that_a_study_switch_clears(browser, a
     selection = page.get_by_text(re.compile(r"^Selection: [\d,]+ respondents"))
     selection.wait_for(timeout=60_000)
     settled(page)
-    assert page.get_by_role("button", name=re.compile(r"Chat with this selection")).is_visible()
+    # drawn in the same run as the selection's heading, which may still be streaming in
+    page.get_by_role("button", name=re.compile(r"Chat with this selection")).wait_for(timeout=60_000)
     snap(page, "map_selection")
 
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
@@ -144,7 +145,7 @@ def test_data_cohorts_map_chat_with_the_real_model(browser, app_url):
     page.goto(f"{app_url}/data")
     page.get_by_role("heading", name="Data").wait_for(timeout=90_000)
     settled(page)
-    assert page.get_by_text("Missing answers").is_visible()
+    page.get_by_text("Missing answers").wait_for(timeout=60_000)  # the page's run may still be drawing
     navigation = page.get_by_test_id("stSidebarNav").inner_text()
     assert "Steer" in navigation and "widgets" not in navigation  # the app's frame, not a pages/ listing
     snap(page, "data")
