@@ -137,7 +137,7 @@ def _from_mapping(raw: Mapping[str, Any], where: str) -> Codebook:
         entry = dict(entry)
         if "scale" in entry:
             scale_name = entry.pop("scale")
-            if scale_name not in scales:
+            if not isinstance(scale_name, str) or scale_name not in scales:
                 raise DataError(f"question uses scale '{scale_name}', which 'scales' does not define",
                                 file=where, column=str(qid),
                                 expected=f"one of {', '.join(map(str, scales)) or '(no scales)'}")
@@ -146,23 +146,25 @@ def _from_mapping(raw: Mapping[str, Any], where: str) -> Codebook:
     metadata = {}
     raw_metadata = raw.get("metadata") or {}
     if isinstance(raw_metadata, list):
-        raw_metadata = {column: {} for column in raw_metadata}
+        raw_metadata = {column: {} for column in _scalars(raw_metadata, "'metadata'", where)}
+    if not isinstance(raw_metadata, Mapping):
+        raise DataError("'metadata' must list column names or map them to {text, labels}",
+                        file=where)
     for column, entry in raw_metadata.items():
         entry = {"text": entry} if isinstance(entry, str) else entry
         _no_unknown_keys(entry, METADATA_KEYS, where, f"metadata column '{column}'")
+        _text(entry, where, str(column))
         labels = entry.get("labels") or {}
         if not isinstance(labels, Mapping):
             raise DataError("'labels' must map codes to labels, e.g. {\"0\": \"Strong Democrat\"}",
                             file=where, column=str(column))
         metadata[str(column)] = MetadataSpec(str(column), entry.get("text"),
                                              {str(k): str(v) for k, v in labels.items()})
-    ignore = raw.get("ignore") or []
-    ignore = [ignore] if isinstance(ignore, str) else ignore
-    missing = raw.get("missing") or []
-    return _validated(Codebook(questions, metadata, _optional_str(raw.get("id")),
-                               _optional_str(raw.get("weight")), tuple(map(str, ignore)),
-                               tuple(missing if isinstance(missing, list) else [missing]),
-                               _optional_str(raw.get("name")), where))
+    ignore = _scalars(raw.get("ignore"), "'ignore'", where, single=True) or []
+    missing = _scalars(raw.get("missing"), "'missing'", where, single=True) or []
+    return _validated(Codebook(questions, metadata, _optional_str(raw, "id", where),
+                               _optional_str(raw, "weight", where), tuple(map(str, ignore)),
+                               tuple(missing), _optional_str(raw, "name", where), where))
 
 
 def _from_csv(text: str, where: str, sep: str) -> Codebook:
@@ -213,9 +215,9 @@ def _from_csv(text: str, where: str, sep: str) -> Codebook:
 
 
 def _question_spec(qid: str, entry: Mapping[str, Any], where: str) -> QuestionSpec:
-    options = entry.get("options")
-    codes = entry.get("codes")
-    values = entry.get("values")
+    options = _scalars(entry.get("options"), "'options'", where, qid)
+    codes = _scalars(entry.get("codes"), "'codes'", where, qid)
+    values = _scalars(entry.get("values"), "'values'", where, qid)
     ordinal = entry.get("ordinal")
     if options is not None:
         options = tuple(str(o).strip() for o in options)
@@ -244,10 +246,9 @@ def _question_spec(qid: str, entry: Mapping[str, Any], where: str) -> QuestionSp
                             column=qid) from None
     if ordinal is not None and not isinstance(ordinal, bool):
         raise DataError(f"'ordinal' must be true or false, got {ordinal!r}", file=where, column=qid)
-    missing = entry.get("missing") or ()
-    return QuestionSpec(qid, entry.get("text"), options,
-                        None if codes is None else tuple(codes), ordinal, values,
-                        tuple(missing if isinstance(missing, (list, tuple)) else [missing]))
+    missing = _scalars(entry.get("missing"), "'missing'", where, qid, single=True) or ()
+    return QuestionSpec(qid, _text(entry, where, qid), options,
+                        None if codes is None else tuple(codes), ordinal, values, tuple(missing))
 
 
 def _validated(book: Codebook) -> Codebook:
@@ -272,8 +273,37 @@ def _no_unknown_keys(entry, allowed: set, where: str, what: str) -> None:
                         file=where, expected=f"keys among {', '.join(sorted(allowed))}")
 
 
-def _optional_str(value) -> str | None:
+def _optional_str(raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, (str, int, float)):
+        raise DataError(f"'{key}' must be a column name, got {value!r}", file=where)
     return None if value in (None, "") else str(value)
+
+
+def _text(entry: Mapping[str, Any], where: str, column: str) -> str | None:
+    """The entry's ``text``: a string or absent."""
+    text = entry.get("text")
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"'text' must be a string, got {text!r}", file=where, column=column)
+    return text
+
+
+def _scalars(value, what: str, where: str, column: str | None = None,
+             single: bool = False) -> list | None:
+    """``value`` as a list of strings or numbers; ``None`` if absent.
+
+    ``single`` also accepts one bare value. Anything else (an object, a
+    nested list, a bare number where a list belongs) is a :class:`DataError`
+    rather than a ``TypeError`` further on.
+    """
+    if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
+        return None  # "", [] and {} mean none, as an omitted key does
+    if single and isinstance(value, (str, int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return list(value)
+    raise DataError(f"{what} must be a list of strings or numbers, got {value!r}", file=where,
+                    column=column, expected=f'e.g. {what}: ["Agree", "Disagree"]')
 
 
 def _split(cell: str | None) -> list[str] | None:

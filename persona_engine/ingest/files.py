@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
@@ -281,8 +282,13 @@ def _member_loader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, display: str,
 
 
 # ------------------------------------------------------------------------ text
+def _newlines(text: str) -> str:
+    """Windows (``\\r\\n``) and classic Mac (``\\r``) line endings as ``\\n``, which the csv module needs."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def decode_text(data: bytes, where: str) -> str:
-    """Decode a text file, trying UTF-8, UTF-8 with BOM, then Latin-1.
+    """Decode a text file, trying UTF-8, UTF-8 with BOM, then Latin-1, with ``\\n`` line endings.
 
     A file that starts with a UTF-16 byte-order mark is read as UTF-16. Bytes
     that no text table holds (see :func:`looks_binary`) are refused rather
@@ -293,7 +299,7 @@ def decode_text(data: bytes, where: str) -> str:
         raise DataError("the file is empty", file=where, expected="a header row and data rows")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:  # Excel's "Unicode Text" export; its NUL bytes are not binary
-            return data.decode("utf-16").removeprefix("\ufeff")
+            return _newlines(data.decode("utf-16").removeprefix("\ufeff"))
         except UnicodeDecodeError:
             pass
     sample = data[:BINARY_SAMPLE_BYTES]
@@ -308,7 +314,7 @@ def decode_text(data: bytes, where: str) -> str:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-        return text.removeprefix("\ufeff")  # a BOM decoded as plain UTF-8
+        return _newlines(text.removeprefix("\ufeff"))  # a BOM decoded as plain UTF-8
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
 
@@ -350,6 +356,7 @@ def read_table(file: InputFile, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFr
     data = file.read_bytes()
     if kind == "Parquet":
         table = _read_binary(data, file.display, kind, lambda b: pd.read_parquet(b))
+        _check_flat(table, file.display)
     elif kind == "XLSX":
         _check_xlsx_unpacked_size(data, file.display, max_bytes)
         table = _read_binary(data, file.display, kind, lambda b: pd.read_excel(
@@ -383,6 +390,19 @@ def _read_binary(data: bytes, where: str, kind: str, reader) -> pd.DataFrame:
                         file=where, expected=f"a valid {kind} file") from None
     _check_unique_columns([str(c) for c in table.columns], where)
     return table
+
+
+def _check_flat(table: pd.DataFrame, where: str) -> None:
+    """Refuse Parquet columns of lists, structs or maps: an answer is one value per cell."""
+    for position, column in enumerate(table.columns, start=1):
+        if table[column].dtype != object:
+            continue
+        nested = table[column].map(lambda v: isinstance(v, (dict, list, tuple, set, np.ndarray)))
+        if nested.any():
+            row = int(np.argmax(nested.to_numpy())) + 2
+            raise DataError("holds lists or records, not one answer per cell", file=where,
+                            row=row, column=str(column),
+                            expected="a flat table: one plain value (text or number) per cell")
 
 
 def _read_delimited(text: str, file: InputFile) -> pd.DataFrame:

@@ -149,7 +149,7 @@ def _previews(answers: pd.DataFrame) -> np.ndarray:
         plain = column.casefold()
         if plain in ("status", "distributionchannel"):
             values = answers[column].map(lambda v: str(v).strip().casefold()
-                                         .removesuffix(".0")).to_numpy()
+                                         .removesuffix(".0")).to_numpy(dtype=object)
             wanted = PREVIEW_STATUS if plain == "status" else PREVIEW_CHANNELS
             flagged |= np.isin(values, list(wanted))
     return flagged
