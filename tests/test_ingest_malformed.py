@@ -94,3 +94,36 @@ def test_a_qualtrics_export_with_a_date_typed_status_and_no_answers_is_refused(t
     table.to_parquet(tmp_path / "answers.parquet")
     with pytest.raises(DataError):
         read_opinions(tmp_path / "answers.parquet")
+
+
+def test_a_ragged_csv_with_a_cell_over_the_csv_modules_limit_is_a_data_error(tmp_path):
+    huge = "x" * 200_000  # the csv module's default field limit is 131,072 characters
+    (tmp_path / "answers.csv").write_text(f"respondent_id,q1\n1,a\n2,b,{huge}\n3,a\n")
+    with pytest.raises(DataError) as caught:
+        read_opinions(tmp_path / "answers.csv")
+    assert "answers.csv" in str(caught.value)
+
+
+def test_a_polis_summary_with_a_cell_over_the_csv_modules_limit_is_a_data_error(tmp_path):
+    votes = "participant,0,1\n" + "".join(f"{i},{(-1) ** i},{(-1) ** (i // 2)}\n" for i in range(12))
+    folder = write(tmp_path / "polis", {
+        "participants-votes.csv": votes,
+        "comments.csv": "comment-id,comment-body,moderated\n0,hi,1\n1,there,1\n",
+        "summary.csv": "topic," + "y" * 200_000 + "\n"})
+    with pytest.raises(DataError) as caught:
+        read_opinions(folder)
+    assert "summary.csv" in str(caught.value)
+
+
+def test_a_parquet_file_with_invalid_utf8_text_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"respondent_id": [str(i) for i in range(12)], "q1": ["Qzz", "b"] * 6})
+    pq.write_table(table, tmp_path / "answers.parquet", compression="none", use_dictionary=False)
+    data = (tmp_path / "answers.parquet").read_bytes()
+    assert data.count(b"Qzz") >= 1
+    (tmp_path / "answers.parquet").write_bytes(data.replace(b"Qzz", b"Q\xddz"))
+    with pytest.raises(DataError) as caught:
+        read_opinions(tmp_path / "answers.parquet")
+    assert "Parquet" in str(caught.value)

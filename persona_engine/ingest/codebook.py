@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
-from persona_engine.ingest.files import collect_inputs, decode_text
+from persona_engine.ingest.files import collect_inputs, csv_rows, decode_text
 from persona_engine.ingest.options import (ColumnValues, answer_key, answer_label,
                                            coded_answers, looks_like_free_text,
                                            observed_question)
@@ -168,7 +168,8 @@ def _from_mapping(raw: Mapping[str, Any], where: str) -> Codebook:
 
 
 def _from_csv(text: str, where: str, sep: str) -> Codebook:
-    rows = list(csv.DictReader(io.StringIO(text), delimiter=sep))
+    reader = csv.DictReader(io.StringIO(text), delimiter=sep)
+    rows = list(csv_rows(reader, where))
     header = [h.strip().casefold() for h in (rows[0].keys() if rows else [])]
     if "column" not in header:
         raise DataError("the codebook CSV needs a 'column' column", file=where, row=1,

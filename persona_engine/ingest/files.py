@@ -21,6 +21,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -269,7 +270,7 @@ def _member_loader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, display: str,
         try:
             with zf.open(info) as handle:
                 data = handle.read(limit + 1)  # never trust the header's size alone
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as error:
             raise DataError(f"cannot be unpacked ({error})", file=display) from None
         if len(data) > limit:
             raise DataError("unpacks to more than the size limit", file=display,
@@ -285,6 +286,17 @@ def _member_loader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, display: str,
 def _newlines(text: str) -> str:
     """Windows (``\\r\\n``) and classic Mac (``\\r``) line endings as ``\\n``, which the csv module needs."""
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def csv_rows(reader, where: str):
+    """The rows of a ``csv`` module ``reader``; its errors (a cell over the csv module's
+    size limit, a stray quote) as :class:`DataError` naming the line."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise DataError(f"cannot be read as a table of text ({error})", file=where,
+                        row=reader.line_num or None,
+                        expected="cells under 128 KiB and quotes that open and close") from None
 
 
 def decode_text(data: bytes, where: str) -> str:
@@ -355,7 +367,7 @@ def read_table(file: InputFile, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFr
                                  "of a folder of them")
     data = file.read_bytes()
     if kind == "Parquet":
-        table = _read_binary(data, file.display, kind, lambda b: pd.read_parquet(b))
+        table = _read_binary(data, file.display, kind, _read_parquet)
         _check_flat(table, file.display)
     elif kind == "XLSX":
         _check_xlsx_unpacked_size(data, file.display, max_bytes)
@@ -392,6 +404,15 @@ def _read_binary(data: bytes, where: str, kind: str, reader) -> pd.DataFrame:
     return table
 
 
+def _read_parquet(buffer: io.BytesIO) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    # pandas decodes text lazily, so invalid UTF-8 would fail far from here; check it all now.
+    pq.read_table(buffer).validate(full=True)
+    buffer.seek(0)
+    return pd.read_parquet(buffer)
+
+
 def _check_flat(table: pd.DataFrame, where: str) -> None:
     """Refuse Parquet columns of lists, structs or maps: an answer is one value per cell."""
     for position, column in enumerate(table.columns, start=1):
@@ -411,7 +432,7 @@ def _read_delimited(text: str, file: InputFile) -> pd.DataFrame:
         sep = "\t"
     else:  # a comma unless the header clearly uses semicolons or tabs
         sep = max([",", ";", "\t"], key=first_line.count)
-    header = next(csv.reader(io.StringIO(first_line), delimiter=sep), [])
+    header = next(csv_rows(csv.reader(io.StringIO(first_line), delimiter=sep), file.display), [])
     _check_unique_columns([h.strip() for h in header], file.display)
     try:
         table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
@@ -424,14 +445,14 @@ def _read_delimited(text: str, file: InputFile) -> pd.DataFrame:
     # pandas reads the surplus leading cells of a first row that is longer
     # than the header as row names, silently; only R's write.table layout (every
     # row one cell longer: unlabelled row names) means that.
-    if not isinstance(table.index, pd.RangeIndex) and not _has_row_names(text, sep, len(header)):
+    if not isinstance(table.index, pd.RangeIndex) and not _has_row_names(text, sep, len(header), file.display):
         raise _long_row_error(text, sep, len(header), file.display) or DataError(
             "rows do not line up with the header", file=file.display, row=2,
             expected=f"the same number of '{sep}'-separated cells on every row")
     return table
 
 
-def _row_widths(text: str, sep: str):
+def _row_widths(text: str, sep: str, where: str):
     """``(row, line, n_cells)`` for each non-blank row after the header.
 
     ``row`` counts as a spreadsheet does (the header is row 1, blank lines
@@ -439,9 +460,10 @@ def _row_widths(text: str, sep: str):
     than ``row`` once a quoted cell above holds a line break.
     """
     reader = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
-    next(reader, None)
+    rows = csv_rows(reader, where)
+    next(rows, None)
     line = reader.line_num
-    for row, cells in enumerate(reader, start=2):
+    for row, cells in enumerate(rows, start=2):
         if cells:
             yield row, line + 1, len(cells)
         line = reader.line_num
@@ -452,7 +474,7 @@ def _long_row_error(text: str, sep: str, width: int, where: str) -> DataError | 
 
     Only called once pandas has failed, so large valid files are parsed once.
     """
-    for row, line, n_cells in _row_widths(text, sep):
+    for row, line, n_cells in _row_widths(text, sep, where):
         if n_cells > width:
             at = "" if line == row else f" (it starts on line {line} of the file)"
             return DataError(f"has {n_cells} cells but the header (row 1) has {width}{at}",
@@ -462,8 +484,8 @@ def _long_row_error(text: str, sep: str, width: int, where: str) -> DataError | 
     return None
 
 
-def _has_row_names(text: str, sep: str, width: int) -> bool:
-    return all(n_cells == width + 1 for _, _, n_cells in _row_widths(text, sep))
+def _has_row_names(text: str, sep: str, width: int, where: str) -> bool:
+    return all(n_cells == width + 1 for _, _, n_cells in _row_widths(text, sep, where))
 
 
 def _parser_error(error: Exception, sep: str, where: str) -> DataError:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
-from persona_engine.ingest.files import InputFile, decode_text, read_table
+from persona_engine.ingest.files import InputFile, csv_rows, decode_text, read_table
 from persona_engine.ingest.options import ColumnValues, coded_answers
 from persona_engine.ingest.codebook import metadata_column
 from persona_engine.ingest.tables import respondent_ids
@@ -141,7 +141,8 @@ def _statements(comments: pd.DataFrame, where: str) -> dict[str, dict]:
 def _summary_topic(summary: InputFile) -> str | None:
     # summary.csv is key,value rows without a header, some values spanning
     # lines; the csv module reads it as it is, with no header to guess.
-    for row in csv.reader(io.StringIO(decode_text(summary.read_bytes(), summary.display))):
+    text = decode_text(summary.read_bytes(), summary.display)
+    for row in csv_rows(csv.reader(io.StringIO(text)), summary.display):
         if len(row) >= 2 and row[0].strip().casefold() == "topic":
             return row[1].strip() or None
     return None
