@@ -85,6 +85,8 @@ class Source:
     name: str
     format: str
     files: tuple[str, ...] = ()
+    weight_column: str | None = None
+    """The column the survey weights were read from, if any."""
 
 
 @dataclass

@@ -63,7 +63,10 @@ def uses_weights(data: OpinionData, weighted: bool = True) -> bool:
 
 def weighting_note(data: OpinionData, weighted: bool = True) -> str:
     """"weighted by the survey weights" or "unweighted", for captions and printed tables."""
-    return "weighted by the survey weights" if uses_weights(data, weighted) else "unweighted"
+    if not uses_weights(data, weighted):
+        return "unweighted"
+    column = data.source.weight_column
+    return f"weighted by the survey weights ({column})" if column else "weighted by the survey weights"
 
 
 def effective_sample_size(weights) -> float:

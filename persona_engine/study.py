@@ -247,6 +247,7 @@ class Study:
                 name=source.get("name", path.name),
                 format=source.get("format", "study"),
                 files=tuple(f["name"] for f in source.get("files", [])),
+                weight_column=source.get("weight_column"),
             ),
         )
         embedder = embedder_from_state(*load_component(path / "embedding"))
@@ -410,7 +411,10 @@ def _describe_source(source: Source) -> dict:
             entry["bytes"] = file.stat().st_size
             entry["sha256"] = _sha256(file)
         files.append(entry)
-    return {"name": source.name, "format": source.format, "files": files}
+    described = {"name": source.name, "format": source.format, "files": files}
+    if source.weight_column is not None:
+        described["weight_column"] = source.weight_column
+    return described
 
 
 def _sha256(file: Path) -> str:

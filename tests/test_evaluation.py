@@ -228,6 +228,7 @@ def test_the_harness_scores_every_method_with_intervals(evaluated):
     by_cohort = result.alignment_by_cohort()
     assert by_cohort["alignment"].between(0, 1).all()
     assert set(by_cohort["method"]) >= {"SPM (individual)", "SPM (cohort)", "collaborative filter"}
+    assert result.facts["alignment_weighted"] is False  # Polis has no survey weights
 
 
 def test_the_report_folder_round_trips_and_says_whether_targets_are_met(evaluated, tmp_path):
@@ -260,3 +261,22 @@ def test_evaluate_steering_command_prints_the_tables_and_writes_the_report(study
     assert saved["settings"]["train_steps"] == 3 and saved["settings"]["teacher_fill"] is False
     assert saved["facts"]["training"]["steps"] <= 3
     assert not (out / "figures.html").exists()
+
+
+def test_alignment_per_cohort_weighs_answers_and_distributions_by_the_survey_weights():
+    from persona_engine.opinion_data import Question
+
+    question = Question("q", "q?", ("less", "same", "more"), ordinal=True)
+    answers = np.array([[0], [0], [2], [2]])  # one cohort of four: less, less, more, more
+    labels, mask = np.zeros(4, dtype=int), np.ones((4, 1), dtype=bool)
+    probs = np.zeros((4, 1, 3))
+    probs[[0, 1], 0, 0] = 1  # the method says "less" for the first two, "same" for the others
+    probs[[2, 3], 0, 1] = 1
+    plain = harness._alignment_table([question], answers, {"m": probs}, labels, mask, 1)
+    # model (.5, .5, 0) against real (.5, 0, .5): W1 = .5 over a span of 2
+    assert plain["alignment"].item() == pytest.approx(1 - 0.5 / 2)
+    weights = np.array([3.0, 3.0, 1.0, 1.0])
+    weighted = harness._alignment_table([question], answers, {"m": probs}, labels, mask, 1, weights)
+    # model (.75, .25, 0) against real (.75, 0, .25): W1 = .25
+    assert weighted["alignment"].item() == pytest.approx(1 - 0.25 / 2)
+    assert weighted["n"].item() == 4

@@ -39,6 +39,20 @@ def gss():
     return read_opinions(GSS)
 
 
+def write_dta(table: pd.DataFrame, path: Path, rng) -> pd.DataFrame:
+    """``table`` as a labelled Stata file, half its blanks coded ``.d`` (don't know); the table written."""
+    dta = table.copy()
+    for q in NAT:
+        column = dta[q].astype(object)
+        column[column.isna() & (rng.random(len(dta)) < 0.5)] = "d"
+        dta[q] = column
+    pyreadstat.write_dta(
+        dta, path, column_labels=question_texts(STATA_LABEL_LIMIT),
+        variable_value_labels={**{q: {**SPENDING, "d": "Don't know"} for q in NAT}, **metadata_labels()},
+        missing_user_values={q: ["d"] for q in NAT})
+    return dta
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The GSS sample as a labelled .sav (missing codes 8 and 9, a weight) and .dta (missing .d)."""
@@ -55,15 +69,7 @@ def files(tmp_path_factory):
         variable_value_labels={**{q: {**SPENDING, 8: "Don't know", 9: "No answer"} for q in NAT},
                                **metadata_labels()},
         missing_ranges={q: [8, 9] for q in NAT}, variable_measure={q: "ordinal" for q in NAT})
-    dta = table.copy()
-    for q in NAT:
-        column = dta[q].astype(object)
-        column[column.isna() & (rng.random(len(dta)) < 0.5)] = "d"
-        dta[q] = column
-    pyreadstat.write_dta(
-        dta, folder / "gss.dta", column_labels=question_texts(STATA_LABEL_LIMIT),
-        variable_value_labels={**{q: {**SPENDING, "d": "Don't know"} for q in NAT}, **metadata_labels()},
-        missing_user_values={q: ["d"] for q in NAT})
+    dta = write_dta(table, folder / "gss.dta", rng)
     return {"folder": folder, "sav": folder / "gss.sav", "dta": folder / "gss.dta",
             "weights": sav["wtssall"].to_numpy(), "sav_codes": sav[NAT].to_numpy(),
             "dta_codes": dta[NAT].to_numpy()}
@@ -173,3 +179,42 @@ def test_fit_on_a_sav_gives_a_study(files, tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["respondents"] == 300 and info["questions"] == len(NAT)
+
+
+def _short_named(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[c for c in table.columns if len(c) <= 8]]  # SPSS portable and SAS transport: 8-character names
+
+
+@pytest.mark.parametrize("suffix", [".por", ".xpt"])
+def test_a_portable_spss_or_sas_transport_file_reads_as_the_csv_with_its_codebook(gss, tmp_path, suffix):
+    # pyreadstat writes neither format's value labels, so these need the codebook, as they would without labels.
+    table = _short_named(gss_table())
+    book = {**BOOK, "ignore": [c for c in BOOK["ignore"] if c in table.columns]}
+    if suffix == ".por":  # the portable format keeps names in capitals only
+        pyreadstat.write_por(table, tmp_path / "gss.por")
+        book = {**book, "id": book["id"].upper(), "ignore": [c.upper() for c in book["ignore"]],
+                "questions": {q.upper(): v for q, v in book["questions"].items()},
+                "metadata": {m.upper(): v for m, v in book["metadata"].items()}}
+    else:
+        pyreadstat.write_xport(table, tmp_path / "gss.xpt")
+    (tmp_path / "codebook.json").write_text(json.dumps(book))
+    data = read_opinions(tmp_path / f"gss{suffix}", codebook=tmp_path / "codebook.json")
+    assert data.source.format == {".por": "spss", ".xpt": "sas"}[suffix]
+    assert [q.options for q in data.questions] == [q.options for q in gss.questions]
+    assert [q.text for q in data.questions] == [q.text for q in gss.questions]
+    np.testing.assert_array_equal(data.answers, gss.answers)
+    np.testing.assert_array_equal(data.respondent_ids, gss.respondent_ids)
+
+
+def test_fit_on_a_dta_gives_a_study(tmp_path, capsys):
+    small = tmp_path / "small.dta"
+    write_dta(gss_table().head(300), small, np.random.default_rng(3))
+    out = tmp_path / "study"
+    assert main(["fit", str(small), "--out", str(out), "--k", "2", "--dim", "4",
+                 "--cohort-space", "answers"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["respondents"] == 300 and info["questions"] == len(NAT)
+    assert main(["profile", str(out), "--cohort", "0"]) == 0
+    assert "too little" in capsys.readouterr().out  # options are the value labels, not codes

@@ -300,3 +300,22 @@ def test_a_selection_on_the_map_is_a_weighted_share_of_everyone_unless_toggled_o
     select_on_map(app, study, rows)
     share = len(rows) / study.data.n_respondents
     assert f"**Selection: {len(rows)} respondents** ({share:.0%} of everyone, unweighted)" in texts(app.markdown)
+
+
+def test_the_weight_column_read_is_named_in_the_manifest_and_the_captions(tmp_path):
+    from persona_engine.ingest import read_opinions
+    from persona_engine.study import Study, fit_study
+
+    data = weighted_data()
+    table = pd.DataFrame(data.answers, columns=[q.id for q in data.questions]).astype(str)
+    table.insert(0, "respondent_id", data.respondent_ids)
+    table["final_weight"] = data.weights
+    table.to_csv(tmp_path / "answers.csv", index=False)
+    read = read_opinions(tmp_path / "answers.csv")
+    assert read.source.weight_column == "final_weight"
+    np.testing.assert_allclose(read.weights, data.weights)
+    fit_study(read, n_cohorts=3, dim=4, cohort_space="embedding", random_state=0).save(tmp_path / "study")
+    loaded = Study.load(tmp_path / "study")
+    assert loaded.manifest["source"]["weight_column"] == "final_weight"
+    assert profiles.weighting_note(loaded.data) == "weighted by the survey weights (final_weight)"
+    assert profiles.weighting_note(loaded.data, weighted=False) == "unweighted"

@@ -62,7 +62,8 @@ def evaluation_settings(args: argparse.Namespace):
     return EvaluationSettings.for_steering(
         steering, respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
         max_text_respondents=_limit(args.max_text_respondents),
-        max_fold_in_respondents=_limit(args.max_fold_in_respondents), n_bootstrap=args.bootstrap)
+        max_fold_in_respondents=_limit(args.max_fold_in_respondents), n_bootstrap=args.bootstrap,
+        weighted=not args.unweighted)
 
 
 def add_parser(sub, parents) -> None:
@@ -77,6 +78,9 @@ def add_parser(sub, parents) -> None:
     evaluate.add_argument("study", metavar="STUDY")
     evaluate.add_argument("--out", default=None, metavar="FOLDER",
                           help="report folder (default STUDY/evaluation)")
+    evaluate.add_argument("--unweighted", action="store_true",
+                          help="compare each cohort's answer distribution unweighted, even if the study has "
+                               "survey weights (the training is never weighted)")
     evaluate.add_argument("--unseen-fraction", type=float, default=0.2,
                           help="share of respondents kept out of all training, for the fold-in table (default 0.2)")
     evaluate.add_argument("--max-respondents", default="800", metavar="N",

@@ -44,6 +44,7 @@ from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
 from persona_engine.evaluation.protocol import evaluation_split, keep_answers, subsample
 from persona_engine.opinion_data import MISSING
+from persona_engine.profiles import uses_weights
 from persona_engine.split import question_majority
 from persona_engine.steer.persona import score_options
 from persona_engine.steer.prompts import encode_questions
@@ -105,6 +106,9 @@ class EvaluationSettings:
     n_context: int = 5
     calibration_prompts: int = 64
     min_alignment_answers: int = 5
+    weighted: bool = True
+    """Weigh each cohort's real answers (and the methods' distributions) by the survey weights, when the
+    study has them, so alignment compares population estimates; the training is never weighted."""
     confidence: float = 0.95
     n_bootstrap: int = 2000
     random_state: int = STEERING.random_state
@@ -284,7 +288,10 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     fold_in = _fold_in_table(llm, spm, embedder, encoded, split, answers, majority, settings, bootstrap,
                              report)
     lap("fold-in")
-    everyone = np.stack([np.bincount(col[col != MISSING], minlength=width) for col in training_answers.T])
+    weights = data.weights if uses_weights(data, settings.weighted) else None
+    trained_weights = np.ones(len(trained)) if weights is None else weights[trained]
+    everyone = np.stack([np.bincount(col[col != MISSING], weights=trained_weights[col != MISSING],
+                                     minlength=width) for col in training_answers.T])
     distributions = {
         "SPM (individual)": np.exp(log_probs["SPM (individual)"]),
         "SPM (cohort)": np.exp(log_probs["SPM (cohort)"]),
@@ -294,7 +301,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
                                               answers.shape + (width,)),
     }
     alignment_table = _alignment_table(questions, answers, distributions, labels, mask,
-                                       settings.min_alignment_answers)
+                                       settings.min_alignment_answers, weights)
     lap("alignment")
 
     facts = {
@@ -306,6 +313,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         "training_respondents": int(split.trained.sum()), "unseen_respondents": int(split.unseen.sum()),
         "scored_respondents": int(len(scored)), "text_scored_respondents": int(len(text_scored)),
         "held_out_answers": int(mask.sum()), "cohorts": int(len(centroids)),
+        "alignment_weighted": weights is not None,
         "demographics": baselines.demographic_columns(data),
         "training": {"steps": training.steps, "examples": training.n_train,
                      "teacher_only_examples": training.n_teacher_only, "stopped": training.stopped,
@@ -419,12 +427,15 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
     return pd.DataFrame(rows_out, columns=FOLD_IN_COLUMNS)
 
 
-def _alignment_table(questions, answers, distributions, labels, mask, min_answers) -> pd.DataFrame:
+def _alignment_table(questions, answers, distributions, labels, mask, min_answers,
+                     weights: np.ndarray | None = None) -> pd.DataFrame:
     """Alignment of each method's answer distribution with each cohort's real one, per question.
 
     ``distributions``: method -> probabilities ``(n_respondents, n_questions,
     max_options)`` on (at least) the ``mask`` cells; a cohort's distribution
-    is their mean over its members' held-out answers to the question.
+    is their mean over its members' held-out answers to the question, and its
+    real one their answers' shares. With ``weights`` ``(n_respondents,)``
+    both are weighted means; ``n`` stays the count of answers.
     """
     rows = []
     for cohort in np.unique(labels[mask.any(axis=1)]):
@@ -433,9 +444,10 @@ def _alignment_table(questions, answers, distributions, labels, mask, min_answer
             cells = np.flatnonzero(members & mask[:, j])
             if cells.size < min_answers:
                 continue
-            real = np.bincount(answers[cells, j], minlength=question.n_options)
+            w = np.ones(cells.size) if weights is None else weights[cells]
+            real = np.bincount(answers[cells, j], weights=w, minlength=question.n_options)
             for method, probs in distributions.items():
-                model = probs[cells, j, : question.n_options].mean(axis=0)
+                model = w @ probs[cells, j, : question.n_options] / w.sum()
                 rows.append({"method": method, "cohort": int(cohort), "question": question.id,
                              "n": int(cells.size), "alignment": alignment(
                                  model, real, ordinal=question.ordinal, values=question.option_values)})

@@ -155,7 +155,9 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
         out += ["## Distribution alignment per cohort", "",
                 "1 − Wasserstein distance over the ordered options / its maximum (OpinionQA), between each "
                 "method's answer distribution for a cohort and the cohort's real held-out answers, averaged over "
-                f"questions with at least {settings.get('min_alignment_answers', '?')} answers.", "",
+                f"questions with at least {settings.get('min_alignment_answers', '?')} answers; "
+                + ("both distributions weighted by the survey weights." if facts.get("alignment_weighted")
+                   else "unweighted."), "",
                 _table(wide.reset_index(), list(wide.reset_index().columns)), ""]
     training = facts.get("training", {})
     examples, teacher_only = training.get("examples"), training.get("teacher_only_examples") or 0

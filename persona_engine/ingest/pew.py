@@ -79,7 +79,7 @@ def read_pew(responses: InputFile, info: InputFile, metadata: InputFile | None =
         weights=None if weight_column is None else survey_weights(table[weight_column], where,
                                                                    weight_column),
         source=Source(name=name or PurePath(where).parent.name or "pew", format="pew",
-                      files=tuple(files)),
+                      files=tuple(files), weight_column=weight_column),
     )
 
 

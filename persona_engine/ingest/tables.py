@@ -108,7 +108,7 @@ def read_wide(table: pd.DataFrame, file: str, *, codebook: Codebook | None = Non
         metadata=pd.DataFrame({c: s.to_numpy() for c, s in metadata.items()}, index=ids),
         weights=weights,
         source=Source(name=name or book.name or PurePath(file).stem, format="wide",
-                      files=files or (file,)),
+                      files=files or (file,), weight_column=weight_column),
     )
 
 
@@ -266,12 +266,13 @@ def read_long(table: pd.DataFrame, file: str, *, codebook: Codebook | None = Non
                             expected=error.expected) from None
         questions.append(question)
         answers[respondent_of_row[rows], j] = coded
-    metadata, weights = _respondent_columns(table, extras, respondent_of_row, len(ids), book, file)
+    metadata, weights, weight_column = _respondent_columns(table, extras, respondent_of_row, len(ids),
+                                                           book, file)
     return OpinionData(
         respondent_ids=ids, questions=tuple(questions), answers=answers,
         metadata=metadata.set_axis(ids), weights=weights,
         source=Source(name=name or book.name or PurePath(file).stem, format="long",
-                      files=files or (file,)),
+                      files=files or (file,), weight_column=weight_column),
     )
 
 
@@ -285,9 +286,9 @@ def _key_column(table: pd.DataFrame, column: str, file: str) -> np.ndarray:
 
 
 def _respondent_columns(table, extras, respondent_of_row, n, book: Codebook, file: str):
-    """Metadata and weights from the long table's other columns."""
+    """Metadata, weights and the weights' column from the long table's other columns."""
     metadata: dict[str, np.ndarray] = {}
-    weights = None
+    weights = weight_column = None
     for column in extras:
         if column in book.ignore:
             continue
@@ -299,8 +300,8 @@ def _respondent_columns(table, extras, respondent_of_row, n, book: Codebook, fil
         is_weight = column == book.weight_column or (book.weight_column is None and weights is None
                                                      and is_weight_name(column))
         if is_weight and ColumnValues.of(first.tolist()).numeric:
-            weights = survey_weights(first.reset_index(drop=True), file, column)
+            weights, weight_column = survey_weights(first.reset_index(drop=True), file, column), column
             continue
         spec = book.metadata.get(column)
         metadata[column] = metadata_column(first.tolist(), spec.labels if spec else None).to_numpy()
-    return pd.DataFrame(metadata, index=pd.RangeIndex(n)), weights
+    return pd.DataFrame(metadata, index=pd.RangeIndex(n)), weights, weight_column
