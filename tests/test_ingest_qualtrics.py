@@ -95,3 +95,17 @@ def test_fit_on_a_qualtrics_export_gives_a_study(tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["respondents"] == 27 and info["questions"] == len(QUESTIONS)
+
+
+def test_choice_text_on_a_known_scale_is_ordinal_in_the_order_of_the_codes():
+    text, codes = read_opinions(CHOICE_TEXT), read_opinions(NUMERIC)
+    for j, question in enumerate(text.questions):
+        answered = text.answers[:, j] != MISSING
+        pairs = sorted(set(zip(text.answers[answered, j].tolist(), codes.answers[answered, j].tolist())))
+        if question.id in ("Q1", "Q2_1", "Q2_2", "Q2_3"):  # satisfied and agree/disagree scales
+            assert question.ordinal
+            n = len(question.options)
+            assert pairs == [(k, n - 1 - k) for k in range(n)]  # Qualtrics codes run from the positive pole
+        else:  # media sources, and yes/no: no scale to find
+            assert not question.ordinal
+    assert text.questions[0].options[0] == "Not at all satisfied"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
+from persona_engine.ingest.scales import scale_order
 from persona_engine.opinion_data import MISSING, Question, options_in_natural_order
 
 MAX_AUTO_OPTIONS = 12
@@ -146,12 +147,15 @@ def observed_question(question_id: str, column: ColumnValues, text: str | None =
     """A question whose options are the answers seen in its column.
 
     Numbers are sorted by value and the question is ordinal with those values
-    as ``option_values``; text is sorted alphabetically and nominal, because
-    the alphabet is no scale. Returns the question and its answers as option
-    indices, shape ``(n_rows,)``.
+    as ``option_values``. Text that is one known response scale ("Strongly
+    agree" ... "Strongly disagree", see :mod:`~persona_engine.ingest.scales`)
+    is put in scale order and is ordinal; other text is sorted alphabetically
+    and nominal, because the alphabet is no scale. Returns the question and
+    its answers as option indices, shape ``(n_rows,)``.
     """
     labels = [answer_label(k, s) for k, s in zip(column.keys, column.spellings)]
-    order = options_in_natural_order(labels)
+    scale = None if column.numeric else scale_order(labels)
+    order = scale or options_in_natural_order(labels)
     by_label = {label: i for i, label in enumerate(labels)}
     index_of_key = np.array([order.index(label) for label in labels] + [MISSING])
     if column.numeric:
@@ -160,7 +164,7 @@ def observed_question(question_id: str, column: ColumnValues, text: str | None =
                             ordinal=True if ordinal is None else ordinal, option_values=values)
     else:
         question = Question(question_id, text or question_id, tuple(order),
-                            ordinal=False if ordinal is None else ordinal)
+                            ordinal=(scale is not None) if ordinal is None else ordinal)
     return question, index_of_key[column.codes].astype(np.int16)
 
 

@@ -9,8 +9,9 @@ as JSON (``{"ImportId":"QID1"}``). Its codebook follows from them:
   click count) and whose answers are closed (2 to :data:`MAX_AUTO_OPTIONS`
   distinct answers, whole numbers if numeric). Row 2 is the question text. In
   a "numeric values" export the options are the codes in numeric order
-  (ordinal); in a "choice text" export the option texts in alphabetical order
-  (nominal) unless a codebook gives their order. ``-99`` (seen but not
+  (ordinal); in a "choice text" export the option texts in scale order (ordinal)
+  when they are a known response scale (:mod:`~persona_engine.ingest.scales`),
+  else in alphabetical order (nominal), unless a codebook gives their order. ``-99`` (seen but not
   answered) is missing.
 * the platform's columns (StartDate, EndDate, Status, Progress, Duration,
   Finished, RecordedDate, DistributionChannel, UserLanguage, ...), embedded
