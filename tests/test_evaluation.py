@@ -272,11 +272,11 @@ def test_alignment_per_cohort_weighs_answers_and_distributions_by_the_survey_wei
     probs = np.zeros((4, 1, 3))
     probs[[0, 1], 0, 0] = 1  # the method says "less" for the first two, "same" for the others
     probs[[2, 3], 0, 1] = 1
-    plain = harness._alignment_table([question], answers, {"m": probs}, labels, mask, 1)
+    plain = harness.alignment_table([question], answers, {"m": probs}, labels, mask, 1)
     # model (.5, .5, 0) against real (.5, 0, .5): W1 = .5 over a span of 2
     assert plain["alignment"].item() == pytest.approx(1 - 0.5 / 2)
     weights = np.array([3.0, 3.0, 1.0, 1.0])
-    weighted = harness._alignment_table([question], answers, {"m": probs}, labels, mask, 1, weights)
+    weighted = harness.alignment_table([question], answers, {"m": probs}, labels, mask, 1, weights)
     # model (.75, .25, 0) against real (.75, 0, .25): W1 = .25
     assert weighted["alignment"].item() == pytest.approx(1 - 0.25 / 2)
     assert weighted["n"].item() == 4

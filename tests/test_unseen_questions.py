@@ -90,3 +90,83 @@ def test_cohort_mean_rho_is_scipys_spearman_over_cohort_question_cells():
     expected = spearmanr(means(predicted), means(real)).statistic
     assert cohort_mean_rho(predicted, real, labels, mask) == pytest.approx(expected)
     assert cohort_mean_rho(predicted, real, labels, mask, min_answers=21) is None  # no cohort that large
+
+
+# ----------------------------------------------------------------- the harness
+@pytest.fixture(scope="module")
+def unseen_run():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_llm import tiny_llm
+
+    from persona_engine.evaluation import EvaluationSettings, baselines, unseen_harness
+    from persona_engine.study import Study
+
+    study = Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending")
+    settings = EvaluationSettings(train_examples=32, train_steps=2, val_examples=16, max_respondents=30,
+                                  max_text_respondents=8, calibration_prompts=8, n_bootstrap=100)
+    seen = {"filter": [], "soft prompt": [], "text-to-factor": [], "context": []}
+    real_fit = unseen_harness.EMBEDDERS["softmax"].fit
+    real_train, real_ttf = unseen_harness.train_soft_prompt, unseen_harness.TextToFactor.fit
+    real_context = baselines.describe_answers
+
+    def fit_spy(self, X, n_options=None, *args, **kwargs):
+        seen["filter"].append(np.array(X).shape)
+        return real_fit(self, X, n_options, *args, **kwargs)
+
+    def train_spy(llm, spm, embeddings, questions, answers, **options):
+        seen["soft prompt"].append(([q.id for q in questions], np.array(answers)))
+        return real_train(llm, spm, embeddings, questions, answers, **options)
+
+    def ttf_spy(self, text_vectors, factors, answers, n_options):
+        seen["text-to-factor"].append(np.array(answers).shape)
+        return real_ttf(self, text_vectors, factors, answers, n_options)
+
+    def context_spy(questions, row, question, similarity, n_context=5):
+        seen["context"].append((len(seen["soft prompt"]) - 1, question, np.array(row)))  # fold trained last
+        return real_context(questions, row, question, similarity, n_context)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(unseen_harness.EMBEDDERS["softmax"], "fit", fit_spy)
+        patch.setattr(unseen_harness, "train_soft_prompt", train_spy)
+        patch.setattr(unseen_harness.TextToFactor, "fit", ttf_spy)
+        patch.setattr(baselines, "describe_answers", context_spy)
+        result = unseen_harness.evaluate_unseen_questions(study, tiny_llm(), settings, n_folds=3)
+    return study, settings, result, seen
+
+
+def test_no_held_out_question_reaches_anything_learned(unseen_run):
+    study, settings, result, seen = unseen_run
+    folds = question_folds(study.data.n_questions, 3, settings.random_state)
+    ids = [q.id for q in study.data.questions]
+    assert [f["held_out"] for f in result.facts["folds"]] == [[ids[j] for j in f] for f in folds]
+    trained_ids = [questions for questions, _ in seen["soft prompt"]]
+    for fold, questions in zip(folds, trained_ids):
+        assert set(questions) == set(ids) - {ids[j] for j in fold}
+    for shape in seen["filter"] + seen["text-to-factor"]:
+        assert shape[1] == study.data.n_questions - len(folds[0])  # six of 18 held out each time
+    assert len(seen["text-to-factor"]) == 3 and len(seen["soft prompt"]) == 3
+    # a context prompt may recall answers to training questions only, never to the fold's
+    assert seen["context"]
+    asked = set()
+    for fold, question, row in seen["context"]:
+        assert (row[folds[fold]] == MISSING).all()
+        asked.add(question in folds[fold])
+    assert asked == {True, False}  # the fold's questions, and training ones for the calibration
+
+
+def test_every_method_is_scored_on_every_question_once(unseen_run):
+    study, _, result, _ = unseen_run
+    table = result.accuracy.set_index("method")
+    assert {"SPM (individual)", "SPM (cohort)", "question only, calibrated", "demographics, calibrated",
+            "context, calibrated", "nearest-question transfer", "text-to-factor",
+            "question majority"} <= set(table.index)
+    assert table["accuracy"].between(0, 1).all()
+    assert ((table["low"] <= table["accuracy"]) & (table["accuracy"] <= table["high"])).all()
+    assert table.loc["SPM (individual)", "answers"] > table.loc["context, calibrated", "answers"] > 0
+    assert table.loc["question majority", "family"] == "reference only"
+    aucs = table["auc"].dropna()
+    assert len(aucs) >= 5 and aucs.between(0, 1).all()
+    assert table["rho"].dropna().between(-1, 1).all()

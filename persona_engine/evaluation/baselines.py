@@ -88,6 +88,24 @@ def question_similarity(questions: Sequence[Question], encoder=None) -> np.ndarr
     return (vectors @ vectors.T).toarray()
 
 
+def question_vectors(questions: Sequence[Question], encoder=None) -> np.ndarray:
+    """Unit vectors of each question's text with its options, ``(n_questions, d)``.
+
+    The sentence embedding of ``"<text> Options: a / b / c"`` (TF-IDF when the
+    bundled encoder is not installed); what text-to-factor regresses on.
+    """
+    texts = [f"{q.text or q.id} Options: {' / '.join(q.options)}" for q in questions]
+    if encoder is None:
+        encoder = _bundled_encoder()
+    if encoder is not None:
+        vectors = np.asarray(encoder.encode(texts), dtype=np.float64)
+    else:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectors = TfidfVectorizer().fit_transform(texts).toarray()
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def _bundled_encoder():
     try:
         from persona_engine.steer.stance import load_sentence_encoder

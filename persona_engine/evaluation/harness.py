@@ -266,7 +266,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     report("SPM (untrained)", 0, len(text_rows))
     store("SPM (untrained)", text_rows, text_cols,
           score_options(llm, encoded, text_cols, untrained, embeddings[text_rows]))
-    calibrated, question_only = _text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
+    calibrated, question_only = text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
                                                 report, store)
     lap("text-prompt answers")
 
@@ -300,7 +300,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None],
                                               answers.shape + (width,)),
     }
-    alignment_table = _alignment_table(questions, answers, distributions, labels, mask,
+    alignment_table = alignment_table(questions, answers, distributions, labels, mask,
                                        settings.min_alignment_answers, weights)
     lap("alignment")
 
@@ -338,11 +338,15 @@ def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
     return predicted
 
 
-def _text_baselines(llm, study, split, trained, rows, cols, settings, report, store):
-    """Ask the text-prompt baselines.
+def text_baselines(llm, study, split, trained, rows, cols, settings, report, store,
+                   calibration_questions: np.ndarray | None = None):
+    """Ask the text-prompt baselines on the ``(rows, cols)`` cells, giving each method's scores to ``store``.
 
-    Returns the names of the calibrated variants stored and the calibrated
-    question-only log-probabilities ``(n_questions, max_options)``.
+    Context and calibration prompts come from ``split.seen`` of the
+    ``trained`` respondents; the question-only letter bias from the prompts of
+    ``calibration_questions`` (default all). Returns the names of the
+    calibrated variants stored and the calibrated question-only
+    log-probabilities ``(n_questions, max_options)``.
     """
     data, questions = study.data, study.data.questions
     n_options = np.asarray([q.n_options for q in questions])
@@ -367,8 +371,9 @@ def _text_baselines(llm, study, split, trained, rows, cols, settings, report, st
         if name == "question only":  # one prompt per question, whoever asks
             prompts = list(questions)
             scores = baselines.score_prompts(llm, prompts)
-            raw, calibration_scores, calibration_n = scores[cols], scores, n_options
-            question_only = baselines.calibration_from(scores, n_options).apply(scores, n_options)
+            among = np.arange(len(questions)) if calibration_questions is None else calibration_questions
+            raw, calibration_scores, calibration_n = scores[cols], scores[among], n_options[among]
+            question_only = baselines.calibration_from(scores[among], n_options[among]).apply(scores, n_options)
         else:
             prompts = [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)]
             raw = baselines.score_prompts(
@@ -427,7 +432,7 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
     return pd.DataFrame(rows_out, columns=FOLD_IN_COLUMNS)
 
 
-def _alignment_table(questions, answers, distributions, labels, mask, min_answers,
+def alignment_table(questions, answers, distributions, labels, mask, min_answers,
                      weights: np.ndarray | None = None) -> pd.DataFrame:
     """Alignment of each method's answer distribution with each cohort's real one, per question.
 
