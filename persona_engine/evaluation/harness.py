@@ -300,8 +300,8 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None],
                                               answers.shape + (width,)),
     }
-    alignment_table = alignment_table(questions, answers, distributions, labels, mask,
-                                       settings.min_alignment_answers, weights)
+    by_question = alignment_table(questions, answers, distributions, labels, mask,
+                                  settings.min_alignment_answers, weights)
     lap("alignment")
 
     facts = {
@@ -324,7 +324,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
         "python": platform.python_version(), "torch": torch.__version__,
     }
-    return EvaluationResult(accuracy, fold_in, alignment_table, asdict(settings), facts)
+    return EvaluationResult(accuracy, fold_in, by_question, asdict(settings), facts)
 
 
 def _row(method, family, calibrated, interval: Interval, answers: int) -> dict:
