@@ -170,3 +170,29 @@ def test_every_method_is_scored_on_every_question_once(unseen_run):
     aucs = table["auc"].dropna()
     assert len(aucs) >= 5 and aucs.between(0, 1).all()
     assert table["rho"].dropna().between(-1, 1).all()
+
+
+def test_the_command_prints_the_table_and_the_verdict_and_writes_the_report(tmp_path, capsys):
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_llm import save_tiny_llm
+
+    from persona_engine.cli import main
+
+    study = tmp_path / "gss"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending", study)
+    model = save_tiny_llm(tmp_path / "tiny-model")
+    code = main(["evaluate-steering", str(study), "--split", "questions", "--question-folds", "2",
+                 "--model", str(model), "--train-examples", "16", "--steps", "2", "--max-respondents", "12",
+                 "--max-text-respondents", "4", "--bootstrap", "50", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)  # valid JSON: no NaN
+    methods = {row["method"] for row in printed["accuracy"]}
+    assert {"SPM (individual)", "text-to-factor", "nearest-question transfer"} <= methods
+    assert len(printed["facts"]["folds"]) == 2
+    report = (study / "evaluation-questions" / "report.md").read_text()
+    assert "## Verdict" in report and "Kim & Lee" in report and "--split questions" in report

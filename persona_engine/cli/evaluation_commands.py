@@ -22,6 +22,8 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
     settings = evaluation_settings(args)
     llm = _load_llm(args.model, args.dtype)
     started = time.perf_counter()
+    if args.split == "questions":
+        return _run_unseen_questions(args, study, llm, settings, started)
     with _StageBars() as bars:
         result = evaluate_steering(study, llm, settings, progress=bars)
     out = args.out or study.path / "evaluation"
@@ -45,6 +47,32 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
             print("\nDistribution alignment per cohort (1 = identical):")
             print(by_cohort.pivot(index="method", columns="cohort", values="alignment").to_string())
     print()
+    for line in verdict(result):
+        print(line.replace("**", ""))
+    print(f"\nReport written to {out} in {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
+    from persona_engine.evaluation.report import json_ready
+    from persona_engine.evaluation.unseen_harness import evaluate_unseen_questions
+    from persona_engine.evaluation.unseen_report import KIM_AND_LEE, verdict, write_unseen_report
+
+    with _StageBars() as bars:
+        result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds, progress=bars)
+    out = args.out or study.path / "evaluation-questions"
+    command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
+    write_unseen_report(result, out, command=command)
+    if args.json:
+        print(json.dumps(json_ready({"accuracy": result.accuracy.to_dict("records"),
+                                     "alignment_by_cohort": result.alignment_by_cohort().to_dict("records"),
+                                     "facts": result.facts}), indent=2, default=str, allow_nan=False))
+        return 0
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print(f"Questions never asked ({args.question_folds} folds of whole questions held out; macro accuracy, "
+              f"{round(100 * settings.confidence)}% bootstrap interval, AUC, cohort rho):")
+        print(result.accuracy.to_string(index=False))
+    print(f"({KIM_AND_LEE})\n")
     for line in verdict(result):
         print(line.replace("**", ""))
     print(f"\nReport written to {out} in {time.perf_counter() - started:.0f} s.")
@@ -78,6 +106,13 @@ def add_parser(sub, parents) -> None:
     evaluate.add_argument("study", metavar="STUDY")
     evaluate.add_argument("--out", default=None, metavar="FOLDER",
                           help="report folder (default STUDY/evaluation)")
+    evaluate.add_argument("--split", choices=["answers", "questions"], default="answers",
+                          help="hold out answers of each respondent (default, as Li et al.), or whole questions "
+                               "in folds, to measure answers to questions the survey never asked (writes "
+                               "STUDY/evaluation-questions; the fold-in table is not made)")
+    evaluate.add_argument("--question-folds", type=int, default=3, metavar="K",
+                          help="with --split questions: folds of questions, one soft prompt trained per fold "
+                               "(default 3)")
     evaluate.add_argument("--unweighted", action="store_true",
                           help="compare each cohort's answer distribution unweighted, even if the study has "
                                "survey weights (the training is never weighted)")

@@ -137,12 +137,12 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
             f"untrained SPM); {facts.get('held_out', 'held out: 20% of each respondent’s answers')}. "
             "Accuracy is averaged per respondent; "
             f"[low, high] is a {_confidence(result)} bootstrap interval over respondents.", "",
-            _table(result.accuracy, ["method", "family", "accuracy", "low", "high", "respondents", "answers"]), ""]
+            markdown_table(result.accuracy, ["method", "family", "accuracy", "low", "high", "respondents", "answers"]), ""]
     if not result.fold_in.empty:
         out += ["## Unseen respondents placed by fold-in from K answers", "",
                 f"{facts.get('unseen_respondents', '?')} respondents kept out of all training; each is placed from "
                 "K of their seen answers (only respondents with at least K count at K).", "",
-                _table(result.fold_in, ["k", "method", "accuracy", "low", "high", "respondents", "answers"]), ""]
+                markdown_table(result.fold_in, ["k", "method", "accuracy", "low", "high", "respondents", "answers"]), ""]
         shown = set(result.fold_in["k"].astype(str))
         missing = [str(k) for k in settings.get("fold_in_k", []) if k is not None and str(k) not in shown]
         if missing:
@@ -158,7 +158,7 @@ def markdown(result: EvaluationResult, command: str | None = None) -> str:
                 f"questions with at least {settings.get('min_alignment_answers', '?')} answers; "
                 + ("both distributions weighted by the survey weights." if facts.get("alignment_weighted")
                    else "unweighted."), "",
-                _table(wide.reset_index(), list(wide.reset_index().columns)), ""]
+                markdown_table(wide.reset_index(), list(wide.reset_index().columns)), ""]
     training = facts.get("training", {})
     examples, teacher_only = training.get("examples"), training.get("teacher_only_examples") or 0
     taught = (f"{examples - teacher_only} training answers and {teacher_only} cells nobody answered, taught by "
@@ -179,7 +179,7 @@ def _confidence(result: EvaluationResult) -> str:
     return f"{round(100 * float(result.settings.get('confidence', 0.95)))}%"
 
 
-def _table(frame: pd.DataFrame, columns: list[str]) -> str:
+def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     frame = frame[[c for c in columns if c in frame.columns]]
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
