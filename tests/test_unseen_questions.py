@@ -196,3 +196,37 @@ def test_the_command_prints_the_table_and_the_verdict_and_writes_the_report(tmp_
     assert len(printed["facts"]["folds"]) == 2
     report = (study / "evaluation-questions" / "report.md").read_text()
     assert "## Verdict" in report and "Kim & Lee" in report and "--split questions" in report
+    # what the Chat page and `ask --cohort all` show beside a new question's estimates
+    from persona_engine.steer.new_question import unseen_accuracy
+    from persona_engine.study import Study
+
+    spm = next(row for row in printed["accuracy"] if row["method"] == "SPM (individual)")
+    measured = unseen_accuracy(Study.load(study))
+    assert measured["spm"] == pytest.approx((spm["accuracy"], spm["low"], spm["high"]))
+    assert unseen_accuracy(Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies"
+                                      / "brexit-consensus")) is None
+
+
+def test_ask_every_cohort_a_new_question_with_the_real_model(capsys):
+    import json
+    from pathlib import Path
+
+    from persona_engine.cli import main
+    from persona_engine.study import Study
+
+    study = Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending"
+    code = main(["ask", str(study), "--cohort", "all", "Should the government spend more on high-speed rail?",
+                 "--options", "too little|about right|too much", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    rows = printed["estimates"]
+    n_cohorts = Study.load(study).n_cohorts
+    assert [r["persona"] for r in rows] == [f"cohort {c}" for c in range(n_cohorts)] + ["unsteered model"]
+    for row in rows:
+        assert sum(row[o] for o in printed["options"]) == pytest.approx(1, abs=1e-3)
+    shares = [r["share"] for r in rows[:-1]]
+    assert sum(shares) == pytest.approx(1) and rows[-1]["share"] is None
+    assert "model estimate" in printed["note"]
+    assert printed["similar_questions"][0]["question_id"] == "natmass"  # mass transportation
+    # the cohorts do not all say the same thing
+    assert max(r["too much"] for r in rows[:-1]) - min(r["too much"] for r in rows[:-1]) > 0.05

@@ -107,6 +107,15 @@ def _soft_prompt_arguments() -> argparse.ArgumentParser:
     return spm_args
 
 
+def _cohort_or_all(value: str):
+    if value.strip().lower() == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cohort number or 'all', not '{value}'") from None
+
+
 def _count_or_all(value: str) -> int | None:
     """A positive whole number, or ``None`` for 'all'."""
     if value.strip().lower() in ("all", "none"):
@@ -235,7 +244,8 @@ def _build_parser() -> argparse.ArgumentParser:
     persona_args = argparse.ArgumentParser(add_help=False)
     who = persona_args.add_argument_group("persona (choose one)").add_mutually_exclusive_group(required=True)
     who.add_argument("--respondent", metavar="ID", help="a respondent's id")
-    who.add_argument("--cohort", type=int, metavar="N", help="a cohort's number (its centroid)")
+    who.add_argument("--cohort", type=_cohort_or_all, metavar="N",
+                     help="a cohort's number (its centroid); 'all' (ask only) for every cohort side by side")
     who.add_argument("--point", metavar="X,Y", help="a point of the map (write --point=-1,2 for a negative X)")
     persona_args.add_argument("--strength", type=float, default=1.0,
                               help="0 unsteered, 1 as trained (default), above 1 exaggerated")

@@ -103,6 +103,8 @@ def run_ask(args: argparse.Namespace) -> int:
     from persona_engine.personas import predicted_answers
     from persona_engine.steer import answer
 
+    if args.cohort == "all":
+        return _ask_every_cohort(args)
     study, persona = _study_and_persona(args)
     question, in_study = _question(study, args.question, args.options)
     llm, soft_prompt = _steered_llm(study, args)
@@ -121,6 +123,45 @@ def run_ask(args: argparse.Namespace) -> int:
         return 0
     print(f"{persona.name}, strength {args.strength:g}: {question.text}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def _ask_every_cohort(args: argparse.Namespace) -> int:
+    """``ask --cohort all``: every cohort's estimate side by side, the study questions most like the new one,
+    and the soft prompt's measured accuracy on questions it never saw."""
+    from persona_engine.evaluation.report import json_ready
+    from persona_engine.steer.new_question import cohort_estimates, similar_questions, unseen_accuracy
+    from persona_engine.study import Study
+
+    study = Study.load(args.study)
+    question, in_study = _question(study, args.question, args.options)
+    llm, soft_prompt = _steered_llm(study, args)
+    table = cohort_estimates(llm, question, soft_prompt, study, strength=args.strength)
+    similar = similar_questions(study, question) if not in_study else None
+    measured = unseen_accuracy(study)
+    if args.json:
+        print(json.dumps(json_ready({
+            "question": question.text, "options": list(question.options), "note": table.attrs["note"],
+            "estimates": table.to_dict(orient="records"),
+            "similar_questions": None if similar is None else similar.to_dict(orient="records"),
+            "unseen_question_accuracy": measured}), indent=2, allow_nan=False))
+        return 0
+    weighting = "weighted" if table.attrs["weighted"] else "unweighted"
+    print(f"{question.text}  [{table.attrs['note']}; cohort shares {weighting}; strength {args.strength:g}]")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
+    if similar is not None:
+        print("\nThe study questions it most resembles:")
+        print(similar.to_string(index=False))
+    if measured is None:
+        print("\nHow well this soft prompt answers questions it never saw is not measured yet: "
+              f"persona-engine evaluate-steering {args.study} --split questions")
+    else:
+        accuracy, low, high = measured["spm"]
+        line = f"\nOn questions held out of its training, the individual SPM was right {accuracy:.1%} of the time " \
+               f"(interval {low:.1%} to {high:.1%})"
+        if measured["question_only"]:
+            line += f"; the unsteered model, calibrated, {measured['question_only'][0]:.1%}"
+        print(line + ".")
     return 0
 
 
@@ -210,6 +251,8 @@ def _study_and_persona(args: argparse.Namespace):
     study = Study.load(args.study)
     if args.respondent is not None:
         persona = respondent_persona(study, args.respondent)
+    elif args.cohort == "all":
+        raise DataError("--cohort all is for 'ask' only", expected="a cohort number")
     elif args.cohort is not None:
         persona = cohort_persona(study, args.cohort)
     else:
