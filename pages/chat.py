@@ -22,6 +22,7 @@ from persona_engine.personas import predicted_answers
 from persona_engine.profiles import cohort_names, distinctive_answers, short_question_texts
 from persona_engine.steer.grounding import VOICE, grounded_chat, grounded_chat_batch
 from persona_engine.steer.judge import judge_stance
+from persona_engine.steer.new_question import cohort_estimates, new_question, similar_questions, unseen_accuracy
 
 KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",
          "selection": "A map selection"}
@@ -278,6 +279,56 @@ def show_message(message: dict) -> None:
             provenance(message)
 
 
+def ask_new_question(study, llm, spm, strength: float) -> None:
+    """A question the survey never asked, put to every cohort (and the last persona talked to)."""
+    st.caption("Ask every cohort a question the survey never asked, with its options. The answers are the "
+               "steered model's estimates, not survey results.")
+    with st.form("new_question"):
+        text = st.text_input("Question", key="new_question_text",
+                             placeholder="Should the government spend more on high-speed rail?")
+        options = st.text_input("Options, separated by |", key="new_question_options",
+                                placeholder="too little|about right|too much")
+        asked = st.form_submit_button("Ask every cohort", icon=":material/groups:")
+    question = new_question(text, options) if asked else None  # a bad question is a message first
+    if spm is None:
+        st.warning("Without a soft prompt for this model every cohort would get the unsteered model's answer, "
+                   "so there is nothing to compare.")
+        return
+    kept = study_state()
+    if question is not None:
+        last = kept.get("last_persona")
+        persona = persona_from_spec(study, last) if last and last.get("kind") != "cohort" else None
+        kept["new_question"] = {"question": question, "strength": strength,
+                                "table": cohort_estimates(llm, question, spm, study, persona=persona,
+                                                          strength=strength),
+                                "similar": similar_questions(study, question, encoder=get_matcher(study).encoder)}
+    shown = kept.get("new_question")
+    if shown is None:
+        return
+    table, question = shown["table"], shown["question"]
+    st.markdown(f"**{question.text}**")
+    shares = "weighted by the survey weights" if table.attrs["weighted"] else "of respondents"
+    st.caption(f"{table.attrs['note'].capitalize()}; strength {shown['strength']:g}; share: the cohort's share "
+               f"{shares}.")
+    st.dataframe(table, hide_index=True, key="new_question_estimates", column_config={
+        "share": st.column_config.NumberColumn("share", format="percent"),
+        **{o: st.column_config.ProgressColumn(o, min_value=0.0, max_value=1.0, format="percent")
+           for o in question.options}})
+    st.markdown("**The study questions it most resembles**")
+    st.dataframe(shown["similar"], hide_index=True)
+    measured = unseen_accuracy(study)
+    if measured is None:
+        st.caption("How well this soft prompt answers questions it was never trained on is not measured yet: "
+                   f"`persona-engine evaluate-steering {study.path} --split questions`.")
+    else:
+        accuracy, low, high = measured["spm"]
+        line = (f"On questions held out of its training, the individual soft prompt chose the respondent's "
+                f"answer {accuracy:.0%} of the time ({low:.0%} to {high:.0%})")
+        if measured["question_only"]:
+            line += f"; the unsteered model, calibrated, {measured['question_only'][0]:.0%}"
+        st.caption(line + ".")
+
+
 def transcript(conversations: dict, settings: dict) -> tuple[str, str]:
     """Markdown and JSON of ``{name: messages}``, with the settings and the note."""
     lines = [f"# Persona Engine chat ({settings['study']})", "", f"> {NOTE}", "",
@@ -312,7 +363,7 @@ with guarded():  # errors become messages, never tracebacks
                    "as the collaborative filter predicts them.")
         st.page_link("pages/steer.py", label="Train a soft-prompting model on the Steer page", icon=":material/tune:")
 
-    mode = st.radio("Mode", ["One persona", "Side by side"], horizontal=True, key="chat_mode")
+    mode = st.radio("Mode", ["One persona", "Side by side", "New question"], horizontal=True, key="chat_mode")
     left, middle, right = st.columns(3)
     settings = {"study": study.data.source.name, "model": llm.name,
                 "strength": left.slider("Steering strength", 0.0, 3.0, 1.0, 0.25, disabled=spm is None,
@@ -326,6 +377,9 @@ with guarded():  # errors become messages, never tracebacks
     if settings["strength"] > STRONG and spm is not None:
         st.warning(f"Strength {settings['strength']:g} exaggerates the persona beyond its training: above "
                    f"{STRONG:g} replies tend to fall apart into repetition.")
+    if mode == "New question":
+        ask_new_question(study, llm, spm, settings["strength"])
+        st.stop()
     prompt = st.chat_input("Ask something…")
 
     if mode == "One persona":

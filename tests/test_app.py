@@ -763,3 +763,35 @@ def test_the_steer_page_shows_the_studys_evaluation_report(tmp_path):
     assert "**Not met**" in shown and "question majority" in shown  # 0.58 does not clear 0.59
     assert "3.0 points below the collaborative filter" in shown
     assert app.dataframe[-1].value["method"].tolist() == accuracy["method"].tolist()
+
+
+def test_a_new_question_is_put_to_every_cohort_with_the_real_model_and_labelled_an_estimate(study):
+    from persona_engine.llm import DEFAULT_MODEL
+
+    app = open_app(page="chat", llm_model=DEFAULT_MODEL)
+    app.radio(key="chat_mode").set_value("New question").run()
+    assert not app.exception, app.exception
+    assert not app.chat_input  # this mode asks through its form, not the chat box
+    app.text_input(key="new_question_text").set_value("Should the government spend more on high-speed rail?")
+    app.text_input(key="new_question_options").set_value("too little | about right | too much")
+    app.button[0].click().run()  # the form's submit button
+    assert not app.exception, app.exception
+    estimates = next(frame.value for frame in app.dataframe if "persona" in frame.value.columns)
+    assert list(estimates["persona"]) == [f"cohort {c}" for c in range(study.n_cohorts)] + ["unsteered model"]
+    options = ["too little", "about right", "too much"]
+    np.testing.assert_allclose(estimates[options].sum(axis=1), 1, atol=1e-3)
+    assert estimates["too much"].iloc[:-1].std() > 0.01  # the cohorts are steered apart
+    assert "model estimate" in texts(app.caption).lower() and "not a survey result" in texts(app.caption)
+    similar = next(frame.value for frame in app.dataframe if "similarity" in frame.value.columns)
+    assert similar["question_id"].iloc[0] == "natmass"
+    assert "not measured yet" in texts(app.caption)  # the sample study has no unseen-questions evaluation
+
+
+def test_a_new_question_with_one_option_is_a_message(tiny_model):
+    app = open_app(page="chat", llm_model=tiny_model)
+    app.radio(key="chat_mode").set_value("New question").run()
+    app.text_input(key="new_question_text").set_value("Is this a question?")
+    app.text_input(key="new_question_options").set_value("yes")
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert "two or more different options" in texts(app.error)

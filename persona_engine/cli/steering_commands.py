@@ -266,7 +266,7 @@ def _study_and_persona(args: argparse.Namespace):
 
 def _question(study, text: str, options: str | None):
     """The study question whose id or text is ``text``, or a new one with ``options`` ('a|b|c')."""
-    from persona_engine.opinion_data import Question
+    from persona_engine.steer.new_question import new_question
 
     wanted = text.strip().casefold()
     if options is None:
@@ -275,10 +275,7 @@ def _question(study, text: str, options: str | None):
                 return question, True
         raise DataError(f"'{text}' is not a question of this study",
                         expected="a question id or text from the study, or --options 'a|b|c'")
-    labels = tuple(o.strip() for o in options.split("|") if o.strip())
-    if len(labels) < 2:
-        raise DataError(f"--options '{options}'", expected="two or more options separated by |")
-    return Question(id="asked", text=text.strip(), options=labels, ordinal=False), False
+    return new_question(text, options), False
 
 
 def _duration(seconds: float) -> str:

@@ -18,12 +18,25 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from persona_engine.errors import DataError
 from persona_engine.opinion_data import Question
 from persona_engine.steer.persona import answer
 
 ESTIMATE_NOTE = ("model estimate: the steered language model's probability of each option, not a survey "
                  "result")
 UNSEEN_REPORT = "evaluation-questions"
+
+
+def new_question(text: str, options: str | Sequence[str]) -> Question:
+    """A question the study never asked: its ``text`` and two or more ``options`` (a list, or ``"a|b|c"``)."""
+    labels = options.split("|") if isinstance(options, str) else list(options)
+    labels = tuple(dict.fromkeys(o.strip() for o in labels if o.strip()))
+    if not text.strip():
+        raise DataError("the question is empty", expected="the question to ask, in words")
+    if len(labels) < 2:
+        raise DataError(f"options '{options if isinstance(options, str) else '|'.join(options)}'",
+                        expected="two or more different options separated by |, e.g. 'yes|no'")
+    return Question(id="asked", text=text.strip(), options=labels, ordinal=False)
 
 
 def cohort_estimates(llm, question: Question, soft_prompt, study, *, persona=None,
