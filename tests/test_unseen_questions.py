@@ -188,19 +188,25 @@ def test_the_command_prints_the_table_and_the_verdict_and_writes_the_report(tmp_
     model = save_tiny_llm(tmp_path / "tiny-model")
     code = main(["evaluate-steering", str(study), "--split", "questions", "--question-folds", "2",
                  "--model", str(model), "--train-examples", "16", "--steps", "2", "--max-respondents", "12",
-                 "--max-text-respondents", "4", "--bootstrap", "50", "--json"])
+                 "--max-text-respondents", "4", "--bootstrap", "50", "--shuffle-options", "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)  # valid JSON: no NaN
     methods = {row["method"] for row in printed["accuracy"]}
     assert {"SPM (individual)", "text-to-factor", "nearest-question transfer"} <= methods
     assert len(printed["facts"]["folds"]) == 2
+    orders = {(row["method"], row["options"]) for row in printed["accuracy"]}
+    for method in ("SPM (individual)", "SPM (cohort)", "question only, calibrated", "context, calibrated"):
+        assert {(method, "fixed order"), (method, "shuffled")} <= orders
+    assert ("text-to-factor", "shuffled") not in orders  # no options to shuffle
     report = (study / "evaluation-questions" / "report.md").read_text()
     assert "## Verdict" in report and "Kim & Lee" in report and "--split questions" in report
+    assert "options shuffled" in report
     # what the Chat page and `ask --cohort all` show beside a new question's estimates
     from persona_engine.steer.new_question import unseen_accuracy
     from persona_engine.study import Study
 
-    spm = next(row for row in printed["accuracy"] if row["method"] == "SPM (individual)")
+    spm = next(row for row in printed["accuracy"] if row["method"] == "SPM (individual)"
+               and row["options"] == "fixed order")
     measured = unseen_accuracy(Study.load(study))
     assert measured["spm"] == pytest.approx((spm["accuracy"], spm["low"], spm["high"]))
     assert unseen_accuracy(Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies"
@@ -230,3 +236,20 @@ def test_ask_every_cohort_a_new_question_with_the_real_model(capsys):
     assert printed["similar_questions"][0]["question_id"] == "natmass"  # mass transportation
     # the cohorts do not all say the same thing
     assert max(r["too much"] for r in rows[:-1]) - min(r["too much"] for r in rows[:-1]) > 0.05
+
+
+def test_shuffled_prompts_put_their_scores_back_in_each_questions_order():
+    from persona_engine.evaluation.baselines import shuffled, unshuffled
+    from persona_engine.opinion_data import Question
+
+    questions = [Question("q", "Spend?", ("less", "same", "more")), Question("p", "Yes?", ("no", "yes"))]
+    variants, perms = shuffled(questions * 20, np.random.default_rng(0))
+    assert {v.options for v in variants[::2]} > {("less", "same", "more")}  # not always the same order
+    # a model that gives each option a score of its name's length, wherever it is listed
+    scores = np.full((len(variants), 3), -np.inf)
+    for i, v in enumerate(variants):
+        scores[i, : v.n_options] = [len(o) for o in v.options]
+    back = unshuffled(scores, perms)
+    np.testing.assert_array_equal(back[::2], np.tile([4, 4, 4], (20, 1)))
+    np.testing.assert_array_equal(back[1::2, :2], np.tile([2, 3], (20, 1)))
+    assert shuffled(questions, None) == (questions, None)

@@ -59,7 +59,8 @@ def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
     from persona_engine.evaluation.unseen_report import KIM_AND_LEE, verdict, write_unseen_report
 
     with _StageBars() as bars:
-        result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds, progress=bars)
+        result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds,
+                                           shuffle_options=args.shuffle_options, progress=bars)
     out = args.out or study.path / "evaluation-questions"
     command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
     write_unseen_report(result, out, command=command)
@@ -113,6 +114,10 @@ def add_parser(sub, parents) -> None:
     evaluate.add_argument("--question-folds", type=int, default=3, metavar="K",
                           help="with --split questions: folds of questions, one soft prompt trained per fold "
                                "(default 3)")
+    evaluate.add_argument("--shuffle-options", action="store_true",
+                          help="with --split questions: also ask the SPM and the text prompts with each prompt's "
+                               "options in a random order (on the text prompts' respondents); the report shows "
+                               "both orders")
     evaluate.add_argument("--unweighted", action="store_true",
                           help="compare each cohort's answer distribution unweighted, even if the study has "
                                "survey weights (the training is never weighted)")

@@ -139,6 +139,28 @@ def prompted(question: Question, preamble: str) -> Question:
                     question.ordinal, question.option_values)
 
 
+def shuffled(prompts: Sequence[Question], rng: np.random.Generator | None):
+    """Each prompt with its options in a random order, and each one's order ``perm`` (option ``k`` of the
+    shuffled prompt is option ``perm[k]`` of the original); ``(prompts, None)`` when ``rng`` is ``None``."""
+    if rng is None:
+        return list(prompts), None
+    perms = [rng.permutation(q.n_options) for q in prompts]
+    variants = [Question(q.id, q.text, tuple(q.options[k] for k in perm), q.ordinal,
+                         None if q.option_values is None else tuple(q.option_values[k] for k in perm))
+                for q, perm in zip(prompts, perms)]
+    return variants, perms
+
+
+def unshuffled(scores: np.ndarray, perms) -> np.ndarray:
+    """Scores of shuffled prompts ``(m, width)`` back in each question's own option order."""
+    if perms is None:
+        return scores
+    out = np.full(scores.shape, -np.inf)
+    for i, perm in enumerate(perms):
+        out[i, perm] = scores[i, : len(perm)]
+    return out
+
+
 def score_prompts(llm, prompts: Sequence[Question], *, batch_size: int = 16,
                   progress: Callable | None = None) -> np.ndarray:
     """Log-probabilities of each option of each prompt, ``(n_prompts, max_options)`` (-inf beyond)."""

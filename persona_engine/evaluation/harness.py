@@ -339,16 +339,19 @@ def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
 
 
 def text_baselines(llm, study, split, trained, rows, cols, settings, report, store,
-                   calibration_questions: np.ndarray | None = None):
+                   calibration_questions: np.ndarray | None = None, shuffle: np.random.Generator | None = None):
     """Ask the text-prompt baselines on the ``(rows, cols)`` cells, giving each method's scores to ``store``.
 
     Context and calibration prompts come from ``split.seen`` of the
     ``trained`` respondents; the question-only letter bias from the prompts of
     ``calibration_questions`` (default all). Returns the names of the
     calibrated variants stored and the calibrated question-only
-    log-probabilities ``(n_questions, max_options)``.
+    log-probabilities ``(n_questions, max_options)`` (``None`` with ``shuffle``).
+    With ``shuffle``, every prompt lists its options in a random order of its own (letters are
+    calibrated as asked, then scores are put back in each question's order).
     """
     data, questions = study.data, study.data.questions
+    question_only = None
     n_options = np.asarray([q.n_options for q in questions])
     rng = np.random.default_rng([settings.random_state, 2])
     # Calibration prompts: training respondents' seen answers (never a scored cell).
@@ -368,21 +371,26 @@ def text_baselines(llm, study, split, trained, rows, cols, settings, report, sto
     calibrated = set()
     for name, preamble in preambles.items():
         report(name, 0, len(rows))
-        if name == "question only":  # one prompt per question, whoever asks
+        if name == "question only" and shuffle is None:  # one prompt per question, whoever asks
             prompts = list(questions)
             scores = baselines.score_prompts(llm, prompts)
             among = np.arange(len(questions)) if calibration_questions is None else calibration_questions
             raw, calibration_scores, calibration_n = scores[cols], scores[among], n_options[among]
             question_only = baselines.calibration_from(scores[among], n_options[among]).apply(scores, n_options)
         else:
-            prompts = [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)]
+            prompts, order = baselines.shuffled(
+                [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)], shuffle)
             raw = baselines.score_prompts(
                 llm, prompts, progress=lambda done, total, info: report(name, done, total))
-            calibration = [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(calib_rows, calib_cols)]
+            calibration, _ = baselines.shuffled(
+                [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(calib_rows, calib_cols)], shuffle)
             calibration_scores, calibration_n = baselines.score_prompts(llm, calibration), n_options[calib_cols]
         letter_bias = baselines.calibration_from(calibration_scores, calibration_n)
+        adjusted = letter_bias.apply(raw, n_options[cols])
+        if name != "question only" or shuffle is not None:
+            raw, adjusted = baselines.unshuffled(raw, order), baselines.unshuffled(adjusted, order)
         store(f"{name}", rows, cols, raw)
-        store(f"{name}, calibrated", rows, cols, letter_bias.apply(raw, n_options[cols]))
+        store(f"{name}, calibrated", rows, cols, adjusted)
         calibrated.add(f"{name}, calibrated")
         report(name, len(rows), len(rows))
     return calibrated, question_only

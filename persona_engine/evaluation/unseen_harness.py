@@ -80,8 +80,14 @@ class UnseenQuestionsResult:
 
 
 def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = None, *,
-                              n_folds: int = 3, progress=None) -> UnseenQuestionsResult:
-    """Hold out whole questions in ``n_folds`` folds and score every method on them (module docstring)."""
+                              n_folds: int = 3, shuffle_options: bool = False,
+                              progress=None) -> UnseenQuestionsResult:
+    """Hold out whole questions in ``n_folds`` folds and score every method on them (module docstring).
+
+    ``shuffle_options``: also ask the SPM and the text prompts with each prompt's options in a random
+    order of its own, on the text prompts' respondents (rows with ``options`` "shuffled"), since a fixed
+    order and letter labels can fake alignment (Dominguez-Olmedo et al., 2023).
+    """
     settings = settings or EvaluationSettings()
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
@@ -97,16 +103,20 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
     similarity = vectors @ vectors.T
     encoded = encode_questions(llm.tokenizer, questions)
     log_probs: dict[str, np.ndarray] = {}
+    shuffled_log_probs: dict[str, np.ndarray] = {}
     chosen: dict[str, np.ndarray] = {}   # method -> codes (n_respondents, n_questions)
     placed: dict[str, np.ndarray] = {}   # method -> predicted positions, for AUC and ρ
     mask = np.zeros(answers.shape, dtype=bool)
     text_mask = np.zeros(answers.shape, dtype=bool)
     runs = []
 
-    def store(method, rows, cols, values) -> None:
-        table = log_probs.setdefault(method, np.full(answers.shape + (width,), -np.inf))
+    def store(method, rows, cols, values, into=log_probs) -> None:
+        table = into.setdefault(method, np.full(answers.shape + (width,), -np.inf))
         values = np.asarray(values)[:, :width]
         table[rows, cols, : values.shape[1]] = values
+
+    def store_shuffled(method, rows, cols, values) -> None:
+        store(method, rows, cols, values, into=shuffled_log_probs)
 
     def choose(method, rows, cols, codes, place=None) -> None:
         chosen.setdefault(method, np.full(answers.shape, MISSING, dtype=np.int64))[rows, cols] = codes
@@ -172,6 +182,18 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
         text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
                        lambda name, done, total: report(f"{stage}: {name}", done, total), store,
                        calibration_questions=kept)
+        if shuffle_options:
+            rng = np.random.default_rng([seed, 11, number])
+            report(f"{stage}: shuffled options", 0, 1)
+            variants, perms = baselines.shuffled([questions[j] for j in text_cols], rng)
+            asked, each = encode_questions(llm.tokenizer, variants), np.arange(len(variants))
+            store_shuffled("SPM (individual)", text_rows, text_cols, baselines.unshuffled(
+                score_options(llm, asked, each, spm, factors[text_rows]), perms))
+            store_shuffled("SPM (cohort)", text_rows, text_cols, baselines.unshuffled(
+                score_options(llm, asked, each, spm, finder.centroids_[labels[text_rows]]), perms))
+            text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
+                           lambda name, done, total: report(f"{stage}: {name}, shuffled", done, total),
+                           store_shuffled, calibration_questions=kept, shuffle=rng)
 
         # the references, on the same cells as the SPM
         transfer = nearest_question_transfer(seen, n_options, similarity, held, kept)
@@ -185,16 +207,16 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
         choose("question majority", rows, cols, majority[local])
         report(stage, 1, 1)
 
-    for method, table in log_probs.items():
-        best = np.where(np.isfinite(table).any(-1), table.argmax(-1), MISSING)
-        probs = np.exp(table)
-        probs = probs / np.maximum(probs.sum(-1, keepdims=True), 1e-30)  # calibrated scores need not sum to 1
-        expected = (probs * np.arange(width)).sum(-1) / np.maximum(n_options - 1, 1)
-        chosen[method] = best
-        placed[method] = np.where(np.isfinite(table).any(-1), expected, np.nan)
-        placed[method + " top"] = top_option_scores(probs, n_options)
-
+    _read_scores(log_probs, chosen, placed, n_options)
     accuracy = _accuracy_table(chosen, placed, answers, mask, text_mask, n_options, study.labels, settings)
+    accuracy.insert(2, "options", "fixed order")
+    if shuffle_options:
+        chosen_s, placed_s = {}, {}
+        _read_scores(shuffled_log_probs, chosen_s, placed_s, n_options)
+        shuffled = _accuracy_table(chosen_s, placed_s, answers, text_mask, text_mask, n_options, study.labels,
+                                   settings)
+        shuffled.insert(2, "options", "shuffled")
+        accuracy = pd.concat([accuracy, shuffled], ignore_index=True)
     weights = data.weights if uses_weights(data, settings.weighted) else None
     distributions = {m: np.exp(log_probs[m]) for m in ("SPM (individual)", "SPM (cohort)",
                                                         "question only, calibrated") if m in log_probs}
@@ -206,7 +228,20 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
              "text_scored_answers": int(text_mask.sum()), "alignment_weighted": weights is not None,
              "seconds": round(time.perf_counter() - started, 1),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    return UnseenQuestionsResult(accuracy, alignment, {**asdict(settings), "question_folds": n_folds}, facts)
+    return UnseenQuestionsResult(accuracy, alignment, {**asdict(settings), "question_folds": n_folds,
+                                                       "shuffle_options": shuffle_options}, facts)
+
+
+def _read_scores(log_probs: dict, chosen: dict, placed: dict, n_options: np.ndarray) -> None:
+    """Each method's chosen option, expected position and top-option probability from its log-probabilities."""
+    for method, table in log_probs.items():
+        scored = np.isfinite(table).any(-1)
+        probs = np.exp(table)
+        probs = probs / np.maximum(probs.sum(-1, keepdims=True), 1e-30)  # calibrated scores need not sum to 1
+        expected = (probs * np.arange(table.shape[-1])).sum(-1) / np.maximum(n_options - 1, 1)
+        chosen[method] = np.where(scored, table.argmax(-1), MISSING)
+        placed[method] = np.where(scored, expected, np.nan)
+        placed[method + " top"] = top_option_scores(probs, n_options)
 
 
 def _accuracy_table(chosen, placed, answers, mask, text_mask, n_options, labels, settings) -> pd.DataFrame:

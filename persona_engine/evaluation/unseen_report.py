@@ -31,7 +31,10 @@ def write_unseen_report(result: UnseenQuestionsResult, folder: str | Path, *, co
 
 def verdict(result: UnseenQuestionsResult) -> list[str]:
     """The targets of the unseen-questions evaluation, each met or not, in words."""
-    table = result.accuracy.set_index("method")
+    table = result.accuracy
+    if "options" in table:
+        table = table[table["options"] == "fixed order"]
+    table = table.set_index("method")
     if INDIVIDUAL not in table.index:
         return ["The individual SPM was not scored."]
     spm = table.loc[INDIVIDUAL]
@@ -49,6 +52,14 @@ def verdict(result: UnseenQuestionsResult) -> list[str]:
     generalise = [m for m in table.index if table.loc[m, "family"] in (STEERED, TEXT, TRANSFER)
                   and "question only" not in m and "question only, calibrated" in table.index
                   and table.loc[m, "low"] > table.loc["question only, calibrated", "high"]]
+    if "options" in result.accuracy and (result.accuracy["options"] == "shuffled").any():
+        both = result.accuracy.pivot_table(index="method", columns="options", values="accuracy")
+        both = both.dropna()
+        if not both.empty:
+            drop = (both["fixed order"] - both["shuffled"]).round(3)
+            lines.append("With each prompt's options shuffled, accuracy changes by "
+                         + ", ".join(f"{m} {-d:+.3f}" for m, d in drop.items())
+                         + " (on the text prompts' respondents); a large drop means the fixed order did the work.")
     lines.append("Methods that generalise to new questions (interval above the calibrated question-only "
                  f"prompt's): {', '.join(generalise) or 'none'}.")
     return lines
@@ -71,7 +82,7 @@ def unseen_markdown(result: UnseenQuestionsResult, command: str | None = None) -
             "rest, pooled over answers; ρ: Spearman between predicted and real mean positions of the study's "
             "cohorts on each question. The question majority is a reference only: nobody knows it for a new "
             "question.", "",
-            markdown_table(table, ["method", "family", "accuracy", "low", "high", "auc", "rho", "respondents",
+            markdown_table(table, ["method", "family", "options", "accuracy", "low", "high", "auc", "rho", "respondents",
                            "answers"]), "", KIM_AND_LEE + ".", ""]
     by_cohort = result.alignment_by_cohort()
     if not by_cohort.empty:

@@ -91,7 +91,10 @@ def unseen_accuracy(study) -> dict | None:
         return None
     folder = study.path / UNSEEN_REPORT
     try:
-        table = pd.read_csv(folder / "accuracy.csv").set_index("method")
+        table = pd.read_csv(folder / "accuracy.csv")
+        if "options" in table:
+            table = table[table["options"] == "fixed order"]
+        table = table.set_index("method")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
         return None
     if "SPM (individual)" not in table.index:
