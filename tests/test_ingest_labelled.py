@@ -167,18 +167,23 @@ def test_the_codebook_command_round_trips(files, tmp_path, capsys):
     assert "has no codebook" in capsys.readouterr().err
 
 
-def test_fit_on_a_sav_gives_a_study(files, tmp_path, capsys):
-    small = tmp_path / "small.sav"
-    table, meta = pyreadstat.read_sav(files["sav"], user_missing=True, row_limit=300)
-    pyreadstat.write_sav(table, small, column_labels=meta.column_names_to_labels,
-                         variable_value_labels=meta.variable_value_labels, missing_ranges=meta.missing_ranges)
-    out = tmp_path / "study"
-    assert main(["fit", str(small), "--out", str(out), "--k", "2", "--dim", "4",
+def fitted_study(data_file: Path, out: Path, capsys) -> Path:
+    """``persona-engine fit`` on ``data_file`` (300 respondents), checked with ``info``; the study folder."""
+    assert main(["fit", str(data_file), "--out", str(out), "--k", "2", "--dim", "4",
                  "--cohort-space", "answers"]) == 0
     capsys.readouterr()
     assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["respondents"] == 300 and info["questions"] == len(NAT)
+    return out
+
+
+def test_fit_on_a_sav_gives_a_study(files, tmp_path, capsys):
+    small = tmp_path / "small.sav"
+    table, meta = pyreadstat.read_sav(files["sav"], user_missing=True, row_limit=300)
+    pyreadstat.write_sav(table, small, column_labels=meta.column_names_to_labels,
+                         variable_value_labels=meta.variable_value_labels, missing_ranges=meta.missing_ranges)
+    fitted_study(small, tmp_path / "study", capsys)
 
 
 def _short_named(table: pd.DataFrame) -> pd.DataFrame:
@@ -209,12 +214,6 @@ def test_a_portable_spss_or_sas_transport_file_reads_as_the_csv_with_its_codeboo
 def test_fit_on_a_dta_gives_a_study(tmp_path, capsys):
     small = tmp_path / "small.dta"
     write_dta(gss_table().head(300), small, np.random.default_rng(3))
-    out = tmp_path / "study"
-    assert main(["fit", str(small), "--out", str(out), "--k", "2", "--dim", "4",
-                 "--cohort-space", "answers"]) == 0
-    capsys.readouterr()
-    assert main(["info", str(out), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["respondents"] == 300 and info["questions"] == len(NAT)
+    out = fitted_study(small, tmp_path / "study", capsys)
     assert main(["profile", str(out), "--cohort", "0"]) == 0
     assert "too little" in capsys.readouterr().out  # options are the value labels, not codes

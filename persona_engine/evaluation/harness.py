@@ -155,10 +155,15 @@ class EvaluationResult:
 
     def alignment_by_cohort(self) -> pd.DataFrame:
         """Mean alignment over questions, one row per method and cohort."""
-        if self.alignment.empty:
-            return pd.DataFrame(columns=["method", "cohort", "alignment", "questions"])
-        grouped = self.alignment.groupby(["method", "cohort"], sort=False)["alignment"]
-        return grouped.agg(alignment="mean", questions="count").reset_index()
+        return alignment_by_cohort(self.alignment)
+
+
+def alignment_by_cohort(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean of an :func:`alignment_table` over questions, one row per method and cohort."""
+    if table.empty:
+        return pd.DataFrame(columns=["method", "cohort", "alignment", "questions"])
+    grouped = table.groupby(["method", "cohort"], sort=False)["alignment"]
+    return grouped.agg(alignment="mean", questions="count").reset_index()
 
 
 def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,

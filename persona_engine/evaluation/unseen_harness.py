@@ -38,7 +38,8 @@ from persona_engine.cohort_space import fit_cohorts
 from persona_engine.cohorts import CohortFinder
 from persona_engine.embed import EMBEDDERS
 from persona_engine.evaluation import baselines
-from persona_engine.evaluation.harness import (EvaluationSettings, alignment_table, text_baselines)
+from persona_engine.evaluation.harness import (EvaluationSettings, alignment_by_cohort, alignment_table,
+                                               text_baselines)
 from persona_engine.evaluation.metrics import accuracy_interval
 from persona_engine.evaluation.protocol import EvaluationSplit, evaluation_split, subsample
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
@@ -73,10 +74,7 @@ class UnseenQuestionsResult:
 
     def alignment_by_cohort(self) -> pd.DataFrame:
         """Mean alignment over questions, one row per method and cohort."""
-        if self.alignment.empty:
-            return pd.DataFrame(columns=["method", "cohort", "alignment", "questions"])
-        grouped = self.alignment.groupby(["method", "cohort"], sort=False)["alignment"]
-        return grouped.agg(alignment="mean", questions="count").reset_index()
+        return alignment_by_cohort(self.alignment)
 
 
 def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = None, *,
