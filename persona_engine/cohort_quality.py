@@ -29,6 +29,9 @@ from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
 from persona_engine.split import question_majority
 
+STABILITY_RESPONDENTS = 3000
+""":func:`cohort_stability` refits on a random sample of at most this many respondents."""
+
 
 # ------------------------------------------------------------------ stability
 @dataclass(frozen=True)
@@ -49,11 +52,15 @@ class CohortStability:
         similarity with any resample cohort; above 0.75 is stable, below 0.5
         the cohort 'dissolves'), ``dissolved`` (share of resamples with
         Jaccard below 0.5).
+    n_respondents:
+        How many respondents the refits were drawn from (all of them unless
+        there were more than ``max_respondents``).
     """
 
     seed_ari: np.ndarray
     bootstrap_ari: np.ndarray
     per_cohort: pd.DataFrame
+    n_respondents: int = 0
 
     @property
     def ari(self) -> float:
@@ -68,6 +75,7 @@ def cohort_stability(
     n_seeds: int = 5,
     random_state: int = 0,
     sample_weight: np.ndarray | None = None,
+    max_respondents: int | None = STABILITY_RESPONDENTS,
 ) -> CohortStability:
     """Refit ``finder`` with other seeds and on bootstrap resamples; compare cohorts.
 
@@ -77,15 +85,25 @@ def cohort_stability(
     ``labels_`` are the reference when it was fitted on these embeddings,
     else a copy is fitted. Refits keep the reference's number of cohorts, so
     this measures the stability of the cohorts, not of the choice of k.
+
+    On more than ``max_respondents`` respondents (``None``: no limit) every
+    refit is drawn from one random sample of that many, compared with the
+    reference cohorts of the same people: an estimate of the same agreement
+    at a fraction of the cost. ``per_cohort["size"]`` still counts everyone.
     """
     X = np.asarray(embeddings, dtype=np.float64)
-    n = len(X)
     reference = getattr(finder, "labels_", None)
-    if reference is None or len(reference) != n:
+    if reference is None or len(reference) != len(X):
         reference = clone(finder).fit(X, sample_weight=sample_weight).labels_
     reference = np.asarray(reference)
     k = int(reference.max()) + 1
+    sizes = np.bincount(reference, minlength=k)
     rng = np.random.default_rng(random_state)
+    if max_respondents is not None and len(X) > max_respondents:
+        sample = np.sort(rng.choice(len(X), int(max_respondents), replace=False))
+        X, reference = X[sample], reference[sample]
+        sample_weight = None if sample_weight is None else np.asarray(sample_weight)[sample]
+    n = len(X)
 
     def refit(seed: int, rows: np.ndarray) -> np.ndarray:
         model = clone(finder).set_params(n_cohorts=k, random_state=seed)
@@ -110,11 +128,11 @@ def cohort_stability(
                 jaccard[r, c] = max(_jaccard(members, labels == d) for d in np.unique(labels))
     per_cohort = pd.DataFrame({
         "cohort": np.arange(k),
-        "size": np.bincount(reference, minlength=k),
+        "size": sizes,
         "jaccard": np.nanmean(jaccard, axis=0) if n_resamples else np.full(k, np.nan),
         "dissolved": np.nanmean(jaccard < 0.5, axis=0) if n_resamples else np.full(k, np.nan),
     })
-    return CohortStability(seed_ari, np.array(bootstrap_ari), per_cohort)
+    return CohortStability(seed_ari, np.array(bootstrap_ari), per_cohort, n)
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

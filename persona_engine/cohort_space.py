@@ -47,8 +47,12 @@ from persona_engine.split import holdout_split, macro_accuracy
 COHORT_SPACES = ("embedding", "answers")
 SPACE_CHOICES = ("auto", *COHORT_SPACES)
 SCORE_COLUMNS = ["split", "space", "accuracy"]
-SELECTION_RESPONDENTS = 5000
+SELECTION_RESPONDENTS = 3000
 """``"auto"`` chooses on a random sample of at most this many respondents."""
+INNER_RESAMPLES = 4
+"""Bootstrap refits per k when the inner cohorts of a large answer matrix choose their k."""
+FULL_REFIT_CELLS = 200_000
+"""Up to this many cells (respondents x questions) the inner cohorts use the finder's own refits."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,14 @@ class CohortSpaceChoice:
         One row per inner split and space: ``split``, ``space``, ``accuracy``
         (held-out cohort-majority accuracy). Empty when the space was given,
         or when too few respondents had answers to hold out.
+    n_respondents:
+        How many respondents the choice was made on (a random sample when
+        there were more than ``max_respondents``; 0 when the space was given).
     """
 
     space: str
     scores: pd.DataFrame
+    n_respondents: int = 0
 
     def mean_scores(self) -> dict[str, float]:
         """Mean accuracy per space (empty when there was no choice)."""
@@ -126,13 +134,19 @@ def choose_cohort_space(
     n_questions)``, -1 missing: what the filter was fitted on. ``finder``: the
     unfitted :class:`CohortFinder` to use (cloned). Inner splits hide 20% of
     the answers of respondents with at least 5; cohorts are weighted by
-    answers, as everywhere.
+    answers, as everywhere. Above ``FULL_REFIT_CELLS`` answer cells (after
+    sampling) the inner cohorts score each k on ``INNER_RESAMPLES`` bootstrap
+    refits rather than the finder's own number: they only have to rank the
+    spaces, and on wide data those refits were three quarters of the fit's
+    time. Smaller matrices keep every refit (they are cheap there).
     """
     answers = np.asarray(answers)
     rng = np.random.default_rng(random_state)
     if len(answers) > max_respondents:
         answers = answers[np.sort(rng.choice(len(answers), max_respondents, replace=False))]
     params = {**embedder.get_params(), "reg": float(embedder.reg_), "random_state": random_state}
+    if answers.size > FULL_REFIT_CELLS:
+        finder = clone(finder).set_params(n_resamples=min(finder.n_resamples, INNER_RESAMPLES))
     rows = []
     for split_index in range(n_splits):
         split = holdout_split(answers, fraction=0.2, min_answers=5, random_state=random_state + 1000 + split_index)
@@ -149,7 +163,7 @@ def choose_cohort_space(
     scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     means = scores.groupby("space")["accuracy"].mean()
     wins = not scores.empty and means["answers"] > means["embedding"]
-    return CohortSpaceChoice("answers" if wins else "embedding", scores)
+    return CohortSpaceChoice("answers" if wins else "embedding", scores, len(answers))
 
 
 def fit_cohorts(
@@ -159,19 +173,22 @@ def fit_cohorts(
     space: str = "auto",
     questions: Sequence[Question] | None = None,
     random_state: int = 0,
+    max_respondents: int = SELECTION_RESPONDENTS,
 ) -> tuple[CohortFinder, np.ndarray, CohortSpaceChoice]:
     """Find cohorts of the respondents ``embedder`` was fitted on.
 
     ``space``: ``"auto"`` (:func:`choose_cohort_space`), ``"embedding"`` or
     ``"answers"``. Respondents are weighted by their number of answers; the
     cohorts' ``centroids_`` are always in the embedding space (the personas).
+    ``max_respondents``: the ``"auto"`` choice is made on a random sample of at most this many.
     Returns ``(fitted finder, the points it clustered, the choice)``.
     """
     if space not in SPACE_CHOICES:
         raise DataError(f"unknown cohort space '{space}'", expected=" or ".join(SPACE_CHOICES))
     answers = np.asarray(answers)
     if space == "auto":
-        choice = choose_cohort_space(embedder, answers, finder, questions, random_state=random_state)
+        choice = choose_cohort_space(embedder, answers, finder, questions, max_respondents=max_respondents,
+                                     random_state=random_state)
     else:
         choice = CohortSpaceChoice(space, pd.DataFrame(columns=SCORE_COLUMNS))
     points = cohort_features(choice.space, embedder, answers, questions)

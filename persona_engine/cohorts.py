@@ -26,6 +26,11 @@ How many cohorts (``n_cohorts="auto"``)
     whose components are the k-means cohorts (weights = cohort shares,
     means = centroids, variances = within-cohort variances); for the mixture
     it is the mixture's own BIC. With ``n_resamples=0`` the lowest BIC wins.
+    On more than ``max_respondents`` respondents the ks are scored on a random
+    sample of that many (the bootstraps of 3,000 people tell stable cohorts
+    from unstable ones about as well as those of 100,000, at a fraction of the
+    cost), and the chosen k is then fitted on everyone;
+    ``selection_respondents_`` says how many were used.
 
 Respondents with few answers
     Their vectors rest on little evidence. Pass ``sample_weight`` = each
@@ -65,6 +70,8 @@ CONFIG_VERSION = 1
 METHODS = ("kmeans", "gmm")
 SILHOUETTE_SAMPLE = 3000
 """Silhouettes are computed on at most this many respondents (it is quadratic)."""
+SELECTION_RESPONDENTS = 3000
+"""``n_cohorts="auto"`` scores the candidate ks on a random sample of at most this many respondents."""
 MIN_RESPONDENTS = 10
 """Fewest respondents a study's cohorts are found among (:func:`~persona_engine.study.fit_study` checks).
 
@@ -101,6 +108,9 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         Seed for every random choice (initialisation, silhouette sample).
     n_threads:
         Threads for k-means / the mixture (``None``: the library's default).
+    max_respondents:
+        ``"auto"`` scores the ks on a random sample of at most this many
+        respondents (``None``: everyone); the chosen k is fitted on everyone.
 
     Attributes
     ----------
@@ -118,6 +128,9 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         cohorts), ``inertia`` (within-cohort sum of squares: the elbow
         curve), ``silhouette``, ``bic``, ``stability`` (NaN for a fixed k),
         ``smallest_cohort``, ``chosen``.
+    selection_respondents_:
+        How many respondents the ks were scored on (all of them unless
+        there were more than ``max_respondents``).
     model_:
         The fitted scikit-learn estimator of the chosen k.
     component_cohort_:
@@ -136,6 +149,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         n_init: int = 10,
         random_state: int = 0,
         n_threads: int | None = 1,
+        max_respondents: int | None = SELECTION_RESPONDENTS,
     ) -> None:
         self.method = method
         self.n_cohorts = n_cohorts
@@ -147,6 +161,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         self.n_init = n_init
         self.random_state = random_state
         self.n_threads = n_threads
+        self.max_respondents = max_respondents
 
     # ------------------------------------------------------------- fitting
     def fit(self, embeddings, y=None, sample_weight=None, vectors=None) -> "CohortFinder":
@@ -173,29 +188,36 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         min_size = self._min_size(len(X))
         ks = self._candidate_ks(X, min_size)
         rng = np.random.default_rng(self.random_state)
+        sample = self._selection_sample(len(X), len(ks), rng)
+        Xs, ws = (X, weight) if sample is None else (X[sample], None if weight is None else weight[sample])
+        sample_min = min_size if sample is None else max(1, round(min_size * len(Xs) / len(X)))
         # The same resamples for every k, so that their stabilities compare like for like.
-        resamples = [rng.integers(0, len(X), len(X)) for _ in range(self.n_resamples if len(ks) > 1 else 0)]
+        resamples = [rng.integers(0, len(Xs), len(Xs)) for _ in range(self.n_resamples if len(ks) > 1 else 0)]
         rows, fits = [], {}
         # One thread: for survey-sized data k-means is fastest single-threaded, and
         # OpenMP threads spin-waiting on busy cores made it 100x slower here.
         with threadpool_limits(self.n_threads):
             for k in ks:
-                model, mapping, centroids = self._fit_cohorts(X, k, weight, min_size, self.random_state, self.n_init)
-                labels = mapping[_components(model, X)]
+                model, mapping, centroids = self._fit_cohorts(Xs, k, ws, sample_min, self.random_state, self.n_init)
+                labels = mapping[_components(model, Xs)]
                 fits[k] = (model, mapping)
                 rows.append({
                     "k": k,
                     "n_cohorts": len(centroids),
-                    "inertia": _inertia(X, labels, centroids, weight),
-                    "silhouette": self._silhouette(X, labels),
-                    "bic": model.bic(X) if self.method == "gmm" else _partition_bic(X, labels, centroids, weight),
-                    "stability": self._stability(X, labels, k, weight, min_size, resamples),
+                    "inertia": _inertia(Xs, labels, centroids, ws),
+                    "silhouette": self._silhouette(Xs, labels),
+                    "bic": model.bic(Xs) if self.method == "gmm" else _partition_bic(Xs, labels, centroids, ws),
+                    "stability": self._stability(Xs, labels, k, ws, sample_min, resamples),
                     "smallest_cohort": int(np.bincount(labels).min()),
                 })
-        selection = pd.DataFrame(rows)
-        chosen = self._choose(selection)
+            selection = pd.DataFrame(rows)
+            chosen = self._choose(selection)
+            if sample is not None:  # the chosen k, fitted on everyone
+                model, mapping, _ = self._fit_cohorts(X, chosen, weight, min_size, self.random_state, self.n_init)
+                fits[chosen] = (model, mapping)
         selection["chosen"] = selection["k"] == chosen
         self.selection_ = selection
+        self.selection_respondents_ = len(Xs)
         self.model_, mapping = fits[chosen]
         self._set_cohorts(X, mapping, weight, persona_space)
         return self
@@ -216,6 +238,12 @@ class CohortFinder(BaseEstimator, ClusterMixin):
             return int(size)
         raise DataError(f"min_cohort_size {size!r} is not usable",
                         expected="a count >= 1 or a share between 0 and 1")
+
+    def _selection_sample(self, n: int, n_ks: int, rng) -> np.ndarray | None:
+        """Rows to score the ks on, or None for everyone (one k, or no more than ``max_respondents``)."""
+        if n_ks < 2 or self.max_respondents is None or n <= self.max_respondents:
+            return None
+        return np.sort(rng.choice(n, int(self.max_respondents), replace=False))
 
     def _candidate_ks(self, X: np.ndarray, min_size: int) -> list[int]:
         n_distinct = len(np.unique(X, axis=0))

@@ -16,15 +16,28 @@ needs only two arrays (the map coordinates and the latent vectors):
   are drawn.
 
 UMAP takes ~25 s of numba compilation on its first call in a process, so the
-map is computed once when a study is fitted and stored with it.
+map is computed once when a study is fitted and stored with it. On more than
+``max_respondents`` respondents UMAP lays out a random sample of that many and
+everyone else is drawn by ``transform`` among them (UMAP's cost grows with
+the number of points; the picture of 20,000 is as readable as that of 100,000).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from persona_engine.errors import DataError
+
+MAP_RESPONDENTS = 20_000
+"""UMAP lays out at most this many respondents; the others are placed among them."""
+SHORT_LAYOUT_RESPONDENTS = 5000
+"""Above this many points UMAP optimises the layout for 200 epochs instead of 500.
+
+(UMAP's own default switches at 10,000; with thousands of points 200 epochs already settle the layout,
+in well under half the time.)"""
 
 
 class LatentMap:
@@ -39,7 +52,10 @@ class LatentMap:
     interpolation_neighbors:
         How many respondents each interpolated point is averaged over.
     random_state:
-        Seed for UMAP; with a seed the layout is reproducible.
+        Seed for UMAP (and the sample); with a seed the layout is reproducible.
+    max_respondents:
+        UMAP lays out a random sample of at most this many respondents; the
+        rest are placed by :meth:`transform` (``None``: everyone by UMAP).
 
     Attributes
     ----------
@@ -53,6 +69,9 @@ class LatentMap:
         ``interpolation_neighbors``-th neighbour.
     method_:
         ``"umap"``, or ``"pca"`` for studies too small for UMAP.
+    layout_respondents_:
+        How many respondents UMAP laid out (all unless there were more than
+        ``max_respondents``).
     """
 
     def __init__(
@@ -63,6 +82,7 @@ class LatentMap:
         metric: str = "euclidean",
         interpolation_neighbors: int = 10,
         random_state: int | None = 0,
+        max_respondents: int | None = MAP_RESPONDENTS,
     ) -> None:
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -70,6 +90,7 @@ class LatentMap:
         self.metric = metric
         self.interpolation_neighbors = interpolation_neighbors
         self.random_state = random_state
+        self.max_respondents = max_respondents
 
     # ------------------------------------------------------------------ fit
     def fit(self, embeddings: np.ndarray) -> "LatentMap":
@@ -81,25 +102,44 @@ class LatentMap:
                 expected="a study with more respondents",
             )
         n = len(embeddings)
-        if n < 10:
-            coords, self.method_ = self._pca(embeddings), "pca"
+        sample = None
+        if self.max_respondents is not None and n > max(self.max_respondents, 10):
+            rng = np.random.default_rng(self.random_state)
+            sample = np.sort(rng.choice(n, int(self.max_respondents), replace=False))
+        laid_out = embeddings if sample is None else embeddings[sample]
+        if len(laid_out) < 10:
+            coords, self.method_ = self._pca(laid_out), "pca"
         else:
-            import umap  # imported here: it costs seconds and numba compilation
-
-            reducer = umap.UMAP(
-                n_components=self.n_components,
-                n_neighbors=min(self.n_neighbors, n - 1),
-                min_dist=self.min_dist,
-                metric=self.metric,
-                random_state=self.random_state,
-                # a seed makes UMAP single-threaded; without one it cannot be reproduced
-                n_jobs=1 if self.random_state is not None else -1,
-            )
-            coords, self.method_ = reducer.fit_transform(embeddings), "umap"
+            coords, self.method_ = self._umap(laid_out), "umap"
         self.coords_ = np.asarray(coords, dtype=np.float32)
-        self.embeddings_ = embeddings
+        self.embeddings_ = laid_out
+        self.layout_respondents_ = len(laid_out)
+        if sample is not None:  # everyone else, drawn among their nearest laid-out respondents
+            self._set_bandwidths()
+            coords = self.transform(embeddings)
+            coords[sample] = self.coords_
+            self.coords_, self.embeddings_ = coords, embeddings
         self._set_bandwidths()
         return self
+
+    def _umap(self, embeddings: np.ndarray) -> np.ndarray:
+        import umap  # imported here: it costs seconds and numba compilation
+
+        reducer = umap.UMAP(
+            n_components=self.n_components,
+            n_neighbors=min(self.n_neighbors, len(embeddings) - 1),
+            min_dist=self.min_dist,
+            metric=self.metric,
+            random_state=self.random_state,
+            # a seed makes UMAP single-threaded; without one it cannot be reproduced
+            n_jobs=1 if self.random_state is not None else -1,
+            n_epochs=200 if len(embeddings) > SHORT_LAYOUT_RESPONDENTS else None,
+        )
+        with warnings.catch_warnings():
+            # Near-duplicate vectors (tiny or degenerate studies) defeat the spectral start;
+            # UMAP then starts from random positions itself, which is all a user needs to know.
+            warnings.filterwarnings("ignore", message="Spectral initialisation failed")
+            return reducer.fit_transform(embeddings)
 
     def _pca(self, embeddings: np.ndarray) -> np.ndarray:
         centred = embeddings - embeddings.mean(axis=0)
@@ -171,6 +211,7 @@ class LatentMap:
             "metric": self.metric,
             "interpolation_neighbors": self.interpolation_neighbors,
             "random_state": self.random_state,
+            "max_respondents": self.max_respondents,
         }
         if hasattr(self, "coords_"):
             config.update(

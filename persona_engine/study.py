@@ -9,6 +9,7 @@ people), and ``Study.load`` reads it back in one call.
 Folder layout::
 
     manifest.json            format version, source files and hashes, parameters,
+                             which steps ran on a random sample of respondents,
                              library versions, seeds, metrics
     questions.json           questions with their ordered options
     respondents.parquet      respondent ids, metadata, weights, and for reading
@@ -275,6 +276,7 @@ def fit_study(
     map_3d: bool = False,
     random_state: int = 0,
     progress: StudyProgress | None = None,
+    max_respondents: int | None = None,
 ) -> Study:
     """Fit embeddings, cohorts and the map on ``data`` and return the study.
 
@@ -285,6 +287,12 @@ def fit_study(
     ``model`` is ``"softmax"`` (the default collaborative filter) or
     ``"paper"`` (Li et al.'s MSE factorization of answers scaled to [0, 1]).
     The same data and ``random_state`` give the same study.
+
+    On large studies some steps run on a random sample of the respondents
+    (the choice of cohort space and of k, the stability refits: 3,000; the
+    UMAP layout: 20,000, the rest placed among them); the manifest's
+    ``subsampled`` says which. ``max_respondents`` sets one cap for all of
+    them instead (mainly for tests).
     """
     if model not in EMBEDDERS:
         raise DataError(f"unknown embedding model '{model}'", expected=" or ".join(EMBEDDERS))
@@ -299,17 +307,19 @@ def fit_study(
     report("cohorts", 0, 2)
     # Weighted by answers: vectors resting on few answers pull the cohorts less.
     weight = data.observed.sum(axis=1)
+    cap = {} if max_respondents is None else {"max_respondents": max_respondents}
     finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
-    finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=random_state, **finder_kwargs)
+    finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=random_state,
+                          **finder_kwargs, **cap)
     cohorts, points, space = fit_cohorts(
-        embedder, data.answers, finder, cohort_space, questions=data.questions, random_state=random_state)
+        embedder, data.answers, finder, cohort_space, questions=data.questions, random_state=random_state, **cap)
     report("cohorts", 1, 2)
-    stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=weight)
+    stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=weight, **cap)
     report("cohorts", 2, 2)
 
     report("map", 0, 1)
-    latent_map = LatentMap(random_state=random_state).fit(embeddings)
-    latent_map_3d = LatentMap(n_components=3, random_state=random_state).fit(embeddings) if map_3d else None
+    latent_map = LatentMap(random_state=random_state, **cap).fit(embeddings)
+    latent_map_3d = LatentMap(n_components=3, random_state=random_state, **cap).fit(embeddings) if map_3d else None
     report("map", 1, 1)
 
     manifest = {
@@ -331,10 +341,25 @@ def fit_study(
             "cohort_stability_ari": round(stability.ari, 4),
             "map_method": latent_map.method_,
         },
+        "subsampled": _subsamples(data.n_respondents, space, cohorts, stability, [latent_map, latent_map_3d]),
         "versions": _library_versions(),
     }
     return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
                  latent_map_3d=latent_map_3d)
+
+
+def _subsamples(n: int, space, cohorts: CohortFinder, stability, maps) -> dict[str, str]:
+    """Which steps ran on a random sample of the respondents, in words (empty: none did)."""
+    used = {
+        "cohort_space": (space.n_respondents, "choice of cohort space"),
+        "cohort_selection": (getattr(cohorts, "selection_respondents_", n), "choice of the number of cohorts"),
+        "cohort_stability": (stability.n_respondents, "stability of the cohorts"),
+        **{f"map{'3d' if m.n_components == 3 else ''}": (m.layout_respondents_, f"UMAP layout of the "
+           f"{m.n_components}-D map (the others placed among their nearest neighbours)")
+           for m in maps if m is not None and m.method_ == "umap"},
+    }
+    return {step: f"{what} on a random {m:,} of {n:,} respondents"
+            for step, (m, what) in used.items() if 0 < m < n}
 
 
 def check_cohorts_findable(data: OpinionData) -> None:
