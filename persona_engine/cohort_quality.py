@@ -112,11 +112,15 @@ def cohort_stability(
 
     seeds = rng.integers(0, 2**31 - 1, size=n_seeds + n_resamples)
     everyone = np.arange(n)
+    # Bootstrap draws among respondents of positive weight: the others cannot
+    # move a cohort, and a draw of only them would have nothing to fit.
+    pool = everyone if sample_weight is None else np.flatnonzero(np.asarray(sample_weight) > 0)
+    pool = pool if len(pool) else everyone
     seed_ari = np.array([adjusted_rand_score(reference, refit(int(s), everyone)) for s in seeds[:n_seeds]])
 
     bootstrap_ari, jaccard = [], np.full((n_resamples, k), np.nan)
     for r in range(n_resamples):
-        drawn = rng.integers(0, n, size=n)
+        drawn = pool[rng.integers(0, len(pool), size=n)]
         labels = refit(int(seeds[n_seeds + r]), drawn)
         # A respondent drawn twice gets one label (the model is deterministic).
         rows, first = np.unique(drawn, return_index=True)

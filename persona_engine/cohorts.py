@@ -180,6 +180,8 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if weight is not None and weight.shape != (len(X),):
             raise DataError(f"sample_weight has shape {weight.shape} for {len(X)} respondents")
+        if weight is not None and (not np.isfinite(weight).all() or (weight < 0).any() or weight.sum() <= 0):
+            raise DataError("sample_weight must be finite, non-negative and not all zero")
         persona_space = X if vectors is None else np.asarray(vectors, dtype=np.float64)
         if len(persona_space) != len(X):
             raise DataError(f"{len(persona_space)} vectors for {len(X)} respondents")
@@ -192,7 +194,10 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         Xs, ws = (X, weight) if sample is None else (X[sample], None if weight is None else weight[sample])
         sample_min = min_size if sample is None else max(1, round(min_size * len(Xs) / len(X)))
         # The same resamples for every k, so that their stabilities compare like for like.
-        resamples = [rng.integers(0, len(Xs), len(Xs)) for _ in range(self.n_resamples if len(ks) > 1 else 0)]
+        # Drawn among respondents of positive weight: the others cannot move a
+        # cohort, and a resample of only them would have nothing to fit.
+        pool = np.arange(len(Xs)) if ws is None else np.flatnonzero(ws > 0)
+        resamples = [pool[rng.integers(0, len(pool), len(Xs))] for _ in range(self.n_resamples if len(ks) > 1 else 0)]
         rows, fits = [], {}
         # One thread: for survey-sized data k-means is fastest single-threaded, and
         # OpenMP threads spin-waiting on busy cores made it 100x slower here.

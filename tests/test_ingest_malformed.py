@@ -7,11 +7,14 @@ draws next time.
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from persona_engine.cohorts import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
+from persona_engine.study import fit_study
 
 ANSWERS = "respondent_id,q1\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(1, 13))
 
@@ -127,3 +130,23 @@ def test_a_parquet_file_with_invalid_utf8_text_is_refused(tmp_path):
     with pytest.raises(DataError) as caught:
         read_opinions(tmp_path / "answers.parquet")
     assert "Parquet" in str(caught.value)
+
+
+def test_a_study_where_most_respondents_answered_nothing_still_fits(tmp_path):
+    # Found by seed 31: a bootstrap draw of only unanswered respondents gave
+    # k-means all-zero weights, and scikit-learn's ValueError escaped.
+    rows = ["a", "", "b", "", "", "", "", "a", "", "", ""]
+    csv = "respondent_id,q1\n" + "".join(f"r{i},{answer}\n" for i, answer in enumerate(rows))
+    data = read_opinions(write(tmp_path / "in", {"answers.csv": csv}) / "answers.csv")
+    assert int(data.observed.sum()) == 3
+    try:
+        study = fit_study(data, dim=2, n_cohorts=2, random_state=0)
+    except DataError:
+        return  # a clear refusal is as good as a fit
+    assert len(study.cohorts.labels_) == data.n_respondents
+
+
+def test_cohort_weights_that_are_all_zero_are_a_data_error():
+    finder = CohortFinder(n_cohorts=2, random_state=0)
+    with pytest.raises(DataError, match="not all zero"):
+        finder.fit(np.random.default_rng(0).normal(size=(20, 2)), sample_weight=np.zeros(20))
