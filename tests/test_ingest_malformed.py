@@ -150,3 +150,14 @@ def test_cohort_weights_that_are_all_zero_are_a_data_error():
     finder = CohortFinder(n_cohorts=2, random_state=0)
     with pytest.raises(DataError, match="not all zero"):
         finder.fit(np.random.default_rng(0).normal(size=(20, 2)), sample_weight=np.zeros(20))
+
+
+def test_a_codebook_row_longer_than_its_header_names_the_row():
+    # Found by seed 41: csv.DictReader files the surplus cells under the key None.
+    from persona_engine.ingest import read_codebook
+
+    text = b"column,text\nq1,How?\nq2,Why?,extra,cells\n"
+    with pytest.raises(DataError) as caught:
+        read_codebook(text, name="codebook.csv")
+    message = str(caught.value)
+    assert "codebook.csv" in message and "row 3" in message and "4 cells" in message

@@ -170,6 +170,11 @@ def _from_mapping(raw: Mapping[str, Any], where: str) -> Codebook:
 def _from_csv(text: str, where: str, sep: str) -> Codebook:
     reader = csv.DictReader(io.StringIO(text), delimiter=sep)
     rows = list(csv_rows(reader, where))
+    for number, raw_row in enumerate(rows, start=2):
+        if None in raw_row:  # csv.DictReader files the surplus cells of a long row under None
+            raise DataError(f"row {number} has {len(raw_row) - 1 + len(raw_row[None])} cells but the header "
+                            f"names {len(raw_row) - 1}", file=where, row=number,
+                            expected="one cell per header column (quote cells that contain the separator)")
     header = [h.strip().casefold() for h in (rows[0].keys() if rows else [])]
     if "column" not in header:
         raise DataError("the codebook CSV needs a 'column' column", file=where, row=1,
