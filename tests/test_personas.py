@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from persona_engine.errors import DataError
-from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import (
     answers_persona,
@@ -19,14 +16,11 @@ from persona_engine.personas import (
     respondent_persona,
     vector_persona,
 )
-from persona_engine.study import fit_study
-
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
 
 @pytest.fixture(scope="module")
-def study():
-    return fit_study(read_opinions(SAMPLE / "polis" / "brexit-consensus"), random_state=0)
+def study(brexit_study):
+    return brexit_study
 
 
 def test_respondent_persona_is_their_embedding(study):

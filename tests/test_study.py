@@ -10,20 +10,19 @@ import numpy as np
 import pytest
 
 from persona_engine.errors import DataError
-from persona_engine.ingest import read_opinions
 from persona_engine.study import Study, fit_study
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
 
 @pytest.fixture(scope="module")
-def brexit():
-    return read_opinions(SAMPLE / "polis" / "brexit-consensus")
+def brexit(brexit_data):
+    return brexit_data
 
 
 @pytest.fixture(scope="module")
-def study(brexit):
-    return fit_study(brexit, random_state=0)
+def study(brexit_study):
+    return brexit_study
 
 
 def test_fitted_study_has_one_vector_cohort_and_map_point_per_respondent(study, brexit):
