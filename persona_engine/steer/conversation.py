@@ -18,10 +18,8 @@ prefilled rows are then joined into one cache, left-padded with masked
 keys, and decoded in one loop: a batch takes as many steps as its longest
 reply, and a row that ends leaves it. Padding is masked and positions count
 real tokens only, so each row's greedy reply is the one :func:`chat` writes
-for it alone. (On the GSS sample, 3 cohorts and the unsteered model on two
-CPU cores: 13.6 s in one batch against 30.2 s one after another, see
-``bench/bench_side_by_side.py``; each step of four rows costs about 1.5
-steps of one there, which a GPU would not notice.)
+for it alone. ``bench/bench_side_by_side.py`` prints the time of one batch
+against one row after another (figures in docs/design.md).
 """
 
 from __future__ import annotations

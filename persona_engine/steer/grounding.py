@@ -59,19 +59,14 @@ from persona_engine.steer.statements import BECAUSE, doubts, opening, study_voca
 MIN_SIMILARITY = 0.35
 """Cosine similarity (all-MiniLM-L6-v2) from which a message counts as being about a study question.
 
-On the GSS sample the 36 conversational rewordings of its items score 0.53
-to 0.87 with their own item (and always highest there), while small talk
-and off-topic questions ("Tell me a joke.", "What is the capital of
-France?") stay below 0.2 with every item."""
+Chosen between how the bundled chat probes score with their own question and how small talk scores
+with every question (figures in docs/design.md)."""
 
 LEXICAL_WEIGHT = 0.5
 """Weight of the words a message shares with a question (TF-IDF cosine of stems) in ranking questions.
 
-Measured on the bundled probes (``sample_data/chat_probes``): the encoder
-alone finds the probe's own question for 36 of 36 GSS rewordings and 20 of
-26 Polis ones; with word overlap at 0.25, 0.5, 0.75 and 1 the Polis figure is
-22, 25, 25 and 23 of 26, and GSS stays 36 of 36. Those probes are the
-development set of this choice."""
+Chosen on the bundled probes (``sample_data/chat_probes``), the development set of this choice:
+word overlap helps the encoder find the question of Polis rewordings (figures in docs/design.md)."""
 
 FUNCTION_WORDS = frozenset(
     "a an the of to in on for and or is are was were be been am do does did we you i it its that this these "
@@ -98,21 +93,16 @@ SYSTEM = ("You are a person taking part in a conversation about a survey you ans
 SOURCES = ("soft prompt", "collaborative filter", "both")
 """Where a grounding's distribution may come from; "both" is the normalised product of the other two.
 
-At the cohort centroids of the bundled studies, the most likely option is
-the cohort members' majority answer on this share of questions (GSS, 4
-cohorts x 18; Brexit, 2 x 50): soft prompt 0.94 and 0.79, collaborative
-filter 0.94 and 0.96, both 0.93 and 0.94. The soft prompt is the more
-accurate one for single respondents' held-out answers on GSS (0.625
-against 0.618); the product keeps each where the other is unsure.
+The soft prompt is the more accurate for single respondents, the collaborative filter for some
+cohorts; the product keeps each where the other is unsure (figures in docs/design.md).
 """
 
 VOICE = 0.0
 """Default strength of the soft prompt while a grounded reply gives its reasons.
 
 The soft prompts are trained on answer letters only, so nothing holds free
-text under them together: under the shipped Brexit soft prompt, cohort 1's
-reasons fall apart into "because-_The_'s--- is that to-" already at
-strength 0.3, while the GSS ones stay fluent. The stance is the persona's
+text under them together: under some soft prompts the reasons fall apart
+already at low strengths (an example in docs/design.md). The stance is the persona's
 (from :func:`ground`); the reasons are the base model's, told that stance.
 """
 
