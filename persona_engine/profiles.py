@@ -186,6 +186,12 @@ def _smoothed(count, n) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ overview
+def cohort_shares(data: OpinionData, labels, *, weighted: bool = True) -> pd.Series:
+    """Each cohort's share of everyone (of the summed survey weights when weighted), indexed by cohort."""
+    weight = pd.Series(_respondent_weights(data, weighted)).groupby(np.asarray(labels)).sum()
+    return weight / weight.sum()
+
+
 def cohort_overview(data: OpinionData, labels, label_answers: int = 2, *, weighted: bool = True) -> pd.DataFrame:
     """One row per cohort: ``cohort``, ``size``, ``share``, ``median_answers``, ``label``, ``full_label``.
 
@@ -197,12 +203,11 @@ def cohort_overview(data: OpinionData, labels, label_answers: int = 2, *, weight
     names = cohort_names(data, labels, n_answers=label_answers, weighted=weighted)
     cohorts, index = np.unique(labels, return_inverse=True)
     sizes = np.bincount(index, minlength=len(cohorts))
-    weight = np.bincount(index, weights=_respondent_weights(data, weighted), minlength=len(cohorts))
     per_respondent = data.observed.sum(axis=1)
     return _marked(pd.DataFrame({
         "cohort": cohorts,
         "size": sizes,
-        "share": weight / weight.sum(),
+        "share": cohort_shares(data, labels, weighted=weighted).to_numpy(),
         "median_answers": [float(np.median(per_respondent[index == i])) for i in range(len(cohorts))],
         "label": names["name"].to_numpy(),
         "full_label": names["full_name"].to_numpy(),

@@ -407,10 +407,10 @@ def _read_binary(data: bytes, where: str, kind: str, reader) -> pd.DataFrame:
 def _read_parquet(buffer: io.BytesIO) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
+    table = pq.read_table(buffer)
     # pandas decodes text lazily, so invalid UTF-8 would fail far from here; check it all now.
-    pq.read_table(buffer).validate(full=True)
-    buffer.seek(0)
-    return pd.read_parquet(buffer)
+    table.validate(full=True)
+    return table.to_pandas()  # what pd.read_parquet does, without reading the file again
 
 
 def _check_flat(table: pd.DataFrame, where: str) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import Question
+from persona_engine.profiles import cohort_shares, uses_weights
 from persona_engine.steer.persona import answer
 
 ESTIMATE_NOTE = ("model estimate: the steered language model's probability of each option, not a survey "
@@ -55,16 +56,13 @@ def cohort_estimates(llm, question: Question, soft_prompt, study, *, persona=Non
         who, vectors = [persona.name] + who, np.vstack([persona.vector[None], centroids])
     steered = answer(llm, question, soft_prompt, vectors, strength=strength)
     unsteered = answer(llm, question)
-    labels = study.labels
-    weights = study.data.weights if study.data.weights is not None else np.ones(len(labels))
-    found = labels >= 0
-    shares = np.bincount(labels[found], weights=weights[found], minlength=len(centroids)) / weights[found].sum()
-    share = ([math.nan] if persona is not None else []) + list(shares) + [math.nan]
+    shares = cohort_shares(study.data, study.labels).reindex(range(len(centroids)), fill_value=0.0)
+    share = ([math.nan] if persona is not None else []) + shares.tolist() + [math.nan]
     table = pd.DataFrame(np.vstack([steered, unsteered[None]]), columns=list(question.options))
     table.insert(0, "share", share)
     table.insert(0, "persona", who + ["unsteered model"])
     table.attrs["note"] = ESTIMATE_NOTE
-    table.attrs["weighted"] = study.data.weights is not None
+    table.attrs["weighted"] = uses_weights(study.data)
     return table
 
 
