@@ -161,3 +161,15 @@ def test_a_codebook_row_longer_than_its_header_names_the_row():
         read_codebook(text, name="codebook.csv")
     message = str(caught.value)
     assert "codebook.csv" in message and "row 3" in message and "4 cells" in message
+
+
+def test_an_xlsx_whose_headers_are_blank_after_trimming_names_both_columns(tmp_path):
+    # Found by seed 53: " " and a no-break space both become "" once trimmed, and
+    # the table then had two columns of the same name.
+    import pandas as pd
+
+    pd.DataFrame({"respondent_id": ["a", "b", "c"], " ": ["x", "y", "x"], "\xa0": ["y", "y", "x"]}).to_excel(
+        tmp_path / "answers.xlsx", index=False)
+    with pytest.raises(DataError) as caught:
+        read_opinions(tmp_path / "answers.xlsx")
+    assert "answers.xlsx" in str(caught.value) and "columns 2 and 3" in str(caught.value)

@@ -379,6 +379,7 @@ def read_table(file: InputFile, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFr
         raise DataError("the table has no rows" if len(table.columns) else "the table is empty",
                         file=file.display, expected="a header row followed by data rows")
     table.columns = [str(c).strip() for c in table.columns]
+    _check_unique_columns(list(table.columns), file.display, blank_too=True)  # " " and "\xa0" are both ""
     return table
 
 
@@ -496,10 +497,13 @@ def _parser_error(error: Exception, sep: str, where: str) -> DataError:
                      expected=f"the same number of '{sep}'-separated cells on every row")
 
 
-def _check_unique_columns(columns: list[str], where: str) -> None:
+def _check_unique_columns(columns: list[str], where: str, *, blank_too: bool = False) -> None:
+    """Refuse a header that names a column twice; blank names only with ``blank_too`` (pandas
+    names blank CSV headers "Unnamed: N", so they only collide once spaces are stripped)."""
     seen: dict[str, int] = {}
     for position, column in enumerate(columns, start=1):
-        if column in seen and column:
-            raise DataError(f"the column name appears twice (columns {seen[column]} and {position})",
-                            file=where, row=1, column=column, expected="unique column names")
+        if column in seen and (column or blank_too):
+            what = "the column name appears twice" if column else "two columns have no name"
+            raise DataError(f"{what} (columns {seen[column]} and {position})",
+                            file=where, row=1, column=column or None, expected="unique column names")
         seen[column] = position
