@@ -61,7 +61,7 @@ def time_page(study_path: Path, reruns: int = 3) -> dict:
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     app.session_state["study_path"] = str(study_path)
     started = time.perf_counter()
-    app.switch_page("pages/map.py").run()  # the first run: reads the study, builds the map table
+    app.switch_page("app_pages/map.py").run()  # the first run: reads the study, builds the map table
     cold = time.perf_counter() - started
     if app.exception:
         raise RuntimeError(app.exception[0].message)

@@ -15,6 +15,11 @@ with a name for people to read. It can come from
 Before any LLM is involved, :func:`predicted_answers` shows what the
 collaborative filter expects a persona to answer to each study question.
 
+A *persona spec* names a persona as a small JSON-able dict (``{"kind":
+"cohort", "cohort": 2}``), so that it can be kept in the app's session, handed
+from one page to another and written into a transcript;
+:func:`persona_from_spec` builds the persona it names.
+
 Every function takes a fitted :class:`~persona_engine.study.Study`.
 """
 
@@ -191,6 +196,70 @@ def parse_point(text: str) -> tuple[float, ...]:
     if len(values) < 2 or not all(math.isfinite(v) for v in values):
         raise DataError(f"map point '{text}'", expected="two numbers separated by a comma, like 1.5,-0.2")
     return values
+
+
+# ------------------------------------------------------------------ specs
+SPEC_KINDS = ("respondent", "cohort", "map_point", "answers", "selection")
+"""The ``kind`` of a persona spec; each has its own fields (see :func:`persona_from_spec`)."""
+
+
+def respondent_spec(respondent_id) -> dict:
+    return {"kind": "respondent", "id": str(respondent_id)}
+
+
+def cohort_spec(cohort: int) -> dict:
+    return {"kind": "cohort", "cohort": int(cohort)}
+
+
+def map_point_spec(point: Sequence[float]) -> dict:
+    return {"kind": "map_point", "point": [float(v) for v in point]}
+
+
+def answers_spec(answers: Mapping, name: str = "you") -> dict:
+    return {"kind": "answers", "answers": dict(answers), "name": name}
+
+
+def selection_spec(respondent_ids: Sequence) -> dict:
+    """A selection of respondents on the map, named by its size."""
+    ids = [str(r) for r in respondent_ids]
+    return {"kind": "selection", "ids": ids, "name": f"selection of {len(ids):,}"}
+
+
+def persona_from_spec(study, spec: Mapping) -> Persona:
+    """The persona a spec dict names.
+
+    ``{"kind": "respondent", "id": "17"}``, ``{"kind": "cohort", "cohort": 2}``,
+    ``{"kind": "map_point", "point": [x, y]}``, ``{"kind": "answers", "answers": {qid: option}}``
+    (optionally ``"name"``), ``{"kind": "selection", "ids": [...], "name": ...}`` (a lasso or
+    box on the map). An id, cohort or option the study lacks is a :class:`DataError`.
+    """
+    kind = spec["kind"]
+    if kind == "respondent":
+        return respondent_persona(study, spec["id"])
+    if kind == "cohort":
+        return cohort_persona(study, int(spec["cohort"]))
+    if kind == "map_point":
+        return map_point_persona(study, spec["point"])
+    if kind == "answers":
+        return answers_persona(study, spec["answers"], name=spec.get("name", "you"))
+    if kind == "selection":
+        return selection_persona(study, spec["ids"], name=spec.get("name"))
+    raise ValueError(f"unknown persona kind {kind!r}")
+
+
+def side_by_side_specs(study, met: Sequence[Mapping | None] = ()) -> list[dict]:
+    """The personas to choose from for a side-by-side chat: every cohort, after those met elsewhere.
+
+    ``met``: specs met before (the last persona talked to, the one handed
+    over by the map), each put first unless it is None, already a choice, or
+    a fold-in without answers yet; the last one given ends up first.
+    """
+    choices = [cohort_spec(c) for c in range(study.n_cohorts)]
+    for spec in met:
+        usable = spec is not None and (spec["kind"] != "answers" or spec.get("answers"))
+        if usable and spec not in choices:
+            choices.insert(0, dict(spec))
+    return choices
 
 
 def _vector(values) -> np.ndarray:

@@ -20,11 +20,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the app's pages/ are not part of the installed package
+sys.path.insert(0, str(ROOT))  # the app's app_pages/ are not part of the installed package
 
-from pages.state import PER_STUDY, study_id
-from pages.widgets import CURSOR, codebook_dict, codebook_rows, cursor_grid, map_selection, persona_from_spec
+from app_pages.state import PER_STUDY, study_id
+from app_pages.widgets import CURSOR, codebook_dict, codebook_rows, cursor_grid, map_selection
 from persona_engine.ingest import read_codebook, read_opinions
+from persona_engine.personas import persona_from_spec
 from persona_engine.selection import cohort_differences, selection_labels, selection_profile
 from persona_engine.study import Study
 from tiny_llm import save_tiny_llm
@@ -64,7 +65,7 @@ def open_app(study=STUDY, page=None, **state) -> AppTest:
         app.session_state[key] = value
     app.run()
     if page is not None:
-        app.switch_page(f"pages/{page}.py").run()
+        app.switch_page(f"app_pages/{page}.py").run()
     assert not app.exception, app.exception
     return app
 
@@ -74,7 +75,7 @@ def texts(elements) -> str:
 
 
 def kept(app, key: str, study=STUDY):
-    """What the session keeps for ``study`` alone (``pages.state.study_state``) under ``key``."""
+    """What the session keeps for ``study`` alone (``app_pages.state.study_state``) under ``key``."""
     return app.session_state[PER_STUDY][study_id(study)].get(key)
 
 
@@ -166,7 +167,7 @@ def test_the_home_pages_first_steps_open_cohorts_the_map_and_chat_side_by_side(t
 
 
 def test_the_language_model_loads_in_the_background_once_and_chat_reuses_it(tiny_model):
-    from pages.state import _model_loads
+    from app_pages.state import _model_loads
 
     open_app(llm_model=tiny_model)
     load = _model_loads()[0][tiny_model]
@@ -236,8 +237,8 @@ def test_conversations_are_kept_per_study_through_reruns_pages_and_study_switche
     app = open_app(page="chat", llm_model=tiny_model)
     app.chat_input[0].set_value("What about welfare?").run()
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
-    app.switch_page("pages/map.py").run()
-    app.switch_page("pages/chat.py").run()
+    app.switch_page("app_pages/map.py").run()
+    app.switch_page("app_pages/chat.py").run()
     assert [m.name for m in app.chat_message] == ["user", "assistant"]  # back from another page
     switch_study(app, "brexit-consensus (sample)")
     assert app.title[0].value == "Chat" and not app.chat_message  # the other study's conversation is not here
@@ -330,7 +331,7 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
     app.selectbox(key="data_sample").select("Polis: Can there be consensus on Brexit?").run()
     app.button[-1].click().run()  # "Find cohorts in these answers"
     assert app.title[0].value == "Cohorts" and "Fit a new study" in texts(app.subheader)
-    app.switch_page("pages/cohorts.py").run()  # AppTest reruns the page it was last told to
+    app.switch_page("app_pages/cohorts.py").run()  # AppTest reruns the page it was last told to
     # Only the form: the open study's results never sit under the new answers' form.
     assert "How many cohorts?" not in texts(app.subheader) and not app.metric
     assert "is shown here again once these answers are fitted or discarded" in texts(app.caption)
@@ -344,7 +345,7 @@ def test_fitting_from_the_data_page_saves_and_opens_a_new_study(studies_folder):
 
 
 def test_the_fit_progress_says_the_time_so_far_and_then_about_how_long_is_left():
-    from pages.widgets import STAGES, fit_time
+    from app_pages.widgets import STAGES, fit_time
 
     assert fit_time(2.0, 0.05) == "2 s so far"  # no estimate while the first stage runs
     embedded = STAGES["embedding"][1]
@@ -652,7 +653,7 @@ def test_training_on_the_steer_page_installs_a_model_that_chat_then_uses(tiny_mo
     app.number_input[2].set_value(30)  # steps: enough for the camps, which beat each question's majority
     app.button(key="FormSubmitter:train-Train").click().run()
     wait_for(lambda: (folder / "steering" / "config.json").is_file())
-    from pages.state import training_jobs
+    from app_pages.state import training_jobs
 
     wait_for(lambda: not training_jobs()[str(folder)].running)
     app.run()
@@ -660,12 +661,12 @@ def test_training_on_the_steer_page_installs_a_model_that_chat_then_uses(tiny_mo
     assert "has a soft-prompting model" in texts(app.success) and "majority answer" in texts(app.success)
     assert "Steering model: trained" in texts(app.sidebar.caption)
     assert len(app.dataframe[0].value) == 1 and app.dataframe[0].value["outcome"][0] == "installed"
-    app.switch_page("pages/chat.py").run()
+    app.switch_page("app_pages/chat.py").run()
     assert not app.exception and "unsteered" not in texts(app.warning)
 
 
 def test_a_run_cancelled_on_the_steer_page_waits_for_keep_or_discard(tiny_model, tmp_path):
-    from pages.state import training_jobs
+    from app_pages.state import training_jobs
     from persona_engine.steer.study_steering import steering_status
 
     copy = tmp_path / "gss"
@@ -720,7 +721,7 @@ def test_keeping_a_candidate_that_beats_the_majority_and_restoring_the_previous(
 
 
 def test_the_steer_page_flags_a_model_no_better_than_chance_and_chat_refuses_it(tiny_model, tmp_path):
-    from pages.state import get_steering
+    from app_pages.state import get_steering
     from persona_engine.llm import load_llm
 
     copy = tmp_path / "gss"

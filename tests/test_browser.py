@@ -147,7 +147,7 @@ def test_data_cohorts_map_chat_with_the_real_model(browser, app_url):
     settled(page)
     page.get_by_text("Missing answers").wait_for(timeout=60_000)  # the page's run may still be drawing
     navigation = page.get_by_test_id("stSidebarNav").inner_text()
-    assert "Steer" in navigation and "widgets" not in navigation  # the app's frame, not a pages/ listing
+    assert "Steer" in navigation and "widgets" not in navigation  # the app's navigation, not a listing of app_pages/
     snap(page, "data")
 
     page.get_by_test_id("stSidebarNav").get_by_text("Cohorts").click()

@@ -67,7 +67,7 @@ class Case:
     """One input: its files (relative POSIX path -> bytes), how they are handed over, and ``format=``.
 
     ``delivery``: ``folder`` / ``file`` (paths), ``upload`` / ``uploads`` (``io.BytesIO`` with a
-    ``.name``, as ``pages/data.py`` builds them), ``bytes`` (``name=``), ``zip path`` / ``zip upload``.
+    ``.name``, as ``app_pages/data.py`` builds them), ``bytes`` (``name=``), ``zip path`` / ``zip upload``.
     """
 
     files: tuple

@@ -25,7 +25,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pages.state import PER_STUDY, study_id
+from app_pages.state import PER_STUDY, study_id
 from persona_engine.llm import load_llm
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel
@@ -55,7 +55,7 @@ def test_four_app_sessions_chatting_at_once_each_keep_their_own_conversation(tin
         app.session_state["study_path"] = str(STUDY)
         app.session_state["chat_persona"] = {"kind": "cohort", "cohort": cohort}
         app.run()
-        app.switch_page("pages/chat.py").run()
+        app.switch_page("app_pages/chat.py").run()
         assert not app.exception, app.exception
         sessions.append(app)
     start, failures = threading.Barrier(4), []

@@ -78,7 +78,7 @@ def steer_page(tmp_path, monkeypatch):
 
     from tiny_llm import save_tiny_llm
 
-    sys.path.insert(0, str(ROOT))  # the app's pages/ are not part of the installed package
+    sys.path.insert(0, str(ROOT))  # the app_pages/ are not part of the installed package
     monkeypatch.setenv("PERSONA_ENGINE_STUDIES", str(tmp_path / "studies"))
     copy = tmp_path / "gss"
     shutil.copytree(STUDY, copy)
@@ -86,7 +86,7 @@ def steer_page(tmp_path, monkeypatch):
     app.session_state["study_path"] = str(copy)
     app.session_state["llm_model"] = str(save_tiny_llm(tmp_path / "tiny-llm"))
     app.run()
-    app.switch_page("pages/steer.py").run()
+    app.switch_page("app_pages/steer.py").run()
     assert not app.exception, app.exception
     return app
 

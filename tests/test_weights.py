@@ -227,7 +227,7 @@ def app_environment(tmp_path, monkeypatch, tiny_model):
     """As in test_app: a fresh studies folder, and the tiny model for the one app.py loads in the background."""
     monkeypatch.setenv("PERSONA_ENGINE_STUDIES", str(tmp_path / "studies"))
     monkeypatch.setenv("PERSONA_ENGINE_MODEL", tiny_model)
-    monkeypatch.syspath_prepend(str(ROOT))  # the app's pages/ are not part of the installed package
+    monkeypatch.syspath_prepend(str(ROOT))  # the app_pages/ are not part of the installed package
 
 
 def open_page(study: Path, page: str):
@@ -236,7 +236,7 @@ def open_page(study: Path, page: str):
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     app.session_state["study_path"] = str(study)
     app.run()
-    app.switch_page(f"pages/{page}.py").run()
+    app.switch_page(f"app_pages/{page}.py").run()
     assert not app.exception, app.exception
     return app
 

@@ -5,6 +5,9 @@ map, or yourself (a few answers placed by fold-in). Replies are grounded in
 the study (``persona_engine.steer.grounding``) and stream as they are
 written; under each one, its provenance: the study questions it rests on,
 the persona's answer distribution and whether the reply's stance agrees.
+Personas are named by persona specs (``persona_engine.personas``), replies
+kept and exported as in ``persona_engine.transcripts``; the "New question"
+mode is drawn by ``app_pages/new_question.py``.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from __future__ import annotations
 import json
 import threading
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages.state import current_study, get_llm, get_matcher, get_steering, guarded, handed_persona, study_state
-from pages.widgets import NOTE, cohorts_on_map, persona_from_spec, predicted_table
-from persona_engine.personas import predicted_answers
-from persona_engine.profiles import cohort_names, distinctive_answers, short_question_texts
+from app_pages.state import current_study, get_llm, get_matcher, get_steering, handed_persona, study_state
+from app_pages.new_question import ask_new_question
+from app_pages.widgets import cohorts_on_map, predicted_table
+from persona_engine.personas import (answers_spec, cohort_spec, map_point_spec, persona_from_spec, predicted_answers,
+                                     respondent_spec, side_by_side_specs)
+from persona_engine.profiles import cohort_names, distinctive_answers, majority_answers, short_question_texts
 from persona_engine.steer.grounding import VOICE, grounded_chat, grounded_chat_batch
-from persona_engine.steer.judge import judge_stance
-from persona_engine.steer.new_question import cohort_estimates, new_question, similar_questions, unseen_accuracy
+from persona_engine.transcripts import NOTE, finish_reply, settle, transcript
 
 KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",
          "selection": "A map selection"}
@@ -34,19 +37,19 @@ STRONG = 1.5
 
 def choose_persona(study) -> dict:
     """The persona spec picked on this page (starting from the one handed over by another page)."""
-    handed = handed_persona() or {"kind": "cohort", "cohort": 0}
+    handed = handed_persona() or cohort_spec(0)
     kinds = [k for k in KINDS if k != "selection" or handed["kind"] == "selection"]
     kind = st.radio("Talk to", kinds, format_func=KINDS.get, horizontal=True,
                     index=kinds.index(handed["kind"]), key=f"kind_{json.dumps(handed)}")
     if kind == "respondent":
         default = handed.get("id", str(study.data.respondent_ids[0]))
         rid = st.text_input("Respondent id", default, key=f"respondent_{default}").strip()
-        return {"kind": "respondent", "id": rid}
+        return respondent_spec(rid)
     if kind == "cohort":
         labels = short_labels(study)
         cohort = st.selectbox("Cohort", range(study.n_cohorts), index=int(handed.get("cohort", 0)),
                               format_func=lambda c: f"cohort {c}: {labels[c]}")
-        return {"kind": "cohort", "cohort": int(cohort)}
+        return cohort_spec(cohort)
     if kind == "selection":
         st.caption(f"The mean vector of the {len(handed['ids']):,} respondents selected on the map.")
         return handed
@@ -55,7 +58,7 @@ def choose_persona(study) -> dict:
         left, right = st.columns(2)
         x = left.number_input("x", value=round(float(x0), 2), step=0.25, format="%.2f", key=f"chat_x_{x0}")
         y = right.number_input("y", value=round(float(y0), 2), step=0.25, format="%.2f", key=f"chat_y_{y0}")
-        return {"kind": "map_point", "point": [float(x), float(y)]}
+        return map_point_spec((x, y))
     return yourself(study)
 
 
@@ -86,7 +89,7 @@ def yourself(study) -> dict:
     if not answers:
         st.info("Answer at least one question to meet your twin.")
         st.stop()
-    return {"kind": "answers", "answers": answers, "name": "you"}
+    return answers_spec(answers)
 
 
 def grounding(study, spec: dict, persona) -> None:
@@ -98,14 +101,11 @@ def grounding(study, spec: dict, persona) -> None:
                      hide_index=True, height=300)
         return
     if spec["kind"] == "cohort":
-        members = study.data.answers[study.labels == spec["cohort"]]
-        rows = []
-        for j, question in enumerate(study.data.questions):
-            counts = np.bincount(members[:, j][members[:, j] >= 0], minlength=question.n_options)
-            best = int(counts.argmax())
-            rows.append((question.id, question.options[best], round(counts[best] / max(counts.sum(), 1), 2)))
+        common = majority_answers(study.data, study.labels, weighted=False)
+        common = common[common["cohort"] == spec["cohort"]]
         st.markdown(f"**Cohort {spec['cohort']}'s most common answers**")
-        st.dataframe(pd.DataFrame(rows, columns=["question", "answer", "share"]), hide_index=True, height=300)
+        st.dataframe(pd.DataFrame({"question": common["question_id"], "answer": common["answer"],
+                                   "share": common["share"].round(2)}), hide_index=True, height=300)
         return
     if spec["kind"] == "answers":
         where = study.latent_map.transform(persona.vector[None])[0]
@@ -149,16 +149,9 @@ def reply(study, llm, spm, messages: list, persona, settings) -> dict:
     st.button("Stop", key=f"stop_{len(messages)}_{id(messages)}", icon=":material/stop_circle:",
               on_click=stop.set, help="Stop this reply here")
     st.write_stream(pieces())
-    finished(study, message)
+    finish_reply(study, message)
     provenance(message)
     return message
-
-
-def finished(study, message: dict) -> None:
-    """A reply written to its end: trimmed, no longer pending, with the stance its words take."""
-    message["content"] = message["content"].strip()
-    message["pending"], message["stopped"] = False, False
-    message["stance"] = reply_stance(study, message)
 
 
 def replies_side_by_side(study, llm, spm, histories: list, personas: list, columns, prompt: str,
@@ -193,28 +186,10 @@ def replies_side_by_side(study, llm, spm, histories: list, personas: list, colum
         stop.set()  # also when the run is interrupted: the generation thread ends
         events.close()
     for place, message in zip(places, messages):
-        finished(study, message)
+        finish_reply(study, message)
         with place.container():
             st.write(message["content"])
             provenance(message)
-
-
-def settle(messages: list) -> None:
-    """Replies left half-written by an interrupted run are kept, marked as stopped."""
-    for message in messages:
-        if message.get("pending"):
-            message.update(pending=False, stopped=True, content=message["content"].strip())
-            message["stance"] = None
-
-
-def reply_stance(study, message: dict) -> str | None:
-    """The option the reply's words take, on the question it was grounded in (None: no stance)."""
-    grounding = message.get("grounding") or {}
-    if not grounding.get("grounded"):
-        return None
-    question = study.data.questions[study.data.question_index(grounding["question_id"])]
-    stance = judge_stance(message["content"], question)
-    return None if stance is None else question.options[stance]
 
 
 def bars(options, distribution) -> str:
@@ -279,91 +254,8 @@ def show_message(message: dict) -> None:
             provenance(message)
 
 
-def ask_new_question(study, llm, spm, strength: float) -> None:
-    """A question the survey never asked, put to every cohort (and the last persona talked to)."""
-    st.caption("Ask every cohort a question the survey never asked, with its options. The answers are the "
-               "steered model's estimates, not survey results.")
-    with st.form("new_question"):
-        text = st.text_input("Question", key="new_question_text",
-                             placeholder="Should the government spend more on high-speed rail?")
-        options = st.text_input("Options, separated by |", key="new_question_options",
-                                placeholder="too little|about right|too much")
-        asked = st.form_submit_button("Ask every cohort", icon=":material/groups:")
-    question = new_question(text, options) if asked else None  # a bad question is a message first
-    if spm is None:
-        st.warning("Without a soft prompt for this model every cohort would get the unsteered model's answer, "
-                   "so there is nothing to compare.")
-        return
-    kept = study_state()
-    if question is not None:
-        last = kept.get("last_persona")
-        persona = persona_from_spec(study, last) if last and last.get("kind") != "cohort" else None
-        kept["new_question"] = {"question": question, "strength": strength,
-                                "table": cohort_estimates(llm, question, spm, study, persona=persona,
-                                                          strength=strength),
-                                "similar": similar_questions(study, question, encoder=get_matcher(study).encoder)}
-    shown = kept.get("new_question")
-    if shown is None:
-        return
-    table, question = shown["table"], shown["question"]
-    st.markdown(f"**{question.text}**")
-    shares = "weighted by the survey weights" if table.attrs["weighted"] else "of respondents"
-    st.caption(f"{table.attrs['note'].capitalize()}; strength {shown['strength']:g}; share: the cohort's share "
-               f"{shares}.")
-    st.dataframe(table, hide_index=True, key="new_question_estimates", column_config={
-        "share": st.column_config.NumberColumn("share", format="percent"),
-        **{o: st.column_config.ProgressColumn(o, min_value=0.0, max_value=1.0, format="percent")
-           for o in question.options}})
-    st.markdown("**The study questions it most resembles**")
-    st.dataframe(shown["similar"], hide_index=True)
-    measured = unseen_accuracy(study)
-    if measured is None:
-        st.caption("How well this soft prompt answers questions it was never trained on is not measured yet: "
-                   f"`persona-engine evaluate-steering {study.path} --split questions`.")
-    else:
-        accuracy, low, high = measured["spm"]
-        line = (f"On questions held out of its training, the individual soft prompt chose the respondent's "
-                f"answer {accuracy:.0%} of the time ({low:.0%} to {high:.0%})")
-        if measured["question_only"]:
-            line += f"; the unsteered model, calibrated, {measured['question_only'][0]:.0%}"
-        st.caption(line + ".")
-
-
-def transcript(conversations: dict, settings: dict) -> tuple[str, str]:
-    """Markdown and JSON of ``{name: messages}``, with the settings and the note."""
-    lines = [f"# Persona Engine chat ({settings['study']})", "", f"> {NOTE}", "",
-             f"Model: {settings['model']} · strength {settings['strength']:g} · "
-             f"soft prompt in the reasons {settings.get('voice', VOICE):g}", ""]
-    for name, messages in conversations.items():
-        lines += [f"## {name}", ""]
-        for m in messages:
-            lines.append(f"**{'You' if m['role'] == 'user' else name}:** {m['content']}\n")
-            grounding = m.get("grounding")
-            if grounding and grounding.get("grounded"):
-                lines.append(f"*Grounded in {grounding['question_id']} (similarity "
-                             f"{grounding['matches'][0]['similarity']:.2f}); persona's answer: "
-                             f"{grounding.get('stance')}; reply's stance: {m.get('stance')}*\n")
-            elif grounding:
-                lines.append("*Not grounded in the study.*\n")
-    payload = {"note": NOTE, **settings, "conversations": conversations}
-    return "\n".join(lines), json.dumps(payload, indent=2, ensure_ascii=False)
-
-
-with guarded():  # errors become messages, never tracebacks
-    earlier = st.session_state.get(STOP)
-    if earlier is not None:
-        earlier.set()  # a rerun (a new message, the stop button, any widget) ends the reply being written
-    study = current_study()
-    st.title("Chat")
-    st.info(NOTE, icon=":material/info:")
-    llm = get_llm()
-    spm, why_not = get_steering(study, llm)
-    if spm is None:
-        st.warning(f"{why_not} Replies come from the unsteered model, grounded in the persona's answers "
-                   "as the collaborative filter predicts them.")
-        st.page_link("pages/steer.py", label="Train a soft-prompting model on the Steer page", icon=":material/tune:")
-
-    mode = st.radio("Mode", ["One persona", "Side by side", "New question"], horizontal=True, key="chat_mode")
+def chat_settings(study, llm, spm) -> dict:
+    """The chat's settings (see :mod:`persona_engine.transcripts`), from the sliders above the chat."""
     left, middle, right = st.columns(3)
     settings = {"study": study.data.source.name, "model": llm.name,
                 "strength": left.slider("Steering strength", 0.0, 3.0, 1.0, 0.25, disabled=spm is None,
@@ -377,71 +269,97 @@ with guarded():  # errors become messages, never tracebacks
     if settings["strength"] > STRONG and spm is not None:
         st.warning(f"Strength {settings['strength']:g} exaggerates the persona beyond its training: above "
                    f"{STRONG:g} replies tend to fall apart into repetition.")
-    if mode == "New question":
-        ask_new_question(study, llm, spm, settings["strength"])
+    return settings
+
+
+def one_persona(study, llm, spm, settings: dict, prompt: str | None) -> dict:
+    """The conversation with the persona chosen here, beside what grounds it: ``{name: messages}``."""
+    spec = choose_persona(study)
+    persona = persona_from_spec(study, spec)
+    kept = study_state()  # conversations stay with their study, through reruns, pages and study switches
+    kept["last_persona"] = spec
+    conversation = kept.get("conversation")
+    if conversation is None or conversation["persona"] != spec:
+        conversation = kept["conversation"] = {"persona": spec, "messages": []}
+    talk, side = st.columns([2, 1])
+    with side:
+        grounding(study, spec, persona)
+    with talk:
+        st.markdown(f"**{persona.name}**" + ("" if spm else " (unsteered model)"))
+        settle(conversation["messages"])
+        for message in conversation["messages"]:
+            show_message(message)
+        if prompt:
+            conversation["messages"].append({"role": "user", "content": prompt})
+            st.chat_message("user").write(prompt)
+            with st.chat_message("assistant"):
+                reply(study, llm, spm, conversation["messages"], persona, settings)
+    return {persona.name: conversation["messages"]}
+
+
+def side_by_side(study, llm, spm, settings: dict, prompt: str | None) -> dict:
+    """2 to 4 personas and the unsteered model, one column each: ``{name: messages}``."""
+    # the persona met in one-persona mode, or handed over by the map, comes first
+    names = {persona_from_spec(study, s).name: s
+             for s in side_by_side_specs(study, (study_state().get("last_persona"), handed_persona()))}
+    picked = st.multiselect("Personas (2 to 4; the unsteered model answers too)", list(names),
+                            default=list(names)[:2], max_selections=4, key="side_by_side_personas")
+    if len(picked) < 2:
+        st.info("Pick at least two personas.")
         st.stop()
-    prompt = st.chat_input("Ask something…")
-
-    if mode == "One persona":
-        spec = choose_persona(study)
-        persona = persona_from_spec(study, spec)
-        kept = study_state()  # conversations stay with their study, through reruns, pages and study switches
-        kept["last_persona"] = spec
-        conversation = kept.get("conversation")
-        if conversation is None or conversation["persona"] != spec:
-            conversation = kept["conversation"] = {"persona": spec, "messages": []}
-        talk, side = st.columns([2, 1])
-        with side:
-            grounding(study, spec, persona)
-        with talk:
-            st.markdown(f"**{persona.name}**" + ("" if spm else " (unsteered model)"))
-            settle(conversation["messages"])
-            for message in conversation["messages"]:
+    state = study_state().setdefault("side_by_side", {})
+    if prompt:
+        st.button("Stop", key="stop_side_by_side", icon=":material/stop_circle:",
+                  on_click=lambda: st.session_state[STOP].set() if STOP in st.session_state else None,
+                  help="Stop the replies here (they are written together, in one batch)")
+    shown = picked + [UNSTEERED]
+    columns = st.columns(len(shown))
+    for column, name in zip(columns, shown):
+        messages = state.setdefault(name, [])
+        settle(messages)
+        with column:
+            st.markdown(f"**{name}**")
+            for message in messages:
                 show_message(message)
-            if prompt:
-                conversation["messages"].append({"role": "user", "content": prompt})
-                st.chat_message("user").write(prompt)
-                with st.chat_message("assistant"):
-                    reply(study, llm, spm, conversation["messages"], persona, settings)
-        conversations = {persona.name: conversation["messages"]}
-    else:
-        candidates = [{"kind": "cohort", "cohort": c} for c in range(study.n_cohorts)]
-        for earlier in (study_state().get("last_persona"), handed_persona()):
-            usable = earlier is not None and (earlier["kind"] != "answers" or earlier.get("answers"))
-            if usable and earlier not in candidates:
-                candidates.insert(0, earlier)  # met in one-persona mode, or handed over by the map
-        names = {persona_from_spec(study, s).name: s for s in candidates}
-        picked = st.multiselect("Personas (2 to 4; the unsteered model answers too)", list(names),
-                                default=list(names)[:2], max_selections=4, key="side_by_side_personas")
-        if len(picked) < 2:
-            st.info("Pick at least two personas.")
-            st.stop()
-        state = study_state().setdefault("side_by_side", {})
-        if prompt:
-            st.button("Stop", key="stop_side_by_side", icon=":material/stop_circle:",
-                      on_click=lambda: st.session_state[STOP].set() if STOP in st.session_state else None,
-                      help="Stop the replies here (they are written together, in one batch)")
-        shown = picked + [UNSTEERED]
-        columns = st.columns(len(shown))
-        for column, name in zip(columns, shown):
-            messages = state.setdefault(name, [])
-            settle(messages)
-            with column:
-                st.markdown(f"**{name}**")
-                for message in messages:
-                    show_message(message)
-        if prompt:
-            personas = [None if name == UNSTEERED else persona_from_spec(study, names[name]) for name in picked]
-            replies_side_by_side(study, llm, spm, [state[name] for name in shown], [*personas, None],
-                                 columns, prompt, settings)
-        conversations = {name: state.get(name, []) for name in shown}
+    if prompt:
+        personas = [None if name == UNSTEERED else persona_from_spec(study, names[name]) for name in picked]
+        replies_side_by_side(study, llm, spm, [state[name] for name in shown], [*personas, None],
+                             columns, prompt, settings)
+    return {name: state.get(name, []) for name in shown}
 
-    if any(conversations.values()):
-        markdown, payload = transcript(conversations, settings)
-        left, middle, right = st.columns(3)
-        left.download_button("Transcript (Markdown)", markdown, "transcript.md", mime="text/markdown")
-        middle.download_button("Transcript (JSON)", payload, "transcript.json", mime="application/json")
-        if right.button("Start over"):
-            study_state().pop("conversation", None)
-            study_state().pop("side_by_side", None)
-            st.rerun()
+
+def transcript_buttons(conversations: dict, settings: dict) -> None:
+    """The transcript's downloads and "Start over", once something was said."""
+    if not any(conversations.values()):
+        return
+    markdown, payload = transcript(conversations, settings)
+    left, middle, right = st.columns(3)
+    left.download_button("Transcript (Markdown)", markdown, "transcript.md", mime="text/markdown")
+    middle.download_button("Transcript (JSON)", payload, "transcript.json", mime="application/json")
+    if right.button("Start over"):
+        study_state().pop("conversation", None)
+        study_state().pop("side_by_side", None)
+        st.rerun()
+
+
+writing = st.session_state.get(STOP)
+if writing is not None:
+    writing.set()  # a rerun (a new message, the stop button, any widget) ends the reply being written
+study = current_study()
+st.title("Chat")
+st.info(NOTE, icon=":material/info:")
+llm = get_llm()
+spm, why_not = get_steering(study, llm)
+if spm is None:
+    st.warning(f"{why_not} Replies come from the unsteered model, grounded in the persona's answers "
+               "as the collaborative filter predicts them.")
+    st.page_link("app_pages/steer.py", label="Train a soft-prompting model on the Steer page", icon=":material/tune:")
+
+mode = st.radio("Mode", ["One persona", "Side by side", "New question"], horizontal=True, key="chat_mode")
+settings = chat_settings(study, llm, spm)
+if mode == "New question":
+    ask_new_question(study, llm, spm, settings["strength"])
+    st.stop()
+prompt = st.chat_input("Ask something…")
+chat = one_persona if mode == "One persona" else side_by_side
+transcript_buttons(chat(study, llm, spm, settings, prompt), settings)

@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.state import current_study, guarded, is_bundled, new_study_path, open_study, study_stamp
-from pages.widgets import STAGES, fit_time, share_bars
-from persona_engine.exports import spreadsheet_safe, workbook
+from app_pages.state import current_study, is_bundled, new_study_path, open_study, study_stamp
+from app_pages.widgets import STAGES, fit_time, share_bars
+from persona_engine.exports import cohort_workbook, respondents_csv
 from persona_engine.palettes import cohort_colour, metadata_orders
 from persona_engine.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
                                      consensus_questions, distinctive_answers, metadata_composition,
@@ -57,6 +57,12 @@ def profile_tables(path: str, stamp: float, weighted: bool, _study) -> dict:
             # a study without weights needs no word on them
             "said": f" ({weighting_note(data, weighted)})" if data.weights is not None else "",
             "topics": {q: t.text for q, t in zip(data.question_ids, question_topics(data.questions))}}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def downloads(path: str, stamp: float, weighted: bool, _study) -> tuple[str, bytes]:
+    """The export's files, written once per study version: respondents as CSV, the cohorts workbook as XLSX."""
+    return respondents_csv(_study), cohort_workbook(_study, weighted=weighted)
 
 
 def cohort_card(cohort: int, tables: dict, study) -> None:
@@ -138,100 +144,94 @@ def selection_figure(selection: pd.DataFrame) -> go.Figure:
     return figure
 
 
-with guarded():  # errors become messages, never tracebacks
-    st.title("Cohorts")
-    pending = st.session_state.get("pending_data")
-    if pending is not None:
-        with st.container(border=True):
-            st.subheader(f"Fit a new study on “{pending.source.name}”")
-            with st.form("fit"):
-                name = st.text_input("Study name", pending.source.name)
-                a, b, c, d = st.columns(4)
-                k = a.selectbox("Cohorts (k)", ["auto"] + list(range(2, 11)), key="fit_k")
-                method = b.selectbox("Method", ["kmeans", "gmm"])
-                dim = c.number_input("Embedding size", 2, 64, 16)
-                seed = d.number_input("Random seed", 0, 10_000, 0)
-                submitted = st.form_submit_button("Fit and save", type="primary")
-            if submitted:
-                fit_and_save(pending, new_study_path(name), n_cohorts=k, cohort_method=method, dim=int(dim),
-                             random_state=int(seed))
-            if st.button("Discard these answers"):
-                st.session_state.pop("pending_data")
-                st.rerun()
-        open_name = st.session_state.get("study_path", "")
-        st.caption(f"The open study ({Path(open_name).name or 'the sample'}) is shown here again once these "
-                   "answers are fitted or discarded.")
-        st.stop()  # the old study's results never sit under the new data's form
+st.title("Cohorts")
+pending = st.session_state.get("pending_data")
+if pending is not None:
+    with st.container(border=True):
+        st.subheader(f"Fit a new study on “{pending.source.name}”")
+        with st.form("fit"):
+            name = st.text_input("Study name", pending.source.name)
+            a, b, c, d = st.columns(4)
+            k = a.selectbox("Cohorts (k)", ["auto"] + list(range(2, 11)), key="fit_k")
+            method = b.selectbox("Method", ["kmeans", "gmm"])
+            dim = c.number_input("Embedding size", 2, 64, 16)
+            seed = d.number_input("Random seed", 0, 10_000, 0)
+            submitted = st.form_submit_button("Fit and save", type="primary")
+        if submitted:
+            fit_and_save(pending, new_study_path(name), n_cohorts=k, cohort_method=method, dim=int(dim),
+                         random_state=int(seed))
+        if st.button("Discard these answers"):
+            st.session_state.pop("pending_data")
+            st.rerun()
+    open_name = st.session_state.get("study_path", "")
+    st.caption(f"The open study ({Path(open_name).name or 'the sample'}) is shown here again once these "
+               "answers are fitted or discarded.")
+    st.stop()  # the old study's results never sit under the new data's form
 
-    study = current_study()
-    st.caption(f"**{study.data.source.name}** · {study.data.n_respondents:,} respondents · "
-               f"{study.data.n_questions} questions · saved in `{study.path}`")
-    weighted = study.data.weights is not None and st.toggle(
-        "Weighted by the survey's weights", value=True, key="cohorts_weighted",
-        help="On: shares, majorities, tests and who is in each cohort estimate the population the survey's "
-             "weights stand for. Off: every respondent counts once.")
-    tables = profile_tables(str(study.path), study_stamp(study), weighted, study)
+study = current_study()
+st.caption(f"**{study.data.source.name}** · {study.data.n_respondents:,} respondents · "
+           f"{study.data.n_questions} questions · saved in `{study.path}`")
+weighted = study.data.weights is not None and st.toggle(
+    "Weighted by the survey's weights", value=True, key="cohorts_weighted",
+    help="On: shares, majorities, tests and who is in each cohort estimate the population the survey's "
+         "weights stand for. Off: every respondent counts once.")
+tables = profile_tables(str(study.path), study_stamp(study), weighted, study)
 
-    st.subheader("How many cohorts?")
-    selection = study.cohorts.selection_
-    if len(selection) > 1:
-        st.plotly_chart(selection_figure(selection), key="selection")
-        st.caption("★ the k chosen automatically: the lowest BIC among the stable choices.")
-        fitted = study.manifest.get("fitted", {})
-        if fitted.get("cohort_space"):
-            scores = fitted.get("cohort_space_scores") or {}
-            evidence = ", ".join(f"{space} {score:.3f}" for space, score in scores.items())
-            st.caption(f"Cohorts found among the **{fitted['cohort_space']}**"
-                       + (f" (held-out cohort-majority accuracy on inner splits: {evidence})." if evidence else "."))
-        left, right = st.columns([1, 3])
-        k = left.selectbox("Refit with k =", list(selection["k"]),
-                           index=int(selection["chosen"].to_numpy().argmax()))
-        where = "a copy in your studies folder" if is_bundled(study.path) else "this study (its folder is replaced)"
-        right.write("")
-        if right.button(f"Refit with {k} cohorts", help=f"Fits again with the same seed and saves {where}"):
-            parameters = study.manifest.get("parameters", {})
-            target = new_study_path(f"{study.data.source.name} k{k}") if is_bundled(study.path) else study.path
-            fit_and_save(study.data, target, n_cohorts=int(k), model=parameters.get("model", "softmax"),
-                         dim=study.embeddings.shape[1], cohort_method=parameters.get("cohort_method", "kmeans"),
-                         cohort_space=parameters.get("cohort_space", "auto"),
-                         random_state=int(parameters.get("random_state") or 0))
-    else:
-        st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
+st.subheader("How many cohorts?")
+selection = study.cohorts.selection_
+if len(selection) > 1:
+    st.plotly_chart(selection_figure(selection), key="selection")
+    st.caption("★ the k chosen automatically: the lowest BIC among the stable choices.")
+    fitted = study.manifest.get("fitted", {})
+    if fitted.get("cohort_space"):
+        scores = fitted.get("cohort_space_scores") or {}
+        evidence = ", ".join(f"{space} {score:.3f}" for space, score in scores.items())
+        st.caption(f"Cohorts found among the **{fitted['cohort_space']}**"
+                   + (f" (held-out cohort-majority accuracy on inner splits: {evidence})." if evidence else "."))
+    left, right = st.columns([1, 3])
+    k = left.selectbox("Refit with k =", list(selection["k"]),
+                       index=int(selection["chosen"].to_numpy().argmax()))
+    where = "a copy in your studies folder" if is_bundled(study.path) else "this study (its folder is replaced)"
+    right.write("")
+    if right.button(f"Refit with {k} cohorts", help=f"Fits again with the same seed and saves {where}"):
+        parameters = study.manifest.get("parameters", {})
+        target = new_study_path(f"{study.data.source.name} k{k}") if is_bundled(study.path) else study.path
+        fit_and_save(study.data, target, n_cohorts=int(k), model=parameters.get("model", "softmax"),
+                     dim=study.embeddings.shape[1], cohort_method=parameters.get("cohort_method", "kmeans"),
+                     cohort_space=parameters.get("cohort_space", "auto"),
+                     random_state=int(parameters.get("random_state") or 0))
+else:
+    st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
 
-    st.subheader("The cohorts")
-    chosen = selection[selection["chosen"]] if "silhouette" in selection else selection.iloc[:0]
-    caution = separation_caution(float(chosen["silhouette"].iloc[0])) if len(chosen) else None
-    if caution:
-        st.warning(caution, icon="⚠️")
-    if tables["said"]:
-        st.caption(f"Cohort shares, answers and summaries {tables['note']}.")
-    columns = st.columns(2)
-    for cohort in range(study.n_cohorts):
-        with columns[cohort % 2]:
-            cohort_card(cohort, tables, study)
+st.subheader("The cohorts")
+chosen = selection[selection["chosen"]] if "silhouette" in selection else selection.iloc[:0]
+caution = separation_caution(float(chosen["silhouette"].iloc[0])) if len(chosen) else None
+if caution:
+    st.warning(caution, icon="⚠️")
+if tables["said"]:
+    st.caption(f"Cohort shares, answers and summaries {tables['note']}.")
+columns = st.columns(2)
+for cohort in range(study.n_cohorts):
+    with columns[cohort % 2]:
+        cohort_card(cohort, tables, study)
 
-    st.subheader("Two cohorts side by side")
-    if study.n_cohorts >= 2:
-        left, right = st.columns(2)
-        a = left.selectbox("Cohort", range(study.n_cohorts), index=0, key="compare_a")
-        b = right.selectbox("against cohort", range(study.n_cohorts), index=1, key="compare_b")
-        # cohort_differences weighs answers whenever the data has weights: off, it gets the data without them
-        data = study.data if weighted else replace(study.data, weights=None)
-        differences = cohort_differences(data, study.labels, a, b)
-        said = f" ({tables['note']})" if study.data.weights is not None else ""
-        st.caption("The questions on which they differ most (total variation distance), with the answer "
-                   f"whose share differs most{said}.")
-        st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}",
-                                   colour=cohort_colour(a), other_colour=cohort_colour(b)), key="compare")
-
-    st.subheader("Export")
-    respondents = study.respondents()
+st.subheader("Two cohorts side by side")
+if study.n_cohorts >= 2:
     left, right = st.columns(2)
-    left.download_button("Respondents with their cohort (CSV)", spreadsheet_safe(respondents).to_csv(index=False),
-                         "respondents.csv", mime="text/csv")
-    sheets = {"about": pd.DataFrame({"note": [f"Shares and tests in these sheets are {tables['note']}."]}),
-              "cohorts": tables["overview"], "distinctive answers": tables["distinctive"],
-              "consensus": tables["consensus"], "respondents": respondents}
-    right.download_button("Cohorts, answers and respondents (XLSX)", workbook(sheets),
-                          "cohorts.xlsx",
-                          mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    a = left.selectbox("Cohort", range(study.n_cohorts), index=0, key="compare_a")
+    b = right.selectbox("against cohort", range(study.n_cohorts), index=1, key="compare_b")
+    # cohort_differences weighs answers whenever the data has weights: off, it gets the data without them
+    data = study.data if weighted else replace(study.data, weights=None)
+    differences = cohort_differences(data, study.labels, a, b)
+    said = f" ({tables['note']})" if study.data.weights is not None else ""
+    st.caption("The questions on which they differ most (total variation distance), with the answer "
+               f"whose share differs most{said}.")
+    st.plotly_chart(share_bars(differences, f"cohort {a}", "share_a", "share_b", other=f"cohort {b}",
+                               colour=cohort_colour(a), other_colour=cohort_colour(b)), key="compare")
+
+st.subheader("Export")
+csv, xlsx = downloads(str(study.path), study_stamp(study), weighted, study)
+left, right = st.columns(2)
+left.download_button("Respondents with their cohort (CSV)", csv, "respondents.csv", mime="text/csv")
+right.download_button("Cohorts, answers and respondents (XLSX)", xlsx, "cohorts.xlsx",
+                      mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

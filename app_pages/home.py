@@ -3,7 +3,7 @@
 The figures are the study's own (its manifest, its cohorts' selection table,
 its soft prompt's training record and, if it has one, its evaluation report);
 each says how it was computed in its help. The language model starts loading
-when the app does (``pages.state.start_loading_llm``); this page shows how far
+when the app does (``app_pages.state.start_loading_llm``); this page shows how far
 it has got.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.state import ROOT, current_study, get_steering_status, guarded, is_bundled, llm_model, llm_status
+from app_pages.state import ROOT, current_study, get_steering_status, is_bundled, llm_model, llm_status
 from persona_engine.evaluation import report
 from persona_engine.profiles import WEAK_SILHOUETTE, separation_caution
 from persona_engine.wording import short_question_texts
@@ -55,12 +55,12 @@ def describe(study) -> tuple[str, str]:
 def first_steps() -> None:
     explore, browse, talk = st.columns(3)
     if explore.button("Explore the cohorts", icon=":material/groups:", type="primary", width="stretch"):
-        st.switch_page("pages/cohorts.py")
+        st.switch_page("app_pages/cohorts.py")
     if browse.button("Open the map", icon=":material/scatter_plot:", width="stretch"):
-        st.switch_page("pages/map.py")
+        st.switch_page("app_pages/map.py")
     if talk.button("Talk to cohorts side by side", icon=":material/forum:", width="stretch"):
         st.session_state["chat_mode"] = SIDE_BY_SIDE
-        st.switch_page("pages/chat.py")
+        st.switch_page("app_pages/chat.py")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -162,19 +162,18 @@ def model_status() -> None:
     st.fragment(draw, run_every=1.0 if status == "loading" else None)()
 
 
-with guarded():  # errors become messages, never tracebacks
-    study = current_study()
-    st.title("Persona Engine")
-    st.markdown(ABOUT)
-    st.info(DISCLAIMER, icon=":material/info:")
-    model_status()
+study = current_study()
+st.title("Persona Engine")
+st.markdown(ABOUT)
+st.info(DISCLAIMER, icon=":material/info:")
+model_status()
 
-    st.subheader("The open study")
-    for line in describe(study):
-        st.markdown(line)
+st.subheader("The open study")
+for line in describe(study):
+    st.markdown(line)
 
-    st.subheader("First steps")
-    first_steps()
+st.subheader("First steps")
+first_steps()
 
-    st.subheader("Headline figures")
-    study_figures(study)
+st.subheader("Headline figures")
+study_figures(study)

@@ -16,10 +16,9 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from pages.state import (TrainingJob, log, current_study, get_llm, get_steering_status, guarded, is_bundled,
+from app_pages.state import (TrainingJob, log, current_study, get_llm, get_steering_status, is_bundled,
                          llm_model, open_study, training_jobs, writable_copy)
 from persona_engine.errors import DataError
 from persona_engine.evaluation import report
@@ -27,6 +26,7 @@ from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.settings import KINDS
 from persona_engine.steer.study_steering import (discard_candidate, estimate_steering_seconds, keep_candidate,
                                                  restore_previous, train_steering, training_runs)
+from persona_engine.steering_runs import runs_table
 
 DEFAULTS = SteeringSettings()
 
@@ -35,24 +35,6 @@ def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
-
-
-def runs_table(runs: list[dict]) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        result, options = run.get("result", {}), run.get("options", {})
-        history = [h for h in result.get("history", []) if h.get("val_loss") == result.get("best_val_loss")]
-        accuracy = result["val_accuracy"] if "val_accuracy" in result else (
-            history[0].get("val_accuracy") if history else None)
-        rows.append({"started": run.get("started"), "resumed": run.get("resumed"),
-                     "minutes": round(run.get("seconds", 0) / 60, 1), "steps": result.get("steps"),
-                     "answers trained on": result.get("n_train"), "stopped": result.get("stopped"),
-                     "outcome": run.get("outcome", "installed"),
-                     "best validation loss": result.get("best_val_loss"), "letter accuracy": accuracy,
-                     "each question's majority": result.get("val_majority_accuracy"),
-                     "max examples": options.get("max_examples"), "most epochs": options.get("epochs"),
-                     "words share": options.get("words_share")})
-    return pd.DataFrame(rows)
 
 
 def train_in_background(job: TrainingJob, study, llm, settings: SteeringSettings, resume: bool) -> None:
@@ -181,58 +163,57 @@ def evaluation_section(study) -> None:
         st.plotly_chart(report.alignment_figure(result), key="evaluation_alignment")
 
 
-with guarded():  # errors become messages, never tracebacks
-    study = current_study()
-    st.title("Steer")
-    st.caption("A soft-prompting model turns a persona vector into virtual tokens that steer the language "
-               "model; it is trained on the study's answers (20% of each respondent's answers are held out "
-               "for evaluation).")
+study = current_study()
+st.title("Steer")
+st.caption("A soft-prompting model turns a persona vector into virtual tokens that steer the language "
+           "model; it is trained on the study's answers (20% of each respondent's answers are held out "
+           "for evaluation).")
 
-    if "steer_notice" in st.session_state:
-        st.info(st.session_state.pop("steer_notice"))
-    status = get_steering_status(study)
-    installed_model(status)
-    runs = training_runs(study)
-    if runs:
-        st.dataframe(runs_table(runs), hide_index=True)
+if "steer_notice" in st.session_state:
+    st.info(st.session_state.pop("steer_notice"))
+status = get_steering_status(study)
+installed_model(status)
+runs = training_runs(study)
+if runs:
+    st.dataframe(runs_table(runs), hide_index=True)
 
-    st.subheader("Train")
-    jobs = training_jobs()
-    job = jobs.get(str(study.path))
-    if job is not None and job.running:
-        training_progress(job)
-    elif is_bundled(study.path):
-        st.info("The bundled sample study is read-only. Train on a copy in your studies folder.")
-        if st.button("Copy the study to my studies folder"):
-            open_study(writable_copy(study))
-            st.rerun()
-    else:
-        if job is not None and job.error:
-            st.error(f"Training stopped: {job.error}")
-        elif job is not None and job.result is not None and status.candidate is None:
-            st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}) "
-                       "and installed the model.")
-        if status.candidate is not None:
-            candidate_choice(study, status.candidate)
-        if status.previous is not None:
-            previous_choice(study, status.previous)
-        resumable = any((status.active, status.candidate, status.interrupted))
-        with st.form("train"):
-            settings = training_form()
-            resume = st.checkbox("Continue the last run", value=False, disabled=not resumable,
-                                 help="Continues the candidate if there is one, else the installed model; keeps "
-                                      "its kind of soft prompt")
-            estimate, train = st.columns(2)
-            wants_estimate = estimate.form_submit_button("Estimate the time")
-            wants_training = train.form_submit_button("Train", type="primary")
-        if wants_estimate:  # the same settings as the run's
-            with st.spinner("Estimating the time (from earlier runs' speed, else two timed steps)…"):
-                seconds = estimate_steering_seconds(study, get_llm(), settings, resume=resume)
-            st.info(f"Training should take about {duration(seconds)} with {llm_model() or 'SmolLM2'}.")
-        if wants_training:
-            job = jobs[str(study.path)] = TrainingJob()
-            train_in_background(job, study, get_llm(), settings, resume)
-            st.rerun()
+st.subheader("Train")
+jobs = training_jobs()
+job = jobs.get(str(study.path))
+if job is not None and job.running:
+    training_progress(job)
+elif is_bundled(study.path):
+    st.info("The bundled sample study is read-only. Train on a copy in your studies folder.")
+    if st.button("Copy the study to my studies folder"):
+        open_study(writable_copy(study))
+        st.rerun()
+else:
+    if job is not None and job.error:
+        st.error(f"Training stopped: {job.error}")
+    elif job is not None and job.result is not None and status.candidate is None:
+        st.success(f"Trained {job.result.steps} steps on {job.result.n_train} answers ({job.result.stopped}) "
+                   "and installed the model.")
+    if status.candidate is not None:
+        candidate_choice(study, status.candidate)
+    if status.previous is not None:
+        previous_choice(study, status.previous)
+    resumable = any((status.active, status.candidate, status.interrupted))
+    with st.form("train"):
+        settings = training_form()
+        resume = st.checkbox("Continue the last run", value=False, disabled=not resumable,
+                             help="Continues the candidate if there is one, else the installed model; keeps "
+                                  "its kind of soft prompt")
+        estimate, train = st.columns(2)
+        wants_estimate = estimate.form_submit_button("Estimate the time")
+        wants_training = train.form_submit_button("Train", type="primary")
+    if wants_estimate:  # the same settings as the run's
+        with st.spinner("Estimating the time (from earlier runs' speed, else two timed steps)…"):
+            seconds = estimate_steering_seconds(study, get_llm(), settings, resume=resume)
+        st.info(f"Training should take about {duration(seconds)} with {llm_model() or 'SmolLM2'}.")
+    if wants_training:
+        job = jobs[str(study.path)] = TrainingJob()
+        train_in_background(job, study, get_llm(), settings, resume)
+        st.rerun()
 
-    st.subheader("Evaluation")
-    evaluation_section(study)
+st.subheader("Evaluation")
+evaluation_section(study)

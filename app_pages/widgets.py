@@ -1,4 +1,4 @@
-"""UI pieces several pages share: persona specs, the map's selection handler, bar charts.
+"""UI pieces several pages share: the map's selection handler, the codebook table, bar charts, fit progress.
 
 The functions above the charts are pure (no Streamlit calls) so that tests
 can drive them directly: AppTest cannot click on a Plotly chart.
@@ -14,36 +14,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from persona_engine.palettes import cohort_scale
-from persona_engine.personas import (Persona, answers_persona, cohort_persona, map_point_persona,
-                                     respondent_persona, selection_persona)
 
 CURSOR = "latent cursor"
 """Name of the map's clickable grid trace; its points carry this marker as customdata."""
-
-NOTE = ("Replies are a language model's simulation of a persona, not the words of any person, "
-        "and not what any respondent said.")
-
-
-# ------------------------------------------------------------------ personas
-def persona_from_spec(study, spec: dict) -> Persona:
-    """The persona a spec dict names (JSON-able, so it can sit in session state and transcripts).
-
-    ``{"kind": "respondent", "id": "17"}``, ``{"kind": "cohort", "cohort": 2}``,
-    ``{"kind": "map_point", "point": [x, y]}``, ``{"kind": "answers", "answers": {qid: option}}``,
-    ``{"kind": "selection", "ids": [...], "name": ...}`` (a lasso or box on the map).
-    """
-    kind = spec["kind"]
-    if kind == "respondent":
-        return respondent_persona(study, spec["id"])
-    if kind == "cohort":
-        return cohort_persona(study, int(spec["cohort"]))
-    if kind == "map_point":
-        return map_point_persona(study, spec["point"])
-    if kind == "answers":
-        return answers_persona(study, spec["answers"], name=spec.get("name", "you"))
-    if kind == "selection":
-        return selection_persona(study, spec["ids"], name=spec.get("name"))
-    raise ValueError(f"unknown persona kind {kind!r}")
 
 
 # ------------------------------------------------------------------ the map

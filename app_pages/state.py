@@ -11,7 +11,8 @@ by every session; what a session has chosen lives in ``st.session_state``:
   sets it for every session; tests put a tiny model's folder here);
 * ``per_study``: what belongs to one study alone, ``{study id: {key: value}}``
   (see :func:`study_state`): the persona handed to the Chat page
-  (``chat_persona``, a spec dict, see :func:`persona_from_spec`), the last one
+  (``chat_persona``, a persona spec, see
+  :func:`persona_engine.personas.persona_from_spec`), the last one
   met there and the conversations. Opening another study sets it aside;
   reopening the study brings it back. Widgets whose value is about one
   study's respondents (the map's selection) take their key from
@@ -20,13 +21,11 @@ by every session; what a session has chosen lives in ``st.session_state``:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import re
 import shutil
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,20 +40,7 @@ SAMPLE_DATA = ROOT / "sample_data"
 DEFAULT_STUDY = SAMPLE_DATA / "studies" / "gss_spending"
 STUDIES_ENV = "PERSONA_ENGINE_STUDIES"
 MODEL_ENV = "PERSONA_ENGINE_MODEL"
-FRAME = "_frame_ran"
-"""Set by app.py each run; a page that finds it missing was opened without the frame (see guarded)."""
-WANTED = "_wanted_page"
 log = logging.getLogger("persona_engine.app")
-
-
-def _calling_page() -> str | None:
-    """The page script (``pages/NAME.py``) that is running, if any."""
-    here = Path(__file__).resolve()
-    for frame in inspect.stack(context=0):
-        path = Path(frame.filename).resolve()
-        if path.parent == here.parent and path != here and path.name != "widgets.py":
-            return f"pages/{path.name}"
-    return None
 
 
 # ------------------------------------------------------------------ studies
@@ -163,7 +149,7 @@ def study_key(name: str) -> str:
 def hand_to_chat(spec: dict) -> None:
     """Open the Chat page on the persona ``spec`` of the open study."""
     study_state()[HANDED] = spec
-    st.switch_page("pages/chat.py")
+    st.switch_page("app_pages/chat.py")
 
 
 def handed_persona() -> dict | None:
@@ -330,27 +316,6 @@ def get_steering_status(study: Study):
     return _steering_status(str(study.path), (study_stamp(study), *stamps), study)
 
 
-def steering_label(study: Study) -> str:
-    """What the sidebar says of the study's steering: "trained" only for an installed model that beats the baseline."""
-    try:
-        status = get_steering_status(study)
-    except DataError as error:
-        return f"unreadable ({error})"
-    if status is None or status.active is None:
-        label = "not trained yet"
-    elif status.active.beats_majority:
-        label = "trained"
-    elif status.active.at_or_below_chance:
-        label = "no better than chance, not used"
-    elif status.active.validated:
-        label = "installed, but not better than each question's majority answer"
-    else:
-        label = "installed, not validated"
-    if status is not None and status.candidate is not None:
-        label += " (an unsaved run awaits Keep or Discard on the Steer page)"
-    return label
-
-
 @st.cache_resource(show_spinner=False)
 def _load_sentence_encoder():
     from persona_engine.steer.stance import load_sentence_encoder
@@ -399,58 +364,3 @@ class TrainingJob:
 def training_jobs() -> dict[str, TrainingJob]:
     """``{study folder: job}``: one run per study at a time, visible to every session."""
     return {}
-
-
-# ------------------------------------------------------------------ errors
-PICKER = "study_picker"
-
-
-def _picked(studies: dict[str, Path]) -> None:
-    open_study(studies[st.session_state[PICKER]])
-
-
-def sidebar() -> None:
-    """What every page shares: the study picker, the open study and the models' status.
-
-    Drawn by each page (through :func:`guarded`) rather than by app.py, so
-    that a page run on its own (AppTest, or Streamlit's ``pages/`` mode) has it too.
-    """
-    with st.sidebar:
-        studies = saved_studies()
-        here = Path(st.session_state.get("study_path", str(DEFAULT_STUDY))).resolve()
-        label = next((name for name, path in studies.items() if path.resolve() == here), None)
-        if st.session_state.get(PICKER) != label:
-            st.session_state[PICKER] = label  # opened elsewhere: a fit, the command line
-        # A callback, not a rerun: a page that stops early (st.stop) keeps its widgets' old values,
-        # and a rerun on a stale picker value would switch back and forth forever.
-        st.selectbox("Study", list(studies), key=PICKER, on_change=_picked, args=(studies,))
-        study = current_study(stop_on_error=False)
-        if study is not None:
-            steering = steering_label(study) if study.path is not None else "not trained yet"
-            st.caption(f"**{study.data.source.name}**  \n"
-                       f"{study.data.n_respondents:,} respondents · {study.data.n_questions} questions · "
-                       f"{study.n_cohorts} cohorts  \nSteering model: {steering}  \n"
-                       f"Language model: {llm_model() or 'SmolLM2-135M-Instruct (default)'} "
-                       f"({MODEL_STATUS.get(llm_status(), 'could not be loaded')})")
-
-
-@contextmanager
-def guarded():
-    """Show a page's errors as messages a social scientist can act on, never as a traceback.
-
-    Also sends a page opened without the shared frame back through app.py:
-    a fresh server that is first asked for a deep link (``/map``) runs
-    Streamlit's old ``pages/`` mode for that request, which skips app.py.
-    """
-    if not st.session_state.get(FRAME):
-        st.session_state[WANTED] = _calling_page()  # app.py switches back to it
-        st.switch_page("app.py")
-    try:
-        sidebar()
-        yield
-    except DataError as error:
-        st.error(str(error))
-    except Exception as error:  # streamlit's own st.stop / rerun are BaseExceptions and pass
-        log.exception("page error")  # the traceback goes to the server's log, not to the user
-        st.error(f"Something went wrong: {type(error).__name__}: {error}. "
-                 "Try again, or reload the page; if it persists, report it with the server's log.")
