@@ -24,11 +24,10 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.cohort_quality import cohort_majority, polis_groups
-from persona_engine.cohort_space import fit_cohorts
-from persona_engine.cohorts import CohortFinder
-from persona_engine.embed import PaperFactorization, SoftmaxFactorization
+from persona_engine.embed import PaperFactorization
 from persona_engine.opinion_data import OpinionData
 from persona_engine.split import holdout_split, macro_accuracy, question_majority
+from persona_engine.study import fit_embedding_and_cohorts
 
 METHODS = {
     "question majority": "each question's most common answer",
@@ -79,13 +78,11 @@ def quality_table(
 
         paper = PaperFactorization(dim=dim, random_state=seed).fit(train)
         scores["paper MF"].append(score(paper.predict(paper.respondent_factors_)))
-        default = SoftmaxFactorization(dim=dim, random_state=seed).fit(train)
+        # the study's procedure, on the training answers only (the cohort space chosen on inner splits of them)
+        default, cohorts, _, _ = fit_embedding_and_cohorts(train, {
+            "model": "softmax", "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
+            "cohort_space": cohort_space, "random_state": seed})
         scores["softmax MF (default)"].append(score(default.predict(default.respondent_factors_)))
-
-        finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=seed)
-        # the study's procedure: space chosen on inner splits of the training answers only
-        cohorts, _, _ = fit_cohorts(default, split.train_answers, finder, cohort_space,
-                                    questions=data.questions, random_state=seed)
         scores["our cohorts"].append(score(cohort_majority(split.train_answers, cohorts.labels_, n_options)))
     report("evaluate", len(seeds), len(seeds))
 

@@ -2,6 +2,8 @@
 
 :func:`fit_study` runs the pipeline top to bottom, like a paper's method
 section: opinions → collaborative-filtering embeddings → cohorts → latent map.
+:func:`fit_embedding_and_cohorts` is its first two stages alone, as a study's
+saved ``parameters`` say: what the evaluations refit on their training answers.
 :class:`Study` holds the result; ``save`` writes it as a folder of JSON,
 parquet and safetensors (never pickle, since study folders are shared between
 people), and ``Study.load`` reads it back in one call.
@@ -38,14 +40,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from persona_engine.embed import EMBEDDERS, embedder_from_state
 from persona_engine.cohort_quality import cohort_stability
-from persona_engine.cohort_space import fit_cohorts
+from persona_engine.cohort_space import CohortSpaceChoice, fit_cohorts
 from persona_engine.cohorts import MIN_RESPONDENTS, CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.exports import looks_like_formula
@@ -294,44 +296,112 @@ def fit_study(
     ``subsampled`` says which. ``max_respondents`` sets one cap for all of
     them instead (mainly for tests).
     """
-    if model not in EMBEDDERS:
-        raise DataError(f"unknown embedding model '{model}'", expected=" or ".join(EMBEDDERS))
+    _check_model(model)
     check_cohorts_findable(data)
     report = progress or (lambda stage, step, total: None)
-
-    embedder = EMBEDDERS[model](dim=dim, random_state=random_state).fit(
-        data, progress=lambda step, total, info: report("embedding", step, total)
-    )
-    embeddings = embedder.respondent_factors_
-
-    report("cohorts", 0, 2)
-    # Weighted by answers: vectors resting on few answers pull the cohorts less.
-    weight = data.observed.sum(axis=1)
+    parameters = {"model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
+                  "cohort_space": cohort_space, "min_cohort_size": min_cohort_size, "map_3d": map_3d,
+                  "random_state": random_state}
     cap = {} if max_respondents is None else {"max_respondents": max_respondents}
-    finder_kwargs = {} if min_cohort_size is None else {"min_cohort_size": min_cohort_size}
-    finder = CohortFinder(method=cohort_method, n_cohorts=n_cohorts, random_state=random_state,
-                          **finder_kwargs, **cap)
-    cohorts, points, space = fit_cohorts(
-        embedder, data.answers, finder, cohort_space, questions=data.questions, random_state=random_state, **cap)
-    report("cohorts", 1, 2)
-    stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=weight, **cap)
+
+    embedder, cohorts, points, space = fit_embedding_and_cohorts(data, parameters, max_respondents=max_respondents,
+                                                                 progress=report)
+    # Weighted by answers: vectors resting on few answers pull the cohorts less.
+    stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=data.observed.sum(axis=1),
+                                 **cap)
     report("cohorts", 2, 2)
 
     report("map", 0, 1)
+    embeddings = embedder.respondent_factors_
     latent_map = LatentMap(random_state=random_state, **cap).fit(embeddings)
     latent_map_3d = LatentMap(n_components=3, random_state=random_state, **cap).fit(embeddings) if map_3d else None
     report("map", 1, 1)
 
-    manifest = {
+    manifest = _manifest(data, parameters, embedder, cohorts, space, stability, [latent_map, latent_map_3d])
+    return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
+                 latent_map_3d=latent_map_3d)
+
+
+def fit_embedding_and_cohorts(
+    answers: OpinionData | np.ndarray,
+    parameters: Mapping[str, object],
+    *,
+    n_options: np.ndarray | None = None,
+    questions: Sequence[Question] | None = None,
+    max_respondents: int | None = None,
+    progress: StudyProgress | None = None,
+) -> tuple[object, CohortFinder, np.ndarray, CohortSpaceChoice]:
+    """Fit the collaborative filter on ``answers`` and find the cohorts, as a study's saved parameters say.
+
+    Parameters
+    ----------
+    answers:
+        :class:`OpinionData`, or its answer matrix ``(n_respondents,
+        n_questions)`` (-1 missing) with ``n_options`` ``(n_questions,)``
+        and the ``questions`` (which ``cohort_space`` may read).
+    parameters:
+        As a study manifest's ``"parameters"`` (the keywords of
+        :func:`fit_study`): ``model``, ``dim``, ``n_cohorts``,
+        ``cohort_method``, ``cohort_space``, ``min_cohort_size``,
+        ``random_state``, each missing one taking :func:`fit_study`'s
+        default; others (``map_3d``) are not read here.
+    max_respondents:
+        One cap on the respondents the choices of cohort space and of k are
+        made on (``None``: their own defaults).
+    progress:
+        ``progress(stage, step, total)``: ``"embedding"`` as the filter
+        trains, then ``"cohorts"`` at 0 and 1 of 2 steps (the second being
+        :func:`fit_study`'s stability refits).
+
+    Returns
+    -------
+    ``(embedder, cohorts, points, space)``: the fitted filter
+    (``respondent_factors_`` ``(n_respondents, dim)``), the fitted
+    :class:`CohortFinder`, the points it clustered ``(n_respondents, d)``
+    and the :class:`~persona_engine.cohort_space.CohortSpaceChoice`.
+    """
+    given = {**_FIT_DEFAULTS, **{k: v for k, v in parameters.items() if k in _FIT_DEFAULTS}}
+    report = progress or (lambda stage, step, total: None)
+    matrix = answers.answers if isinstance(answers, OpinionData) else np.asarray(answers)
+    if questions is None and isinstance(answers, OpinionData):
+        questions = answers.questions
+    seed = given["random_state"]
+    embedder = _check_model(given["model"])(dim=given["dim"], random_state=seed).fit(
+        answers, n_options, progress=None if progress is None else (
+            lambda step, total, info: progress("embedding", step, total)))
+
+    report("cohorts", 0, 2)
+    cap = {} if max_respondents is None else {"max_respondents": max_respondents}
+    smallest = {} if given["min_cohort_size"] is None else {"min_cohort_size": given["min_cohort_size"]}
+    finder = CohortFinder(method=given["cohort_method"], n_cohorts=given["n_cohorts"], random_state=seed,
+                          **smallest, **cap)
+    cohorts, points, space = fit_cohorts(embedder, matrix, finder, given["cohort_space"], questions=questions,
+                                         random_state=seed, **cap)
+    report("cohorts", 1, 2)
+    return embedder, cohorts, points, space
+
+
+_FIT_DEFAULTS = {"model": "softmax", "dim": 16, "n_cohorts": "auto", "cohort_method": "kmeans",
+                 "cohort_space": "auto", "min_cohort_size": None, "random_state": 0}
+"""What :func:`fit_embedding_and_cohorts` reads of a study's parameters, with :func:`fit_study`'s defaults."""
+
+
+def _check_model(model: str):
+    """The embedder class called ``model``; a :class:`DataError` naming the choices if there is none."""
+    if model not in EMBEDDERS:
+        raise DataError(f"unknown embedding model '{model}'", expected=" or ".join(EMBEDDERS))
+    return EMBEDDERS[model]
+
+
+def _manifest(data: OpinionData, parameters: dict, embedder, cohorts: CohortFinder, space, stability,
+              maps: list) -> dict:
+    """What ``manifest.json`` holds: provenance, the parameters, what was fitted, which steps were subsampled."""
+    return {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": _describe_source(data.source),
         "data": data.summary(),
-        "parameters": {
-            "model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
-            "cohort_space": cohort_space, "min_cohort_size": min_cohort_size, "map_3d": map_3d,
-            "random_state": random_state,
-        },
+        "parameters": parameters,
         "fitted": {
             "embedding_reg": float(embedder.reg_),
             "embedding_validation": to_jsonable(embedder.validation_scores_),
@@ -339,13 +409,11 @@ def fit_study(
             "cohort_space": space.space,
             "cohort_space_scores": {k: round(v, 4) for k, v in space.mean_scores().items()},
             "cohort_stability_ari": round(stability.ari, 4),
-            "map_method": latent_map.method_,
+            "map_method": maps[0].method_,
         },
-        "subsampled": _subsamples(data.n_respondents, space, cohorts, stability, [latent_map, latent_map_3d]),
+        "subsampled": _subsamples(data.n_respondents, space, cohorts, stability, maps),
         "versions": _library_versions(),
     }
-    return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
-                 latent_map_3d=latent_map_3d)
 
 
 def _subsamples(n: int, space, cohorts: CohortFinder, stability, maps) -> dict[str, str]:

@@ -11,7 +11,108 @@ import threading
 
 import pandas as pd
 
+from persona_engine.cli.options import STEERING, count_or_all, shown
 from persona_engine.errors import DataError
+
+GROUNDING_SOURCES = ("soft prompt", "collaborative filter", "both")
+"""``persona_engine.steer.grounding.SOURCES``, spelt out so that ``--help`` needs no torch (a test checks)."""
+
+
+def add_parsers(sub, common: argparse.ArgumentParser, llm_args: argparse.ArgumentParser,
+                spm_args: argparse.ArgumentParser) -> None:
+    """Register train-steering, ask and chat (``common``, ``llm_args``, ``spm_args``: shared options)."""
+    _add_train_parser(sub, [common, llm_args, spm_args])
+    persona_args = argparse.ArgumentParser(add_help=False)
+    who = persona_args.add_argument_group("persona (choose one)").add_mutually_exclusive_group(required=True)
+    who.add_argument("--respondent", metavar="ID", help="a respondent's id")
+    who.add_argument("--cohort", type=_cohort_or_all, metavar="N",
+                     help="a cohort's number (its centroid); 'all' (ask only) for every cohort side by side")
+    who.add_argument("--point", metavar="X,Y", help="a point of the map (write --point=-1,2 for a negative X)")
+    persona_args.add_argument("--strength", type=float, default=1.0,
+                              help="0 unsteered, 1 as trained (default), above 1 exaggerated")
+    _add_ask_parser(sub, [common, llm_args, persona_args])
+    _add_chat_parser(sub, [common, llm_args, persona_args])
+
+
+def _add_train_parser(sub, parents: list[argparse.ArgumentParser]) -> None:
+    train = sub.add_parser(
+        "train-steering", parents=parents,
+        help="train the soft prompt that steers the LLM toward any persona of a study",
+        description="Train the soft-prompting model on the study's training answers (20% of each "
+                    "respondent's answers stay held out). Prints a time estimate first (from earlier runs' "
+                    "speed, else two timed steps). A run that finishes and beats each question's majority "
+                    "answer on its validation answers is installed in STUDY/steering, the model it replaces "
+                    "kept in STUDY/steering.previous; any other run is saved as STUDY/steering.candidate and "
+                    "the installed model stays. Ctrl-C stops within a step and saves the best weights so far "
+                    "as the candidate. Exit status: 0 installed, 1 saved as the candidate only, 130 after "
+                    "Ctrl-C.")
+    train.add_argument("study", metavar="STUDY")
+    train.add_argument("--max-examples", type=count_or_all, default=STEERING.max_examples, metavar="N|all",
+                       help="train on a random subsample of N answers "
+                            f"(default {shown(STEERING.max_examples, 'all')})")
+    train.add_argument("--seed", type=int, default=STEERING.random_state,
+                       help=f"random seed (default {STEERING.random_state})")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a crashed run's checkpoint, else the candidate, else the installed model")
+    train.add_argument("--keep", action="store_true",
+                       help="if Ctrl-C stops the run, install its best weights anyway, provided they beat each "
+                            "question's majority answer on the validation answers")
+    instead = train.add_mutually_exclusive_group()
+    instead.add_argument("--keep-candidate", action="store_true",
+                         help="do not train: install the candidate, only if it beats each question's majority "
+                              "answer (the installed model becomes the previous)")
+    instead.add_argument("--discard-candidate", action="store_true", help="do not train: delete the candidate")
+    instead.add_argument("--restore-previous", action="store_true",
+                         help="do not train: put the previous model back (the installed one becomes the previous)")
+    train.set_defaults(run=run_train_steering)
+
+
+def _add_ask_parser(sub, parents: list[argparse.ArgumentParser]) -> None:
+    ask = sub.add_parser(
+        "ask", parents=parents,
+        help="ask a persona one question; print its answer distribution",
+        description="Print the steered and unsteered LLM's probability of each option (and, for a study "
+                    "question, the collaborative filter's prediction).")
+    ask.add_argument("study", metavar="STUDY")
+    ask.add_argument("question", metavar="QUESTION", help="a study question's id or text, or any question")
+    ask.add_argument("--options", metavar="'A|B|C'", help="options of a question that is not in the study")
+    ask.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ask.set_defaults(run=run_ask)
+
+
+def _add_chat_parser(sub, parents: list[argparse.ArgumentParser]) -> None:
+    talk = sub.add_parser(
+        "chat", parents=parents, help="chat with a persona",
+        description="Talk with the LLM steered toward a persona, one line per message; replies stream as "
+                    "they are generated. Each reply is grounded in the study: it finds the study question "
+                    "the message is about, opens with the persona's answer to it and gives reasons; what "
+                    "grounded it goes to standard error. Reads piped input too. /quit or end of input leaves.")
+    talk.add_argument("study", metavar="STUDY")
+    talk.add_argument("--no-grounding", dest="grounding", action="store_false",
+                      help="let the steered model answer on its own, without the study's questions")
+    talk.add_argument("--source", choices=GROUNDING_SOURCES, default=None,
+                      help="where a grounded reply's stance comes from: the soft prompt's answer, the "
+                           "collaborative filter's, or their product (default: both where the study has a "
+                           "soft prompt for this model, else the filter)")
+    talk.add_argument("--voice", type=float, default=None,
+                      help="strength of the soft prompt while a grounded reply gives its reasons (default 0: "
+                           "the soft prompts are trained on answers only, and free text under them can fall "
+                           "apart)")
+    talk.add_argument("--system", default=None,
+                      help="a system prompt for ungrounded replies (default: the model's own)")
+    talk.add_argument("--max-new-tokens", type=int, default=200, help="longest reply in tokens (default 200)")
+    talk.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 is greedy")
+    talk.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    talk.set_defaults(run=run_chat)
+
+
+def _cohort_or_all(value: str):
+    if value.strip().lower() == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cohort number or 'all', not '{value}'") from None
 
 
 def run_train_steering(args: argparse.Namespace) -> int:

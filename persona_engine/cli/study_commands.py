@@ -13,6 +13,57 @@ import pandas as pd
 from persona_engine.errors import DataError
 
 
+def add_parsers(sub, common: argparse.ArgumentParser, data_args: argparse.ArgumentParser) -> None:
+    """Register fit, evaluate, profile and info (``common``: every command's options; ``data_args``: reading DATA)."""
+    model_args = argparse.ArgumentParser(add_help=False)
+    model_args.add_argument("--dim", type=int, default=16, help="embedding dimensions (default 16)")
+    model_args.add_argument("--k", default="auto", help="number of cohorts, or 'auto' (default)")
+    model_args.add_argument("--cohort-method", default="kmeans", choices=["kmeans", "gmm"],
+                            help="clustering method (default kmeans)")
+    model_args.add_argument("--cohort-space", default="auto", choices=["auto", "embedding", "answers"],
+                            help="find cohorts among the embeddings or the answers; auto (default) "
+                                 "picks the one whose cohorts predict held-out answers better")
+
+    fit = sub.add_parser("fit", parents=[common, data_args, model_args],
+                         help="embed respondents, find cohorts, draw the map; save a study folder",
+                         description="Read DATA, fit embeddings, cohorts and the map, and save a study folder.")
+    fit.add_argument("source", metavar="DATA", help="a file, folder or zip (Polis export, wide or long table, Pew "
+                                                    "wave, SPSS/Stata/SAS file, Qualtrics export)")
+    fit.add_argument("--out", required=True, metavar="STUDY", help="study folder to write")
+    fit.add_argument("--model", default="softmax", choices=["softmax", "paper"],
+                     help="collaborative filter: softmax (default) or the paper's MSE factorization")
+    fit.add_argument("--min-cohort-size", type=int, default=None, help="smallest allowed cohort")
+    fit.add_argument("--map-3d", action="store_true", help="also lay out a 3-D map")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.set_defaults(run=run_fit)
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common, data_args, model_args],
+        help="print the held-out quality table (majority, paper MF, default model, cohort majority)",
+        description="Hide 20% of each respondent's answers (respondents with at least 5), predict them, "
+                    "and print per-respondent macro accuracy for each method.")
+    evaluate.add_argument("source", metavar="DATA|STUDY", help="input data, or a study folder")
+    evaluate.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                          help="split seeds to average over (default 0 1 2 3 4)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
+    evaluate.set_defaults(run=run_evaluate)
+
+    profile = sub.add_parser("profile", parents=[common], help="print cohort profiles",
+                             description="Print each cohort's size, label, distinctive answers and consensus.")
+    profile.add_argument("study", metavar="STUDY")
+    profile.add_argument("--cohort", type=int, default=None, help="only this cohort")
+    profile.add_argument("--top", type=int, default=5, help="how many answers/questions to list (default 5)")
+    profile.add_argument("--unweighted", action="store_true",
+                         help="ignore the survey weights (by default a study's weights weigh every share)")
+    profile.set_defaults(run=run_profile)
+
+    info = sub.add_parser("info", parents=[common], help="summarise a study folder",
+                          description="Print what a study holds and how it was made.")
+    info.add_argument("study", metavar="STUDY")
+    info.add_argument("--json", action="store_true", help="print the summary and manifest as JSON")
+    info.set_defaults(run=run_info)
+
+
 def run_fit(args: argparse.Namespace) -> int:
     from persona_engine.study import fit_study
 

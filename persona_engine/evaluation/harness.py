@@ -30,29 +30,26 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from persona_engine.cohort_quality import cohort_majority
-from persona_engine.cohort_space import fit_cohorts
-from persona_engine.cohorts import CohortFinder
-from persona_engine.embed import EMBEDDERS
+from persona_engine.embed import EMBEDDERS  # noqa: F401  (the filters the evaluation refits; tests spy on them here)
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
-from persona_engine.evaluation.protocol import evaluation_split, keep_answers, subsample
+from persona_engine.evaluation.protocol import keep_answers, subsample
+from persona_engine.evaluation.stages import (MethodScores, Progress, TrainingFit, fit_on_training, new_soft_prompt,
+                                              respondent_split, scored_cells, soft_prompt_options,
+                                              soft_prompt_scores, text_baselines)
 from persona_engine.opinion_data import MISSING
 from persona_engine.profiles import uses_weights
 from persona_engine.split import question_majority
 from persona_engine.steer.persona import score_options
 from persona_engine.steer.prompts import encode_questions
 from persona_engine.steer.settings import SteeringSettings
-from persona_engine.steer.soft_prompt import SoftPromptModel
 from persona_engine.steer.training import train_soft_prompt
-
-Progress = Callable[[str, int, int], None]
 
 TEXT, STEERED, REFERENCE = "LLM, text prompt", "LLM, soft prompt", "no LLM"
 FOLD_IN_COLUMNS = ["k", "method", "accuracy", "low", "high", "respondents", "answers"]
@@ -66,8 +63,7 @@ class EvaluationSettings:
     """Every knob of the evaluation; saved beside the report.
 
     The ``max_*`` knobs subsample respondents to bound the time on a CPU
-    (``None``: all). Defaults keep the bundled GSS study under 15 minutes
-    on 2 cores. The soft prompt's training knobs are the fields of
+    (``None``: all). The soft prompt's training knobs are the fields of
     :class:`~persona_engine.steer.settings.SteeringSettings` (see there),
     with their defaults, except for ``train_examples`` and ``val_examples``
     (``max_examples`` and ``max_val_examples`` there); :meth:`steering`
@@ -101,8 +97,7 @@ class EvaluationSettings:
     teacher_weight: float = STEERING.teacher_weight
     teacher_fill: bool = STEERING.teacher_fill
     """When the seen answers are fewer than ``train_examples``, cells the respondents never answered (never
-    a held-out one) make up the difference, taught by the collaborative filter alone. On the Brexit
-    conversation (3,275 seen answers) this lifted the individual SPM from 0.670 to 0.713 at equal steps."""
+    a held-out one) make up the difference, taught by the collaborative filter alone."""
     n_context: int = 5
     calibration_prompts: int = 64
     min_alignment_answers: int = 5
@@ -174,111 +169,82 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     """
     settings = settings or EvaluationSettings()
     report = progress or (lambda stage, done, total: None)
-    clock, timings = time.perf_counter(), {}
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 1)
-        clock = now
-
+    lap = _Stopwatch()
     data, seed = study.data, settings.random_state
-    questions, n_options = data.questions, data.n_options
-    split = evaluation_split(data.answers, respondent_fraction=settings.respondent_fraction,
-                             question_fraction=settings.question_fraction,
-                             min_answers=settings.min_answers, random_state=seed)
+    questions, answers, width = data.questions, data.answers, int(data.n_options.max())
+    split = respondent_split(answers, settings)
     trained = np.flatnonzero(split.trained)
-    training_answers = split.training_answers
 
     # -- what is learned, from the training group's seen answers only
     report("embedding", 0, 1)
-    parameters = study.manifest.get("parameters", {})
-    embedder = EMBEDDERS[parameters.get("model", "softmax")](
-        dim=study.embeddings.shape[1], random_state=seed).fit(training_answers, n_options)
-    embeddings = np.zeros((data.n_respondents, embedder.dim), dtype=np.float32)
-    embeddings[trained] = embedder.respondent_factors_
-    finder, _, _ = fit_cohorts(
-        embedder, training_answers,
-        CohortFinder(method=parameters.get("cohort_method", "kmeans"), n_cohorts=study.n_cohorts, random_state=seed),
-        parameters.get("cohort_space", "auto"), questions=questions, random_state=seed)
-    labels = np.full(data.n_respondents, -1)
-    labels[trained] = finder.labels_
-    centroids = finder.centroids_
-    width = int(n_options.max())  # options of the longest question
-    cf_probs = embedder.predict_proba(embeddings)[..., :width]  # (n_respondents, n_questions, width)
+    learned = fit_on_training(study, split.training_answers, data.n_options, questions, trained, seed)
+    cf_probs = learned.embedder.predict_proba(learned.factors)[..., :width]  # (n_respondents, n_questions, width)
     report("embedding", 1, 1)
     lap("embedding and cohorts")
-
-    steering = settings.steering()
-
-    def fresh_spm() -> SoftPromptModel:
-        return SoftPromptModel.for_llm(llm, embedder.dim, kind=steering.kind, study=data.source.name,
-                                       n_virtual_tokens=steering.n_virtual_tokens,
-                                       placement=steering.placement, random_state=seed)
-
-    untrained, spm = fresh_spm(), fresh_spm()
-    untrained.set_embedding_scale(embeddings[trained])
-    training = train_soft_prompt(
-        llm, spm, embeddings[trained], questions, training_answers,
-        teacher=cf_probs[trained] if steering.teacher_weight > 0 else None,
-        # cells nobody answered: held-out cells are answered, so they never qualify
-        teacher_cells=data.answers[trained] == MISSING if steering.teacher_fill else None,
-        progress=lambda step, total, info: report("training", step, total), **steering.training_options())
+    untrained, spm = new_soft_prompt(llm, learned, settings, data), new_soft_prompt(llm, learned, settings, data)
+    untrained.set_embedding_scale(learned.factors[trained])
+    # cells nobody answered: held-out cells are answered, so they never qualify
+    unanswered = data.answers[trained] == MISSING
+    training = train_soft_prompt(llm, spm, learned.factors[trained], questions, split.training_answers,
+                                 **soft_prompt_options(settings, cf_probs[trained], unanswered,
+                                                       lambda step, total, info: report("training", step, total)))
     spm.eval()
     lap("soft-prompt training")
 
-    # -- who is scored
+    # -- every method answers the held-out answers of the scored respondents
     scorable = trained[split.held_out[trained].any(axis=1)]
-    scored = subsample(scorable, settings.max_respondents, seed)
-    text_scored = subsample(scored, settings.max_text_respondents, seed + 1)
-    answers, held_out = data.answers, split.held_out
-    mask = np.zeros_like(held_out)
-    mask[scored] = held_out[scored]
-    text_mask = np.zeros_like(held_out)
-    text_mask[text_scored] = held_out[text_scored]
+    scored, text_scored, mask, text_mask = scored_cells(split.held_out, scorable, settings, seed, seed + 1)
     encoded = encode_questions(llm.tokenizer, questions)
-    log_probs: dict[str, np.ndarray] = {}  # method -> (n_respondents, n_questions, max_options)
+    scores = MethodScores(answers.shape, width)
+    rows, cols = np.nonzero(mask)
+    scores.store_soft_prompts(rows, cols, *soft_prompt_scores(llm, encoded, spm, rows, cols, learned, report))
+    lap("soft-prompt answers")
+    text_rows, text_cols = np.nonzero(text_mask)  # text prompts and the untrained control: the smaller sample
+    report("SPM (untrained)", 0, len(text_rows))
+    scores.store("SPM (untrained)", text_rows, text_cols,
+                 score_options(llm, encoded, text_cols, untrained, learned.factors[text_rows]))
+    calibrated, question_only = text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
+                                                report, scores.store)
+    lap("text-prompt answers")
 
-    def store(method: str, rows, cols, values) -> None:
-        table = log_probs.setdefault(method, np.full(answers.shape + (width,), -np.inf))
-        values = np.asarray(values)[:, :width]
-        table[rows, cols, : values.shape[1]] = values
-
-    # non-LLM references
-    majority = question_majority(training_answers, n_options)
+    # -- the scores
+    majority = question_majority(split.training_answers, data.n_options)
     predictions = {
         "question majority": np.broadcast_to(majority, answers.shape),
         "collaborative filter": cf_probs.argmax(-1),
-        "cohort majority": _cohort_predictions(split.seen, split.trained, labels, n_options),
+        "cohort majority": _cohort_predictions(split.seen, split.trained, learned.labels, data.n_options),
+        **scores.choices(),
     }
-
-    # soft prompts
-    rows, cols = np.nonzero(mask)
-    report("SPM (individual)", 0, len(rows))
-    store("SPM (individual)", rows, cols, score_options(
-        llm, encoded, cols, spm, embeddings[rows],
-        progress=lambda done, total, info: report("SPM (individual)", done, total)))
-    cohort_cells = np.unique(np.stack([labels[rows], cols], axis=1), axis=0)
-    report("SPM (cohort)", 0, len(cohort_cells))
-    cohort_scores = score_options(llm, encoded, cohort_cells[:, 1], spm, centroids[cohort_cells[:, 0]])
-    lookup = {(c, j): n for n, (c, j) in enumerate(map(tuple, cohort_cells))}
-    store("SPM (cohort)", rows, cols, cohort_scores[[lookup[(labels[r], j)] for r, j in zip(rows, cols)]])
-    report("SPM (cohort)", len(cohort_cells), len(cohort_cells))
-    lap("soft-prompt answers")
-
-    # text prompts and the untrained control, on the smaller sample
-    text_rows, text_cols = np.nonzero(text_mask)
-    report("SPM (untrained)", 0, len(text_rows))
-    store("SPM (untrained)", text_rows, text_cols,
-          score_options(llm, encoded, text_cols, untrained, embeddings[text_rows]))
-    calibrated, question_only = text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
-                                                report, store)
-    lap("text-prompt answers")
-
-    for method, table in log_probs.items():
-        predictions[method] = np.where(np.isfinite(table).any(-1), table.argmax(-1), MISSING)
-
     bootstrap = dict(confidence=settings.confidence, n_resamples=settings.n_bootstrap, random_state=seed)
+    accuracy = _accuracy_table(predictions, answers, mask, text_mask, calibrated, bootstrap)
+    fold_in = _fold_in_table(llm, spm, learned.embedder, encoded, split, answers, majority, settings, bootstrap,
+                             report)
+    lap("fold-in")
+    weights = data.weights if uses_weights(data, settings.weighted) else None
+    distributions = _distributions(scores, question_only, cf_probs, split.training_answers, trained, weights)
+    by_question = alignment_table(questions, answers, distributions, learned.labels, mask,
+                                  settings.min_alignment_answers, weights)
+    lap("alignment")
+    facts = _facts(study, llm, split, learned, training, weights, lap.timings, scored=int(len(scored)),
+                   text_scored=int(len(text_scored)), held_out_answers=int(mask.sum()))
+    return EvaluationResult(accuracy, fold_in, by_question, asdict(settings), facts)
+
+
+class _Stopwatch:
+    """``lap(name)``: the seconds since the last lap become the time of the stage ``name`` (in ``timings``)."""
+
+    def __init__(self) -> None:
+        self.timings, self._clock = {}, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 1)
+        self._clock = now
+
+
+# ---------------------------------------------------------- the tables
+def _accuracy_table(predictions: dict, answers, mask, text_mask, calibrated: set, bootstrap: dict) -> pd.DataFrame:
+    """One row per method, text prompts first; text methods and the untrained SPM on ``text_mask``."""
     accuracy = []
     for method, predicted in predictions.items():
         family = STEERED if method.startswith("SPM") else REFERENCE if method in (
@@ -288,36 +254,38 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         accuracy.append(_row(method, family, method in calibrated, interval, int(on.sum())))
     order = {TEXT: 0, STEERED: 1, REFERENCE: 2}
     accuracy = pd.DataFrame(accuracy).sort_values("family", key=lambda f: f.map(order), kind="stable")
-    accuracy = accuracy.reset_index(drop=True)
+    return accuracy.reset_index(drop=True)
 
-    fold_in = _fold_in_table(llm, spm, embedder, encoded, split, answers, majority, settings, bootstrap,
-                             report)
-    lap("fold-in")
-    weights = data.weights if uses_weights(data, settings.weighted) else None
+
+def _distributions(scores: MethodScores, question_only, cf_probs, training_answers, trained,
+                   weights) -> dict[str, np.ndarray]:
+    """The answer distributions whose alignment is measured: method -> ``(n_respondents, n_questions, width)``."""
+    shape = scores.shape + (scores.width,)
     trained_weights = np.ones(len(trained)) if weights is None else weights[trained]
     everyone = np.stack([np.bincount(col[col != MISSING], weights=trained_weights[col != MISSING],
-                                     minlength=width) for col in training_answers.T])
-    distributions = {
-        "SPM (individual)": np.exp(log_probs["SPM (individual)"]),
-        "SPM (cohort)": np.exp(log_probs["SPM (cohort)"]),
-        "question only, calibrated": np.broadcast_to(np.exp(question_only)[None], answers.shape + (width,)),
+                                     minlength=scores.width) for col in training_answers.T])
+    return {
+        "SPM (individual)": np.exp(scores["SPM (individual)"]),
+        "SPM (cohort)": np.exp(scores["SPM (cohort)"]),
+        "question only, calibrated": np.broadcast_to(np.exp(question_only)[None], shape),
         "collaborative filter": cf_probs,
-        "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None],
-                                              answers.shape + (width,)),
+        "everyone's answers": np.broadcast_to((everyone / everyone.sum(1, keepdims=True))[None], shape),
     }
-    by_question = alignment_table(questions, answers, distributions, labels, mask,
-                                  settings.min_alignment_answers, weights)
-    lap("alignment")
 
-    facts = {
+
+def _facts(study, llm, split, learned: TrainingFit, training, weights, timings: dict, *, scored: int,
+           text_scored: int, held_out_answers: int) -> dict:
+    """What the evaluation was measured on: the study, the model, the split, the training run, the machine."""
+    data = study.data
+    return {
         "study": data.source.name,
         "study_path": str(study.path) if study.path else None,
         "llm": llm.name, "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
         "respondents": int(data.n_respondents), "questions": int(data.n_questions),
         "held_out": split.protocol, "leave_one_out": split.leave_one_out,
         "training_respondents": int(split.trained.sum()), "unseen_respondents": int(split.unseen.sum()),
-        "scored_respondents": int(len(scored)), "text_scored_respondents": int(len(text_scored)),
-        "held_out_answers": int(mask.sum()), "cohorts": int(len(centroids)),
+        "scored_respondents": scored, "text_scored_respondents": text_scored,
+        "held_out_answers": held_out_answers, "cohorts": int(len(learned.centroids)),
         "alignment_weighted": weights is not None,
         "demographics": baselines.demographic_columns(data),
         "training": {"steps": training.steps, "examples": training.n_train,
@@ -329,7 +297,6 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.platform()}",
         "python": platform.python_version(), "torch": torch.__version__,
     }
-    return EvaluationResult(accuracy, fold_in, by_question, asdict(settings), facts)
 
 
 def _row(method, family, calibrated, interval: Interval, answers: int) -> dict:
@@ -341,70 +308,6 @@ def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
     predicted = np.full(seen.shape, MISSING, dtype=np.int64)
     predicted[trained] = cohort_majority(seen[trained], labels[trained], n_options)
     return predicted
-
-
-def text_baselines(llm, study, split, trained, rows, cols, settings, report, store,
-                   calibration_questions: np.ndarray | None = None, shuffle: np.random.Generator | None = None):
-    """Ask the text-prompt baselines on the ``(rows, cols)`` cells, giving each method's scores to ``store``.
-
-    Context and calibration prompts come from ``split.seen`` of the
-    ``trained`` respondents; the question-only letter bias from the prompts of
-    ``calibration_questions`` (default all). Returns the names of the
-    calibrated variants stored and the calibrated question-only
-    log-probabilities ``(n_questions, max_options)`` (``None`` with ``shuffle``).
-    With ``shuffle``, every prompt lists its options in a random order of its own (letters are
-    calibrated as asked, then scores are put back in each question's order).
-    """
-    data, questions = study.data, study.data.questions
-    question_only = None
-    n_options = np.asarray([q.n_options for q in questions])
-    rng = np.random.default_rng([settings.random_state, 2])
-    # Calibration prompts: training respondents' seen answers (never a scored cell).
-    seen_rows, seen_cols = np.nonzero(split.seen[trained] != MISSING)
-    pick = rng.choice(seen_rows.size, min(settings.calibration_prompts, seen_rows.size), replace=False)
-    calib_rows, calib_cols = trained[seen_rows[pick]], seen_cols[pick]
-
-    columns = baselines.demographic_columns(data)
-    similarity = baselines.question_similarity(questions) if len(rows) else None
-    preambles = {"question only": lambda r, j: ""}
-    if columns:
-        metadata = data.metadata.reset_index(drop=True)
-        preambles["demographics"] = lambda r, j: baselines.describe_respondent(metadata.iloc[r], columns)
-    preambles["context"] = lambda r, j: baselines.describe_answers(
-        questions, _without(split.seen[r], j), j, similarity, settings.n_context)
-
-    calibrated = set()
-    for name, preamble in preambles.items():
-        report(name, 0, len(rows))
-        if name == "question only" and shuffle is None:  # one prompt per question, whoever asks
-            prompts = list(questions)
-            scores = baselines.score_prompts(llm, prompts)
-            among = np.arange(len(questions)) if calibration_questions is None else calibration_questions
-            raw, calibration_scores, calibration_n = scores[cols], scores[among], n_options[among]
-            question_only = baselines.calibration_from(scores[among], n_options[among]).apply(scores, n_options)
-        else:
-            prompts, order = baselines.shuffled(
-                [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)], shuffle)
-            raw = baselines.score_prompts(
-                llm, prompts, progress=lambda done, total, info: report(name, done, total))
-            calibration, _ = baselines.shuffled(
-                [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(calib_rows, calib_cols)], shuffle)
-            calibration_scores, calibration_n = baselines.score_prompts(llm, calibration), n_options[calib_cols]
-        letter_bias = baselines.calibration_from(calibration_scores, calibration_n)
-        adjusted = letter_bias.apply(raw, n_options[cols])
-        if name != "question only" or shuffle is not None:
-            raw, adjusted = baselines.unshuffled(raw, order), baselines.unshuffled(adjusted, order)
-        store(f"{name}", rows, cols, raw)
-        store(f"{name}, calibrated", rows, cols, adjusted)
-        calibrated.add(f"{name}, calibrated")
-        report(name, len(rows), len(rows))
-    return calibrated, question_only
-
-
-def _without(seen_row: np.ndarray, question: int) -> np.ndarray:
-    row = seen_row.copy()
-    row[question] = MISSING
-    return row
 
 
 def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings, bootstrap,

@@ -28,20 +28,20 @@ only group the scores and never predict.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
-from persona_engine.cohort_space import fit_cohorts
-from persona_engine.cohorts import CohortFinder
-from persona_engine.embed import EMBEDDERS
+from persona_engine.embed import EMBEDDERS  # noqa: F401  (the filters each fold refits; tests spy on them here)
 from persona_engine.evaluation import baselines
-from persona_engine.evaluation.harness import (EvaluationSettings, alignment_by_cohort, alignment_table,
-                                               text_baselines)
+from persona_engine.evaluation.harness import EvaluationSettings, alignment_by_cohort, alignment_table
 from persona_engine.evaluation.metrics import accuracy_interval
-from persona_engine.evaluation.protocol import EvaluationSplit, evaluation_split, subsample
+from persona_engine.evaluation.protocol import EvaluationSplit
+from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
+                                              respondent_split, scored_cells, soft_prompt_options,
+                                              soft_prompt_scores, text_baselines)
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
 from persona_engine.opinion_data import MISSING
@@ -49,7 +49,6 @@ from persona_engine.profiles import uses_weights
 from persona_engine.split import question_majority
 from persona_engine.steer.persona import score_options
 from persona_engine.steer.prompts import encode_questions
-from persona_engine.steer.soft_prompt import SoftPromptModel
 from persona_engine.steer.training import train_soft_prompt
 
 STEERED, TEXT, TRANSFER, REFERENCE = "steered LLM", "text prompt", "non-LLM", "reference only"
@@ -87,147 +86,144 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
     order and letter labels can fake alignment (Dominguez-Olmedo et al., 2023).
     """
     settings = settings or EvaluationSettings()
-    report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
-    data, seed = study.data, settings.random_state
-    questions, n_options, answers = data.questions, data.n_options, data.answers
-    width = int(n_options.max())
-    respondents = evaluation_split(answers, respondent_fraction=settings.respondent_fraction,
-                                   question_fraction=settings.question_fraction,
-                                   min_answers=settings.min_answers, random_state=seed)
-    trained = np.flatnonzero(respondents.trained)
-    folds = question_folds(data.n_questions, n_folds, seed)
-    vectors = baselines.question_vectors(questions)
-    similarity = vectors @ vectors.T
-    encoded = encode_questions(llm.tokenizer, questions)
-    log_probs: dict[str, np.ndarray] = {}
-    shuffled_log_probs: dict[str, np.ndarray] = {}
-    chosen: dict[str, np.ndarray] = {}   # method -> codes (n_respondents, n_questions)
-    placed: dict[str, np.ndarray] = {}   # method -> predicted positions, for AUC and ρ
-    mask = np.zeros(answers.shape, dtype=bool)
-    text_mask = np.zeros(answers.shape, dtype=bool)
-    runs = []
+    run = _UnseenQuestions(study, llm, settings, progress or (lambda stage, done, total: None), shuffle_options)
+    folds = question_folds(study.data.n_questions, n_folds, settings.random_state)
+    records = [run.fold(number, len(folds), held) for number, held in enumerate(folds, start=1)]
 
-    def store(method, rows, cols, values, into=log_probs) -> None:
-        table = into.setdefault(method, np.full(answers.shape + (width,), -np.inf))
-        values = np.asarray(values)[:, :width]
-        table[rows, cols, : values.shape[1]] = values
-
-    def store_shuffled(method, rows, cols, values) -> None:
-        store(method, rows, cols, values, into=shuffled_log_probs)
-
-    def choose(method, rows, cols, codes, place=None) -> None:
-        chosen.setdefault(method, np.full(answers.shape, MISSING, dtype=np.int64))[rows, cols] = codes
-        where = placed.setdefault(method, np.full(answers.shape, np.nan))
-        where[rows, cols] = positions(np.asarray(codes), n_options[cols]) if place is None else place
-
-    for number, held in enumerate(folds, start=1):
-        stage = f"fold {number} of {len(folds)}"
-        kept = np.setdiff1d(np.arange(data.n_questions), held)
-        seen = answers.copy()
-        seen[:, held] = MISSING  # nothing below reads a held-out question's answers
-        learning = seen[np.ix_(trained, kept)]
-
-        report(f"{stage}: embedding and cohorts", 0, 1)
-        parameters = study.manifest.get("parameters", {})
-        embedder = EMBEDDERS[parameters.get("model", "softmax")](
-            dim=study.embeddings.shape[1], random_state=seed).fit(learning, n_options[kept])
-        factors = np.zeros((data.n_respondents, embedder.dim), dtype=np.float32)
-        factors[trained] = embedder.respondent_factors_
-        kept_questions = [questions[j] for j in kept]
-        finder, _, _ = fit_cohorts(
-            embedder, learning, CohortFinder(method=parameters.get("cohort_method", "kmeans"),
-                                             n_cohorts=study.n_cohorts, random_state=seed),
-            parameters.get("cohort_space", "auto"), questions=kept_questions, random_state=seed)
-        labels = np.full(data.n_respondents, -1)
-        labels[trained] = finder.labels_
-
-        steering = settings.steering()
-        spm = SoftPromptModel.for_llm(llm, embedder.dim, kind=steering.kind, study=data.source.name,
-                                      n_virtual_tokens=steering.n_virtual_tokens,
-                                      placement=steering.placement, random_state=seed)
-        teacher = embedder.predict_proba(factors[trained])[..., : int(n_options[kept].max())]
-        training = train_soft_prompt(
-            llm, spm, factors[trained], kept_questions, learning,
-            teacher=teacher if steering.teacher_weight > 0 else None,
-            teacher_cells=learning == MISSING if steering.teacher_fill else None,
-            progress=lambda step, total, info: report(f"{stage}: training", step, total),
-            **steering.training_options())
-        spm.eval()
-        runs.append({"fold": number, "held_out": [questions[j].id for j in held],
-                     "steps": training.steps, "stopped": training.stopped,
-                     "seconds_per_step": round(training.seconds_per_step, 3)})
-
-        # who is scored on this fold's questions
-        fold_cells = np.zeros(answers.shape, dtype=bool)
-        fold_cells[np.ix_(trained, held)] = answers[np.ix_(trained, held)] != MISSING
-        scored = subsample(np.flatnonzero(fold_cells.any(axis=1)), settings.max_respondents, seed + number)
-        text_scored = subsample(scored, settings.max_text_respondents, seed + number + 100)
-        fold_mask, fold_text = np.zeros_like(mask), np.zeros_like(mask)
-        fold_mask[scored], fold_text[text_scored] = fold_cells[scored], fold_cells[text_scored]
-        mask |= fold_mask
-        text_mask |= fold_text
-        rows, cols = np.nonzero(fold_mask)
-
-        report(f"{stage}: SPM", 0, 1)
-        store("SPM (individual)", rows, cols, score_options(llm, encoded, cols, spm, factors[rows]))
-        pairs, inverse = np.unique(np.stack([labels[rows], cols], axis=1), axis=0, return_inverse=True)
-        cohort_scores = score_options(llm, encoded, pairs[:, 1], spm, finder.centroids_[pairs[:, 0]])
-        store("SPM (cohort)", rows, cols, cohort_scores[inverse.ravel()])
-
-        text_rows, text_cols = np.nonzero(fold_text)
-        split = EvaluationSplit(seen=seen, held_out=fold_text, trained=respondents.trained)
-        text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
-                       lambda name, done, total: report(f"{stage}: {name}", done, total), store,
-                       calibration_questions=kept)
-        if shuffle_options:
-            rng = np.random.default_rng([seed, 11, number])
-            report(f"{stage}: shuffled options", 0, 1)
-            variants, perms = baselines.shuffled([questions[j] for j in text_cols], rng)
-            asked, each = encode_questions(llm.tokenizer, variants), np.arange(len(variants))
-            store_shuffled("SPM (individual)", text_rows, text_cols, baselines.unshuffled(
-                score_options(llm, asked, each, spm, factors[text_rows]), perms))
-            store_shuffled("SPM (cohort)", text_rows, text_cols, baselines.unshuffled(
-                score_options(llm, asked, each, spm, finder.centroids_[labels[text_rows]]), perms))
-            text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
-                           lambda name, done, total: report(f"{stage}: {name}, shuffled", done, total),
-                           store_shuffled, calibration_questions=kept, shuffle=rng)
-
-        # the references, on the same cells as the SPM
-        transfer = nearest_question_transfer(seen, n_options, similarity, held, kept)
-        local = np.searchsorted(held, cols)
-        choose("nearest-question transfer", rows, cols, transfer[rows, local])
-        text_model = TextToFactor().fit(vectors[kept], factors[trained], learning, n_options[kept])
-        place = text_model.predict_positions(vectors[held], factors)
-        codes = np.rint(place[rows, local] * (n_options[cols] - 1)).astype(np.int64)
-        choose("text-to-factor", rows, cols, codes, place[rows, local])
-        majority = question_majority(answers[np.ix_(trained, held)], n_options[held])
-        choose("question majority", rows, cols, majority[local])
-        report(stage, 1, 1)
-
-    _read_scores(log_probs, chosen, placed, n_options)
-    accuracy = _accuracy_table(chosen, placed, answers, mask, text_mask, n_options, study.labels, settings)
+    data, answers, n_options = study.data, study.data.answers, study.data.n_options
+    _read_scores(run.log_probs, run.chosen, run.placed, n_options)
+    accuracy = _accuracy_table(run.chosen, run.placed, answers, run.mask, run.text_mask, n_options, study.labels,
+                               settings)
     accuracy.insert(2, "options", "fixed order")
     if shuffle_options:
         chosen_s, placed_s = {}, {}
-        _read_scores(shuffled_log_probs, chosen_s, placed_s, n_options)
-        shuffled = _accuracy_table(chosen_s, placed_s, answers, text_mask, text_mask, n_options, study.labels,
-                                   settings)
+        _read_scores(run.shuffled, chosen_s, placed_s, n_options)
+        shuffled = _accuracy_table(chosen_s, placed_s, answers, run.text_mask, run.text_mask, n_options,
+                                   study.labels, settings)
         shuffled.insert(2, "options", "shuffled")
         accuracy = pd.concat([accuracy, shuffled], ignore_index=True)
     weights = data.weights if uses_weights(data, settings.weighted) else None
-    distributions = {m: np.exp(log_probs[m]) for m in ("SPM (individual)", "SPM (cohort)",
-                                                        "question only, calibrated") if m in log_probs}
-    alignment = alignment_table(questions, answers, distributions, study.labels, mask,
+    distributions = {m: np.exp(run.log_probs[m]) for m in ("SPM (individual)", "SPM (cohort)",
+                                                            "question only, calibrated") if m in run.log_probs}
+    alignment = alignment_table(data.questions, answers, distributions, study.labels, run.mask,
                                 settings.min_alignment_answers, weights)
-    facts = {"study": data.source.name, "llm": llm.name, "split": "questions", "folds": runs,
+    facts = {"study": data.source.name, "llm": llm.name, "split": "questions", "folds": records,
              "respondents": int(data.n_respondents), "questions": int(data.n_questions),
-             "training_respondents": int(len(trained)), "scored_answers": int(mask.sum()),
-             "text_scored_answers": int(text_mask.sum()), "alignment_weighted": weights is not None,
+             "training_respondents": int(len(run.trained)), "scored_answers": int(run.mask.sum()),
+             "text_scored_answers": int(run.text_mask.sum()), "alignment_weighted": weights is not None,
              "seconds": round(time.perf_counter() - started, 1),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return UnseenQuestionsResult(accuracy, alignment, {**asdict(settings), "question_folds": n_folds,
                                                        "shuffle_options": shuffle_options}, facts)
+
+
+class _UnseenQuestions:
+    """One run of the evaluation: what its folds share, and every method's scores so far."""
+
+    def __init__(self, study, llm, settings: EvaluationSettings, report, shuffle_options: bool) -> None:
+        self.study, self.llm, self.settings, self.report = study, llm, settings, report
+        self.shuffle_options = shuffle_options
+        data = study.data
+        self.respondents = respondent_split(data.answers, settings)  # the same training group in every fold
+        self.trained = np.flatnonzero(self.respondents.trained)
+        self.vectors = baselines.question_vectors(data.questions)
+        self.similarity = self.vectors @ self.vectors.T
+        self.encoded = encode_questions(llm.tokenizer, data.questions)
+        width = int(data.n_options.max())
+        self.log_probs = MethodScores(data.answers.shape, width)
+        self.shuffled = MethodScores(data.answers.shape, width)  # asked with the options in a random order
+        self.chosen: dict[str, np.ndarray] = {}   # method -> codes (n_respondents, n_questions)
+        self.placed: dict[str, np.ndarray] = {}   # method -> predicted positions, for AUC and ρ
+        self.mask = np.zeros(data.answers.shape, dtype=bool)
+        self.text_mask = np.zeros(data.answers.shape, dtype=bool)
+
+    def fold(self, number: int, n_folds: int, held: np.ndarray) -> dict:
+        """Learn everything without the questions ``held``, then score every method on them; the fold's record."""
+        data, seed, trained = self.study.data, self.settings.random_state, self.trained
+        stage = f"fold {number} of {n_folds}"
+        kept = np.setdiff1d(np.arange(data.n_questions), held)
+        seen = data.answers.copy()
+        seen[:, held] = MISSING  # nothing below reads a held-out question's answers
+        learning = seen[np.ix_(trained, kept)]
+        learned, spm, training = self._learn(stage, kept, learning)
+
+        # who is scored on this fold's questions
+        fold_cells = np.zeros(data.answers.shape, dtype=bool)
+        fold_cells[np.ix_(trained, held)] = data.answers[np.ix_(trained, held)] != MISSING
+        scorable = np.flatnonzero(fold_cells.any(axis=1))
+        _, _, fold_mask, fold_text = scored_cells(fold_cells, scorable, self.settings, seed + number,
+                                                  seed + number + 100)
+        self.mask |= fold_mask
+        self.text_mask |= fold_text
+        rows, cols = np.nonzero(fold_mask)
+
+        self.report(f"{stage}: SPM", 0, 1)
+        self.log_probs.store_soft_prompts(rows, cols, *soft_prompt_scores(self.llm, self.encoded, spm, rows, cols,
+                                                                          learned))
+        text_rows, text_cols = np.nonzero(fold_text)
+        split = EvaluationSplit(seen=seen, held_out=fold_text, trained=self.respondents.trained)
+        text_baselines(self.llm, self.study, split, trained, text_rows, text_cols, self.settings,
+                       lambda name, done, total: self.report(f"{stage}: {name}", done, total), self.log_probs.store,
+                       calibration_questions=kept)
+        if self.shuffle_options:
+            self._ask_shuffled(stage, number, spm, learned, split, kept, text_rows, text_cols)
+        self._ask_references(seen, held, kept, learned, learning, rows, cols)
+        self.report(stage, 1, 1)
+        return {"fold": number, "held_out": [data.questions[j].id for j in held],
+                "steps": training.steps, "stopped": training.stopped,
+                "seconds_per_step": round(training.seconds_per_step, 3)}
+
+    def _learn(self, stage: str, kept: np.ndarray, learning: np.ndarray):
+        """The filter, the cohorts and the soft prompt, from the training group's answers to the ``kept`` questions."""
+        data, trained, n_options = self.study.data, self.trained, self.study.data.n_options
+        self.report(f"{stage}: embedding and cohorts", 0, 1)
+        kept_questions = [data.questions[j] for j in kept]
+        learned = fit_on_training(self.study, learning, n_options[kept], kept_questions, trained,
+                                  self.settings.random_state)
+        spm = new_soft_prompt(self.llm, learned, self.settings, data)
+        teacher = learned.embedder.predict_proba(learned.factors[trained])[..., : int(n_options[kept].max())]
+        training = train_soft_prompt(
+            self.llm, spm, learned.factors[trained], kept_questions, learning,
+            **soft_prompt_options(self.settings, teacher, learning == MISSING,
+                                  lambda step, total, info: self.report(f"{stage}: training", step, total)))
+        spm.eval()
+        return learned, spm, training
+
+    def _ask_shuffled(self, stage, number, spm, learned: TrainingFit, split, kept, text_rows, text_cols) -> None:
+        """The soft prompts and the text prompts again, each prompt's options in a random order of its own."""
+        questions = self.study.data.questions
+        rng = np.random.default_rng([self.settings.random_state, 11, number])
+        self.report(f"{stage}: shuffled options", 0, 1)
+        variants, perms = baselines.shuffled([questions[j] for j in text_cols], rng)
+        asked, each = encode_questions(self.llm.tokenizer, variants), np.arange(len(variants))
+        self.shuffled.store("SPM (individual)", text_rows, text_cols, baselines.unshuffled(
+            score_options(self.llm, asked, each, spm, learned.factors[text_rows]), perms))
+        self.shuffled.store("SPM (cohort)", text_rows, text_cols, baselines.unshuffled(
+            score_options(self.llm, asked, each, spm, learned.centroids[learned.labels[text_rows]]), perms))
+        text_baselines(self.llm, self.study, split, self.trained, text_rows, text_cols, self.settings,
+                       lambda name, done, total: self.report(f"{stage}: {name}, shuffled", done, total),
+                       self.shuffled.store, calibration_questions=kept, shuffle=rng)
+
+    def _ask_references(self, seen, held, kept, learned: TrainingFit, learning, rows, cols) -> None:
+        """The non-LLM methods, on the same cells as the soft prompts."""
+        answers, n_options, trained = self.study.data.answers, self.study.data.n_options, self.trained
+        transfer = nearest_question_transfer(seen, n_options, self.similarity, held, kept)
+        local = np.searchsorted(held, cols)
+        self._choose("nearest-question transfer", rows, cols, transfer[rows, local])
+        text_model = TextToFactor().fit(self.vectors[kept], learned.factors[trained], learning, n_options[kept])
+        place = text_model.predict_positions(self.vectors[held], learned.factors)
+        codes = np.rint(place[rows, local] * (n_options[cols] - 1)).astype(np.int64)
+        self._choose("text-to-factor", rows, cols, codes, place[rows, local])
+        majority = question_majority(answers[np.ix_(trained, held)], n_options[held])
+        self._choose("question majority", rows, cols, majority[local])
+
+    def _choose(self, method, rows, cols, codes, place=None) -> None:
+        """A method's chosen options at the ``(rows, cols)`` cells, and their positions (from the codes by default)."""
+        answers, n_options = self.study.data.answers, self.study.data.n_options
+        self.chosen.setdefault(method, np.full(answers.shape, MISSING, dtype=np.int64))[rows, cols] = codes
+        where = self.placed.setdefault(method, np.full(answers.shape, np.nan))
+        where[rows, cols] = positions(np.asarray(codes), n_options[cols]) if place is None else place
 
 
 def _read_scores(log_probs: dict, chosen: dict, placed: dict, n_options: np.ndarray) -> None:

@@ -173,6 +173,7 @@ def train_steering(
     The run is recorded in ``training.json`` (:func:`training_runs`) with
     its outcome; :func:`steering_status` tells which it was.
     """
+    # Long only for its docstring: start (fresh or resumed), checkpoint, train, judge, install or keep as candidate.
     asked_kind = overrides.get("kind")
     settings = _settings(settings, overrides)
     root = _study_folder(study)
@@ -184,12 +185,9 @@ def train_steering(
                            placement=spm.config.placement)
     else:
         spm, test_mask, runs = _fresh(study, llm, settings, holdout)
+        shutil.rmtree(checkpoint, ignore_errors=True)  # a checkpoint left by an older run is not this run's
 
-    if not resume:  # a checkpoint left by an older run is not this run's
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    spm.save_pretrained(checkpoint)  # the starting point is the first checkpoint
-    _write_holdout(checkpoint, test_mask)
-    _write_runs(checkpoint, runs)  # the runs before this one, for a resume after a crash
+    _write_model(checkpoint, spm, test_mask, runs)  # the starting point, and the runs before this one
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions,
                                **_training_inputs(study, settings, test_mask),
@@ -198,19 +196,12 @@ def train_steering(
               "seconds": round(time.perf_counter() - clock, 2), "llm": llm.name,
               "llm_dtype": str(llm.dtype).removeprefix("torch."), "device": str(llm.device),
               "options": settings.to_dict(), "result": to_jsonable(asdict(result))}
-    score = _run_score(record, checkpoint, study)
-    installed = result.stopped != "cancelled" and score.beats_majority
-    record["outcome"] = "installed" if installed else "candidate"
-    if not installed:
-        record["why_not_installed"] = (f"it was cancelled after {result.steps} steps" if result.stopped == "cancelled"
-                                       else score.shortfall())
+    installed = _judge_run(record, result, checkpoint, study)
     runs.append(record)
     _write_runs(checkpoint, runs)
 
     def write(target: Path) -> None:
-        spm.save_pretrained(target)
-        _write_holdout(target, test_mask)
-        _write_runs(target, runs)
+        _write_model(target, spm, test_mask, runs)
 
     if installed:
         _install(root, write)
@@ -219,6 +210,24 @@ def train_steering(
         write_folder_atomically(root / CANDIDATE, write, marker=CONFIG_NAME, kind=FOLDER_KIND)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return spm, result
+
+
+def _write_model(folder: Path, spm: SoftPromptModel, test_mask: np.ndarray, runs: Sequence[dict]) -> None:
+    """A soft-prompting model folder: the model, its held-out answers and its runs."""
+    spm.save_pretrained(folder)
+    _write_holdout(folder, test_mask)
+    _write_runs(folder, runs)
+
+
+def _judge_run(record: dict, result: TrainingResult, checkpoint: Path, study: Study) -> bool:
+    """Whether the run is installed: it finished and beats the majority baseline; its ``outcome`` goes in ``record``."""
+    score = _run_score(record, checkpoint, study)
+    installed = result.stopped != "cancelled" and score.beats_majority
+    record["outcome"] = "installed" if installed else "candidate"
+    if not installed:
+        record["why_not_installed"] = (f"it was cancelled after {result.steps} steps" if result.stopped == "cancelled"
+                                       else score.shortfall())
+    return installed
 
 
 def _settings(settings: SteeringSettings | None, overrides: dict) -> SteeringSettings:

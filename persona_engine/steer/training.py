@@ -208,12 +208,7 @@ def train_soft_prompt(
     patience:
         Validation checks without improvement before stopping early.
     schedule:
-        ``"cosine"``: a linear warm-up over the first 5% of the steps to
-        ``lr``, then a cosine decay to zero at the last step; or
-        ``"constant"``. On the sample study's evaluation split the decay
-        lifted held-out accuracy from 0.588 to 0.625 at the same 1,250 steps:
-        the last steps, taken at a small learning rate, settle the weights
-        that a constant rate keeps shaking.
+        ``"cosine"`` or ``"constant"`` (see :func:`learning_rate_factor`).
     max_examples:
         Subsample this many training examples.
     max_val_examples:
@@ -256,166 +251,287 @@ def train_soft_prompt(
         and at the end. Resume by loading it with ``from_pretrained`` and
         training again (the optimizer starts afresh).
     """
+    # Long only for its visible knobs and their docs: the run is the examples, the loss, then the loop.
+    embeddings, answers, teacher = _checked_inputs(embeddings, questions, answers, teacher)
+    rng = np.random.default_rng(random_state)  # every draw of the run, in a fixed order
+    examples = _draw_examples(questions, answers, rng, validation=validation, max_examples=max_examples,
+                              max_val_examples=max_val_examples, teacher=teacher, teacher_cells=teacher_cells,
+                              words_share=words_share)
+    total = total_steps(epochs, max_steps, math.ceil(len(examples.train) / batch_size))
+    if progress is not None:
+        progress(0, total, {})  # the length is known; the preparation follows
+
+    loss = _SoftPromptLoss(llm, soft_prompt, embeddings, questions, examples, teacher=teacher,
+                           teacher_weight=teacher_weight, system=system)
+    result = examples.result()
+    _optimize(loss, examples.train, result, rng, total=total, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, schedule=schedule, eval_every=eval_every, patience=patience,
+              progress=progress, cancel=cancel, checkpoint=checkpoint)
+    return result
+
+
+def _checked_inputs(embeddings, questions, answers, teacher) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(embeddings, answers, teacher)`` as arrays; a :class:`DataError` when their shapes disagree."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     answers = np.asarray(answers)
     if embeddings.shape[0] != answers.shape[0] or answers.shape[1] != len(questions):
         raise DataError(f"{embeddings.shape[0]} embeddings and {len(questions)} questions for an answer "
                         f"matrix of shape {answers.shape}", expected="one embedding per respondent row")
-    rng = np.random.default_rng(random_state)
+    if teacher is not None:
+        teacher = np.asarray(teacher, dtype=np.float32)
+        if teacher.shape[:2] != answers.shape:
+            raise DataError(f"teacher distributions of shape {teacher.shape}",
+                            expected=f"shape {answers.shape} + (options,)")
+    return embeddings, answers, teacher
+
+
+# ------------------------------------------------------------------ the examples
+@dataclass
+class _Examples:
+    """A run's examples as index arrays ``(n_examples,)``, and which of them train and validate.
+
+    The known answers come first; examples past them are cells the teacher
+    alone teaches (``answer`` -1).
+    """
+
+    respondent: np.ndarray
+    question: np.ndarray
+    answer: np.ndarray
+    train: np.ndarray
+    """Indices of the training examples."""
+    val: np.ndarray
+    """Indices of the examples held back for early stopping."""
+    spoken: np.ndarray
+    """``(n_examples,)`` bool: taught as a reply in words rather than by its letter."""
+    baselines: tuple[float, float]
+    """``(majority, chance)`` accuracies on the validation examples (:func:`majority_baseline`)."""
+
+    def result(self) -> TrainingResult:
+        """An empty :class:`TrainingResult` that knows the examples and the baselines."""
+        majority, chance = self.baselines
+        return TrainingResult(n_train=len(self.train), n_val=len(self.val),
+                              n_teacher_only=int((self.answer[self.train] < 0).sum()),
+                              val_majority_accuracy=majority, val_chance_accuracy=chance)
+
+
+def _draw_examples(questions, answers: np.ndarray, rng: np.random.Generator, *, validation: float,
+                   max_examples: int | None, max_val_examples: int | None, teacher: np.ndarray | None,
+                   teacher_cells: np.ndarray | None, words_share: float) -> _Examples:
+    """The validation split, the training subsample, the teacher's cells and the examples taught in words.
+
+    Drawn from ``rng`` in that order, the split first (see :func:`validation_split`).
+    """
     respondent, question, answer = answer_examples(answers)
     val, train = validation_split(len(answer), rng, validation=validation, max_examples=max_examples,
                                   max_val_examples=max_val_examples)
-    n_val = len(val)
-    result = TrainingResult(n_val=n_val)
-    result.val_majority_accuracy, result.val_chance_accuracy = majority_baseline(questions, question, answer,
-                                                                                 train, val)
+    baselines = majority_baseline(questions, question, answer, train, val)
     if max_examples is not None:
         train = train[:max_examples]
     if len(train) == 0:
         raise DataError("no answers to train the soft prompt on", expected="a study with known answers")
     if teacher_cells is not None and teacher is not None and max_examples is not None \
             and len(train) < max_examples:
-        cells = np.asarray(teacher_cells, dtype=bool)
-        if cells.shape != answers.shape:
-            raise DataError(f"teacher cells of shape {cells.shape}", expected=f"shape {answers.shape}")
-        fill_r, fill_q = np.nonzero(cells & (answers == MISSING))
-        pick = rng.permutation(len(fill_r))[: max_examples - len(train)]
-        train = np.concatenate([train, len(answer) + np.arange(len(pick))])
-        respondent = np.concatenate([respondent, fill_r[pick]])
-        question = np.concatenate([question, fill_q[pick]])
-        answer = np.concatenate([answer, np.full(len(pick), -1, dtype=answer.dtype)])  # no answer: teacher only
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = total_steps(epochs, max_steps, steps_per_epoch)
-    if progress is not None:
-        progress(0, total, {})  # the length is known; the preparation follows
-
-    spm = soft_prompt.to(llm.device).train()
-    placement = spm.config.placement
-    encoded = encode_questions(llm.tokenizer, questions, system)
-    prompts = Prompts.for_questions(llm, encoded, placement)  # persona-independent: computed once
-    if not spm.embedding_scaled:  # a fresh SPM; a resumed one keeps its input scale
-        spm.set_embedding_scale(embeddings[np.unique(respondent[train])])
-    kind = spm.config.kind
-    x = torch.as_tensor(embeddings, device=llm.device)
-    y = torch.as_tensor(answer, device=llm.device)
-    if teacher is not None:
-        teacher = np.asarray(teacher, dtype=np.float32)
-        if teacher.shape[:2] != answers.shape:
-            raise DataError(f"teacher distributions of shape {teacher.shape}",
-                            expected=f"shape {answers.shape} + (options,)")
-        n_letters = len(encoded.letter_ids)
-        soft = np.zeros((len(answer), n_letters), dtype=np.float32)
-        width = min(n_letters, teacher.shape[2])
-        soft[:, :width] = teacher[respondent, question, :width]
-        soft = torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=llm.device)
-    spoken = rng.random(len(answer)) < words_share  # examples taught in words
+        fill_r, fill_q = _teacher_only_cells(teacher_cells, answers, rng, max_examples - len(train))
+        train = np.concatenate([train, len(answer) + np.arange(len(fill_r))])
+        respondent = np.concatenate([respondent, fill_r])
+        question = np.concatenate([question, fill_q])
+        answer = np.concatenate([answer, np.full(len(fill_r), -1, dtype=answer.dtype)])  # no answer: teacher only
+    spoken = rng.random(len(answer)) < words_share
     spoken[val] = False  # validation (early stopping) scores the answers by letter
     spoken[answer < 0] = False  # a teacher-only cell has no answer to say
-    if spoken.any():
-        free = Prompts.for_questions(llm, encode_questions(llm.tokenizer, questions, system, lettered=False),
-                                     placement)
-        replies = reply_ids(llm.tokenizer, questions)
+    return _Examples(respondent, question, answer, train, val, spoken, baselines)
 
-    # Without every prompt cached, a batch pays for each distinct question it asks: ask few per batch.
-    grouped = not (prompts.fully_cached and (not spoken.any() or free.fully_cached))
-    if grouped:
-        val = val[np.argsort(question[val], kind="stable")]  # a validation check's loss is order-free
 
-    def loss_on(rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
+def _teacher_only_cells(teacher_cells: np.ndarray, answers: np.ndarray, rng: np.random.Generator,
+                        n: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``n`` random cells of ``teacher_cells`` without an answer, as ``(respondent, question)`` arrays."""
+    cells = np.asarray(teacher_cells, dtype=bool)
+    if cells.shape != answers.shape:
+        raise DataError(f"teacher cells of shape {cells.shape}", expected=f"shape {answers.shape}")
+    fill_r, fill_q = np.nonzero(cells & (answers == MISSING))
+    pick = rng.permutation(len(fill_r))[:n]
+    return fill_r[pick], fill_q[pick]
+
+
+# ------------------------------------------------------------------ the loss
+class _SoftPromptLoss:
+    """The loss of the soft prompt on rows of the examples: letters (with the teacher) and replies in words.
+
+    Preparing it computes the questions' prompts once (they are the same
+    for every persona) and the teacher's targets.
+    """
+
+    def __init__(self, llm, soft_prompt, embeddings: np.ndarray, questions, examples: _Examples, *,
+                 teacher: np.ndarray | None, teacher_weight: float, system: str | None) -> None:
+        self.llm, self.examples, self.teacher_weight = llm, examples, teacher_weight
+        self.spm = soft_prompt.to(llm.device).train()
+        placement = self.spm.config.placement
+        encoded = encode_questions(llm.tokenizer, questions, system)
+        self.prompts = Prompts.for_questions(llm, encoded, placement)
+        if not self.spm.embedding_scaled:  # a fresh SPM; a resumed one keeps its input scale
+            self.spm.set_embedding_scale(embeddings[np.unique(examples.respondent[examples.train])])
+        self.x = torch.as_tensor(embeddings, device=llm.device)
+        self.y = torch.as_tensor(examples.answer, device=llm.device)
+        self.soft = None if teacher is None else _teacher_targets(teacher, examples, len(encoded.letter_ids),
+                                                                  llm.device)
+        self.free = self.replies = None
+        if examples.spoken.any():
+            self.free = Prompts.for_questions(
+                llm, encode_questions(llm.tokenizer, questions, system, lettered=False), placement)
+            self.replies = reply_ids(llm.tokenizer, questions)
+        # Without every prompt cached, a batch pays for each distinct question it asks: ask few per batch.
+        self.grouped = not (self.prompts.fully_cached and (self.free is None or self.free.fully_cached))
+        self.val = examples.val
+        if self.grouped:
+            self.val = self.val[np.argsort(examples.question[self.val], kind="stable")]  # the loss is order-free
+        self.n_val = len(self.val)
+
+    def __call__(self, rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
         """Mean loss over ``rows``, and letter hits and letter examples among them."""
-        letters, words = rows[~spoken[rows]], rows[spoken[rows]]
+        ex, kind = self.examples, self.spm.config.kind
+        letters, words = rows[~ex.spoken[rows]], rows[ex.spoken[rows]]
         loss, hits = 0.0, 0
         if len(letters):
-            logits = letter_logits(llm, prompts, question[letters], spm(x[respondent[letters]]), kind=kind)
-            hard = F.cross_entropy(logits, y[letters], reduction="sum", ignore_index=-1)
-            if teacher is not None and training:
+            logits = letter_logits(self.llm, self.prompts, ex.question[letters],
+                                   self.spm(self.x[ex.respondent[letters]]), kind=kind)
+            hard = F.cross_entropy(logits, self.y[letters], reduction="sum", ignore_index=-1)
+            if self.soft is not None and training:
                 log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
-                distilled = -(soft[letters] * log_p).sum(-1)
+                distilled = -(self.soft[letters] * log_p).sum(-1)
                 # cells without an answer learn from the teacher alone
-                weight = torch.where(y[letters] >= 0, teacher_weight, 1.0)
-                hard = (1 - teacher_weight) * hard + (weight * distilled).sum()
+                weight = torch.where(self.y[letters] >= 0, self.teacher_weight, 1.0)
+                hard = (1 - self.teacher_weight) * hard + (weight * distilled).sum()
             loss = loss + hard
-            hits = int((logits.argmax(-1) == y[letters]).sum())
+            hits = int((logits.argmax(-1) == self.y[letters]).sum())
         if len(words):
             loss = loss + len(words) * reply_loss(
-                llm, free, [replies[q][a] for q, a in zip(question[words], answer[words])],
-                question[words], spm(x[respondent[words]]), kind=kind)
+                self.llm, self.free, [self.replies[q][a] for q, a in zip(ex.question[words], ex.answer[words])],
+                ex.question[words], self.spm(self.x[ex.respondent[words]]), kind=kind)
         return loss / len(rows), hits, len(letters)
 
-    def evaluate() -> tuple[float, float]:
+    def validate(self, batch_size: int, cancel) -> tuple[float, float]:
         """Validation loss and letter accuracy; raises :class:`_Cancelled` between batches."""
-        if n_val == 0:
+        if self.n_val == 0:
             return math.nan, math.nan
-        spm.eval()
+        self.spm.eval()
         total_loss, hits, asked = 0.0, 0, 0
         with torch.no_grad():
-            for start in range(0, n_val, batch_size):
+            for start in range(0, self.n_val, batch_size):
                 _stop_if_cancelled(cancel)
-                rows = val[start:start + batch_size]
-                loss, batch_hits, batch_asked = loss_on(rows, training=False)
+                rows = self.val[start:start + batch_size]
+                loss, batch_hits, batch_asked = self(rows, training=False)
                 total_loss += loss.item() * len(rows)
                 hits, asked = hits + batch_hits, asked + batch_asked
-        spm.train()
-        return total_loss / n_val, hits / asked if asked else math.nan
+        self.spm.train()
+        return total_loss / self.n_val, hits / asked if asked else math.nan
 
+    def epoch_order(self, rng: np.random.Generator, rows: np.ndarray, batch_size: int) -> np.ndarray:
+        """A new epoch's order of the training ``rows``: shuffled, in runs of one question when grouped."""
+        if self.grouped:
+            return grouped_order(rng, rows, self.examples.question, batch_size // 2)
+        return rng.permutation(rows)
+
+
+def _teacher_targets(teacher: np.ndarray, examples: _Examples, n_letters: int, device) -> torch.Tensor:
+    """The teacher's distribution over each example's option letters, ``(n_examples, n_letters)``, summing to 1."""
+    soft = np.zeros((len(examples.answer), n_letters), dtype=np.float32)
+    width = min(n_letters, teacher.shape[2])
+    soft[:, :width] = teacher[examples.respondent, examples.question, :width]
+    return torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=device)
+
+
+# ------------------------------------------------------------------ the loop
+def _optimize(loss: _SoftPromptLoss, train: np.ndarray, result: TrainingResult, rng: np.random.Generator, *,
+              total: int, batch_size: int, lr: float, weight_decay: float, schedule: str, eval_every: int | None,
+              patience: int, progress, cancel, checkpoint) -> None:
+    """``total`` AdamW steps on the ``train`` examples, validated every ``eval_every``; fills ``result``.
+
+    The soft prompt ends with its best validated weights, also after a
+    cancel or an early stop, and is saved in ``checkpoint`` (if any).
+    """
+    spm, steps_per_epoch = loss.spm, math.ceil(len(train) / batch_size)
     optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
-    result.n_train, result.n_teacher_only = len(train), int((answer[train] < 0).sum())
-    best_state, bad_checks, running, step_seconds = None, 0, [], 0.0
+    best, running, step_seconds = _BestWeights(spm, checkpoint, cancel), [], 0.0
     try:  # a cancel raises _Cancelled: before a step, between validation batches, before a checkpoint
-        result.best_val_loss, result.val_accuracy = evaluate()
+        result.best_val_loss, result.val_accuracy = loss.validate(batch_size, cancel)
         if not math.isnan(result.best_val_loss):
-            best_state = copy.deepcopy(spm.state_dict())
+            best.keep()
         started = time.perf_counter()
         for step in range(total):
             _stop_if_cancelled(cancel)
             epoch_step = step % steps_per_epoch
             if epoch_step == 0:
-                train = grouped_order(rng, train, question, batch_size // 2) if grouped else rng.permutation(train)
+                train = loss.epoch_order(rng, train, batch_size)
             tick = time.perf_counter()
-            loss, _, _ = loss_on(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
+            batch_loss, _, _ = loss(train[epoch_step * batch_size:(epoch_step + 1) * batch_size])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
             scheduler.step()
-            running.append(loss.item())
+            running.append(batch_loss.item())
             step_seconds += time.perf_counter() - tick
             result.steps = step + 1
             result.seconds_per_step = step_seconds / result.steps
             # Wall time per step so far includes the validation checks.
             info = {"loss": running[-1],
                     "eta_seconds": (time.perf_counter() - started) / result.steps * (total - result.steps)}
-
             if (step + 1) % eval_every == 0 or step + 1 == total:
-                val_loss, val_accuracy = evaluate()
-                info.update(val_loss=val_loss, val_accuracy=val_accuracy)
-                result.history.append({"step": step + 1, "train_loss": float(np.mean(running)),
-                                       "val_loss": val_loss, "val_accuracy": val_accuracy,
-                                       "seconds": time.perf_counter() - started})
-                running = []
-                if n_val and val_loss < result.best_val_loss:
-                    result.best_val_loss, result.val_accuracy, bad_checks = val_loss, val_accuracy, 0
-                    best_state = copy.deepcopy(spm.state_dict())
-                    if checkpoint is not None:
-                        _stop_if_cancelled(cancel)  # the best weights stay in memory for the end
-                        spm.save_pretrained(checkpoint)
-                elif n_val:
-                    bad_checks += 1
+                info.update(_validation_check(loss, result, best, running, started, batch_size, cancel))
             if progress is not None:
                 progress(step + 1, total, info)
-            if n_val and bad_checks >= patience:
+            if loss.n_val and best.bad_checks >= patience:
                 result.stopped = "early_stopping"
                 break
     except _Cancelled:
         result.stopped = "cancelled"
+    best.restore()
 
-    if best_state is not None:  # the best validated weights, also after a cancel
-        spm.load_state_dict(best_state)
-    if checkpoint is not None:
-        spm.save_pretrained(checkpoint)
-    spm.eval()
-    return result
+
+def _validation_check(loss: _SoftPromptLoss, result: TrainingResult, best: "_BestWeights", running: list,
+                      started: float, batch_size: int, cancel) -> dict:
+    """Validate, record the check in ``result.history`` and keep the weights when they are the best yet.
+
+    ``running``: the training losses since the last check (emptied).
+    Returns the check's ``val_loss`` and ``val_accuracy``.
+    """
+    val_loss, val_accuracy = loss.validate(batch_size, cancel)
+    result.history.append({"step": result.steps, "train_loss": float(np.mean(running)), "val_loss": val_loss,
+                           "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started})
+    running.clear()
+    if loss.n_val and val_loss < result.best_val_loss:
+        result.best_val_loss, result.val_accuracy = val_loss, val_accuracy
+        best.improved()
+    elif loss.n_val:
+        best.bad_checks += 1
+    return {"val_loss": val_loss, "val_accuracy": val_accuracy}
+
+
+class _BestWeights:
+    """The soft prompt's best validated weights so far, saved in ``checkpoint`` (if any) at each improvement."""
+
+    def __init__(self, spm, checkpoint, cancel) -> None:
+        self.spm, self.checkpoint, self.cancel = spm, checkpoint, cancel
+        self.state, self.bad_checks = None, 0  # the weights, and the validation checks since they were kept
+
+    def keep(self) -> None:
+        self.state = copy.deepcopy(self.spm.state_dict())
+
+    def improved(self) -> None:
+        self.bad_checks = 0
+        self.keep()
+        if self.checkpoint is not None:
+            _stop_if_cancelled(self.cancel)  # the best weights stay in memory for the end
+            self.spm.save_pretrained(self.checkpoint)
+
+    def restore(self) -> None:
+        """Put the best weights back (also after a cancel), save them in ``checkpoint``, leave training mode."""
+        if self.state is not None:
+            self.spm.load_state_dict(self.state)
+        if self.checkpoint is not None:
+            self.spm.save_pretrained(self.checkpoint)
+        self.spm.eval()
 
 
 def grouped_order(rng: np.random.Generator, rows: np.ndarray, question: np.ndarray, run: int) -> np.ndarray:
@@ -469,7 +585,13 @@ def total_steps(epochs: float | None, max_steps: int | None, steps_per_epoch: in
 
 
 def learning_rate_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
-    """The learning rate at each step as a share of the peak (see ``schedule`` in :func:`train_soft_prompt`)."""
+    """The learning rate at each step as a share of the peak.
+
+    ``"cosine"``: a linear warm-up over the first 5% of the steps to the
+    peak, then a cosine decay to zero at the last step, so that the last
+    steps, taken at a small learning rate, settle the weights that a
+    constant rate keeps shaking; or ``"constant"``.
+    """
     if schedule not in SCHEDULES:
         raise DataError(f"unknown learning-rate schedule {schedule!r}", expected=f"one of {SCHEDULES}")
     if schedule == "constant":
