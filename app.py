@@ -26,7 +26,7 @@ import streamlit as st
 from app_pages.state import (DEFAULT_STUDY, MODEL_STATUS, current_study, get_steering_status, llm_model, llm_status,
                              log, open_study, saved_studies, start_loading_llm)
 from persona_engine.errors import DataError
-from persona_engine.steering_runs import steering_label
+from persona_engine.steer.runs import steering_label
 
 st.set_page_config(page_title="Persona Engine", page_icon=":material/groups:", layout="wide")
 

@@ -23,7 +23,7 @@ from app_pages.new_question import ask_new_question
 from app_pages.widgets import cohorts_on_map, predicted_table
 from persona_engine.personas import (answers_spec, cohort_spec, map_point_spec, persona_from_spec, predicted_answers,
                                      respondent_spec, side_by_side_specs)
-from persona_engine.profiles import cohort_names, distinctive_answers, majority_answers, short_question_texts
+from persona_engine.cohorts.profiles import cohort_names, distinctive_answers, majority_answers, short_question_texts
 from persona_engine.steer.grounding import VOICE, grounded_chat, grounded_chat_batch
 from persona_engine.transcripts import NOTE, finish_reply, settle, transcript
 

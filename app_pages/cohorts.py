@@ -15,10 +15,10 @@ from app_pages.state import current_study, is_bundled, new_study_path, open_stud
 from app_pages.widgets import STAGES, fit_time, share_bars
 from persona_engine.exports import cohort_workbook, respondents_csv
 from persona_engine.palettes import cohort_colour, metadata_orders
-from persona_engine.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
+from persona_engine.cohorts.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
                                      consensus_questions, distinctive_answers, metadata_composition,
                                      separation_caution, weighting_note)
-from persona_engine.selection import cohort_differences
+from persona_engine.cohorts.selections import cohort_differences
 from persona_engine.study import fit_study
 from persona_engine.wording import question_topics, shorten
 

@@ -16,7 +16,7 @@ import streamlit as st
 
 from app_pages.state import ROOT, current_study, get_steering_status, is_bundled, llm_model, llm_status
 from persona_engine.evaluation import report
-from persona_engine.profiles import WEAK_SILHOUETTE, separation_caution
+from persona_engine.cohorts.profiles import WEAK_SILHOUETTE, separation_caution
 from persona_engine.wording import short_question_texts
 
 ABOUT = (

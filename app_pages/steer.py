@@ -26,7 +26,7 @@ from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.settings import KINDS
 from persona_engine.steer.study_steering import (discard_candidate, estimate_steering_seconds, keep_candidate,
                                                  restore_previous, train_steering, training_runs)
-from persona_engine.steering_runs import runs_table
+from persona_engine.steer.runs import runs_table
 
 DEFAULTS = SteeringSettings()
 

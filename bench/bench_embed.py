@@ -21,10 +21,12 @@ import time
 
 import numpy as np
 
-from persona_engine.embed import PaperFactorization, SoftmaxFactorization
-from persona_engine.embed_training import idle_cores
+from persona_engine.embed.factorization import PaperFactorization, SoftmaxFactorization
+from persona_engine.embed.fitting import idle_cores
 from persona_engine.opinion_data import MISSING
-from persona_engine.split import holdout_split, macro_accuracy, question_majority
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
+from persona_engine.evaluation.references import question_majority
 
 TARGETS_S = {(10_000, 100): 30.0, (100_000, 200): 300.0}
 

@@ -98,7 +98,7 @@ class StageClock:
 
     def wrap_space_choice(self) -> None:
         """Time the choice of cohort space apart from the cohorts themselves."""
-        from persona_engine import cohort_space
+        from persona_engine.cohorts import space as cohort_space
 
         choose = cohort_space.choose_cohort_space
 
@@ -137,7 +137,7 @@ def run_fit(size: str, profile: str | None) -> dict:
 
 
 def run_evaluate_split(size: str) -> dict:
-    from persona_engine.quality import quality_table
+    from persona_engine.evaluation.quality_table import quality_table
 
     data = make_data(size)
     reset_peak_memory()

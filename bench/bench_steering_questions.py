@@ -7,7 +7,7 @@ respondents with real statement texts (the bundled Polis conversations'
 comments, cycled and numbered to reach the size), random embeddings and
 answers, then prints per size: the preparation (the prompts and their
 cache), seconds per training step after the first, seconds per answer
-when scoring (``persona_engine.steer.persona.score_options``: 16 questions
+when scoring (``persona_engine.steer.answering.score_options``: 16 questions
 asked of 16 respondents each, the prompts' preparation included), and the
 process's peak memory so far. Before the prompts were kept per question
 (one run, the same machine): 0.45 s a step at 18 questions, 8.4 s at 200.
@@ -90,7 +90,7 @@ def answer_seconds(llm, spm, embeddings, asked, n_questions: int = 16, per_quest
     respondents: about the ratio of an evaluation's held-out answers (20% of
     300 respondents' answers at 30% fill is 18 per question).
     """
-    from persona_engine.steer.persona import score_options
+    from persona_engine.steer.answering import score_options
 
     rng = np.random.default_rng(1)
     cols = np.repeat(rng.choice(len(asked), min(n_questions, len(asked)), replace=False), per_question)

@@ -20,7 +20,7 @@ import io
 
 import pandas as pd
 
-from persona_engine.profiles import cohort_overview, consensus_questions, distinctive_answers, weighting_note
+from persona_engine.cohorts.profiles import cohort_overview, consensus_questions, distinctive_answers, weighting_note
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -63,11 +63,11 @@ def cohort_sheets(study, *, weighted: bool = True) -> dict[str, pd.DataFrame]:
     """The sheets of :func:`cohort_workbook`, ``{sheet name: table}`` in order.
 
     * ``about``: one note saying whether shares and tests are weighted;
-    * ``cohorts``: :func:`~persona_engine.profiles.cohort_overview`, a row per cohort;
+    * ``cohorts``: :func:`~persona_engine.cohorts.profiles.cohort_overview`, a row per cohort;
     * ``distinctive answers``: each cohort's 4 most distinctive answers
-      (:func:`~persona_engine.profiles.distinctive_answers`);
+      (:func:`~persona_engine.cohorts.profiles.distinctive_answers`);
     * ``consensus``: the 3 questions the cohorts agree on most
-      (:func:`~persona_engine.profiles.consensus_questions`);
+      (:func:`~persona_engine.cohorts.profiles.consensus_questions`);
     * ``respondents``: as :func:`respondents_csv`.
 
     ``weighted``: weigh respondents by the survey weights, if the study has them.

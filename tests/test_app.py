@@ -26,7 +26,7 @@ from app_pages.state import PER_STUDY, study_id
 from app_pages.widgets import CURSOR, codebook_dict, codebook_rows, cursor_grid, map_selection
 from persona_engine.ingest import read_codebook, read_opinions
 from persona_engine.personas import persona_from_spec
-from persona_engine.selection import cohort_differences, selection_labels, selection_profile
+from persona_engine.cohorts.selections import cohort_differences, selection_labels, selection_profile
 from persona_engine.study import Study
 from tiny_llm import save_tiny_llm
 
@@ -355,7 +355,7 @@ def test_the_fit_progress_says_the_time_so_far_and_then_about_how_long_is_left()
 
 
 def test_cohort_cards_name_each_cohort_in_its_answers_words_and_say_how_it_differs(study):
-    from persona_engine.profiles import cohort_names
+    from persona_engine.cohorts.profiles import cohort_names
 
     app = open_app(page="cohorts")
     headings = [m for m in app.markdown if str(m.value).startswith("#### Cohort")]

@@ -5,10 +5,12 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from persona_engine.cohort_quality import cohort_majority, cohort_stability, polis_groups
-from persona_engine.cohorts import CohortFinder
+from persona_engine.evaluation.references import cohort_majority, polis_groups
+from persona_engine.cohorts.stability import cohort_stability
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.errors import DataError
-from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
 
 
 def test_stability_is_high_on_separated_groups_and_lower_on_noise():

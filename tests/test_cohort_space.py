@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from persona_engine.cohort_quality import cohort_majority
-from persona_engine.cohort_space import choose_cohort_space, cohort_features, fit_cohorts
-from persona_engine.cohorts import CohortFinder
-from persona_engine.embed import SoftmaxFactorization
+from persona_engine.evaluation.references import cohort_majority
+from persona_engine.cohorts.space import choose_cohort_space, cohort_features, fit_cohorts
+from persona_engine.cohorts.kmeans import CohortFinder
+from persona_engine.embed.factorization import SoftmaxFactorization
 from persona_engine.errors import DataError
-from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
 from persona_engine.synthetic import make_opinions
 
 

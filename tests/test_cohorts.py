@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from persona_engine.cohorts import CohortFinder
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""Tests for the collaborative-filtering embedders (persona_engine.embed).
+"""Tests for the collaborative-filtering embedders (persona_engine.embed.factorization).
 
 Fits run on one torch thread: the data are small, and on a busy machine
 several threads only wait for each other.
@@ -14,17 +14,19 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from persona_engine.embed import (
+from persona_engine.embed.factorization import (
     EMBEDDERS,
     PaperFactorization,
     SoftmaxFactorization,
     embedder_from_state,
 )
-from persona_engine.embed_training import batch_tensors
+from persona_engine.embed.fitting import batch_tensors
 from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING, OpinionData, Question
-from persona_engine.split import holdout_split, macro_accuracy, question_majority
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
+from persona_engine.evaluation.references import question_majority
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

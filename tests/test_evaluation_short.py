@@ -15,8 +15,8 @@ from persona_engine.cli import main
 from persona_engine.evaluation import evaluation_split
 from persona_engine.evaluation.report import json_ready
 from persona_engine.opinion_data import MISSING, OpinionData, Question
-from persona_engine.quality import quality_table
-from persona_engine.split import holdout_split
+from persona_engine.evaluation.quality_table import quality_table
+from persona_engine.evaluation.protocol import holdout_split
 from persona_engine.study import fit_study
 
 from tiny_llm import save_tiny_llm

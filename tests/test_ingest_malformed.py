@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona_engine.cohorts import CohortFinder
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
 from persona_engine.study import fit_study

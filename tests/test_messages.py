@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from persona_engine.cli import main
-from persona_engine.cohorts import MIN_RESPONDENTS, CohortFinder
+from persona_engine.cohorts.kmeans import MIN_RESPONDENTS, CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
 from persona_engine.ingest.polis import missing_comments

@@ -3,7 +3,7 @@
 Persona specs (``persona_engine.personas``), chat transcripts
 (``persona_engine.transcripts``), the cohort exports (``persona_engine.exports``)
 and the Steer page's runs table and the sidebar's steering label
-(``persona_engine.steering_runs``), on the bundled sample study.
+(``persona_engine.steer.runs``), on the bundled sample study.
 """
 
 import io
@@ -19,7 +19,7 @@ from persona_engine.errors import DataError
 from persona_engine.exports import cohort_sheets, cohort_workbook, respondents_csv
 from persona_engine.personas import (answers_spec, cohort_spec, map_point_spec, persona_from_spec, respondent_spec,
                                      selection_spec, side_by_side_specs)
-from persona_engine.steering_runs import RUN_COLUMNS, runs_table, steering_label
+from persona_engine.steer.runs import RUN_COLUMNS, runs_table, steering_label
 from persona_engine.study import Study
 from persona_engine.transcripts import NOTE, finish_reply, reply_stance, settle, transcript
 

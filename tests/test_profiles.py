@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona_engine import profiles
+from persona_engine.cohorts import profiles
 from persona_engine.opinion_data import OpinionData, Question
 
 AGREE = ("disagree", "pass", "agree")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from persona_engine.ingest import read_opinions
-from persona_engine.quality import quality_table
+from persona_engine.evaluation.quality_table import quality_table
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 # References from the issue: a quickly tuned 16-dim softmax factorization on the same split.
@@ -28,7 +28,7 @@ def test_paired_difference_compares_methods_split_by_split():
     import numpy as np
     import pandas as pd
 
-    from persona_engine.quality import paired_difference
+    from persona_engine.evaluation.quality_table import paired_difference
 
     table = pd.DataFrame({"method": ["Polis cohorts", "our cohorts"]})
     table.attrs["per_seed"] = pd.DataFrame({"Polis cohorts": [0.70, 0.60, 0.80], "our cohorts": [0.72, 0.60, 0.79]})

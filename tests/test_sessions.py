@@ -126,7 +126,7 @@ def test_train_steering_killed_while_installing_leaves_the_installed_model(tiny_
     # A second run is killed (SIGKILL) in the middle of writing what it trained.
     script = textwrap.dedent(f"""
         import os, signal
-        from persona_engine import study_folder
+        from persona_engine.study import folder as study_folder
         from persona_engine.llm import load_llm
         from persona_engine.steer import soft_prompt
         from persona_engine.steer.study_steering import train_steering

@@ -1,6 +1,8 @@
 import numpy as np
 
-from persona_engine.split import holdout_split, macro_accuracy, per_respondent_accuracy, question_majority
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy, per_respondent_accuracy
+from persona_engine.evaluation.references import question_majority
 
 
 def test_holdout_hides_a_fifth_of_each_eligible_respondents_answers():

@@ -24,7 +24,7 @@ from persona_engine.steer import (
     train_soft_prompt,
 )
 from persona_engine.steer.injection import Prompts
-from persona_engine.steer.persona import letter_logits
+from persona_engine.steer.answering import letter_logits
 from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
 from persona_engine.steer import training
 from persona_engine.steer.training import learning_rate_factor, reply_loss

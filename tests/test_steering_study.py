@@ -30,7 +30,7 @@ from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
 from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING, OpinionData, Question, Source
-from persona_engine.split import holdout_split
+from persona_engine.evaluation.protocol import holdout_split
 from persona_engine.steer import SteeringSettings, TrainingResult, study_steering, training
 from persona_engine.steer.study_steering import (
     CANDIDATE,

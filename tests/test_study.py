@@ -94,7 +94,7 @@ def test_save_killed_mid_write_never_corrupts_the_existing_study(study, tmp_path
     script = textwrap.dedent(f"""
         import os, signal
         import safetensors.numpy
-        from persona_engine import study_folder
+        from persona_engine.study import folder as study_folder
         from persona_engine.study import Study
         loaded = Study.load({str(folder)!r})
         calls = []

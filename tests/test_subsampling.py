@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from persona_engine.cohort_quality import cohort_stability
-from persona_engine.cohorts import CohortFinder
+from persona_engine.cohorts.stability import cohort_stability
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.latent_map import LatentMap
 from persona_engine.study import fit_study
 from persona_engine.synthetic import make_opinions

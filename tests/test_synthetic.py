@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from persona_engine.cohort_quality import cohort_majority, polis_groups
-from persona_engine.cohorts import CohortFinder
-from persona_engine.embed import SoftmaxFactorization
+from persona_engine.evaluation.references import cohort_majority, polis_groups
+from persona_engine.cohorts.kmeans import CohortFinder
+from persona_engine.embed.factorization import SoftmaxFactorization
 from persona_engine.errors import DataError
 from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING
-from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
 from persona_engine.synthetic import AGREE_OPTIONS, make_opinions, write_polis, write_wide
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from persona_engine import profiles
+from persona_engine.cohorts import profiles
 from persona_engine.cli import main
 from persona_engine.opinion_data import OpinionData, Question
 from persona_engine.synthetic import make_opinions

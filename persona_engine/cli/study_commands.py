@@ -84,7 +84,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from persona_engine.quality import paired_difference, quality_table
+    from persona_engine.evaluation.quality_table import paired_difference, quality_table
 
     source = Path(args.source)
     if (source / "manifest.json").is_file():
@@ -125,7 +125,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from persona_engine.profiles import (
+    from persona_engine.cohorts.profiles import (
         cohort_overview, consensus_questions, distinctive_answers, metadata_composition, weighting_note,
     )
     from persona_engine.study import Study

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.opinion_data import MISSING, OpinionData, Question
-from persona_engine.steer.persona import LetterCalibration, score_options
+from persona_engine.steer.answering import LetterCalibration, score_options
 from persona_engine.steer.prompts import encode_questions
 
 MAX_CATEGORIES = 30

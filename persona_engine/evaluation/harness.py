@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from persona_engine.cohort_quality import cohort_majority
-from persona_engine.embed import EMBEDDERS  # noqa: F401  (the filters the evaluation refits; tests spy on them here)
+from persona_engine.evaluation.references import cohort_majority
+from persona_engine.embed.factorization import EMBEDDERS  # noqa: F401  (the filters the evaluation refits; tests spy on them here)
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
 from persona_engine.evaluation.protocol import keep_answers, subsample
@@ -44,9 +44,9 @@ from persona_engine.evaluation.stages import (MethodScores, Progress, TrainingFi
                                               respondent_split, scored_cells, soft_prompt_options,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.opinion_data import MISSING
-from persona_engine.profiles import uses_weights
-from persona_engine.split import question_majority
-from persona_engine.steer.persona import score_options
+from persona_engine.cohorts.profiles import uses_weights
+from persona_engine.evaluation.references import question_majority
+from persona_engine.steer.answering import score_options
 from persona_engine.steer.prompts import encode_questions
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.training import train_soft_prompt

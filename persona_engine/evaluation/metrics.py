@@ -22,7 +22,28 @@ from typing import Sequence
 import numpy as np
 
 from persona_engine.errors import DataError
-from persona_engine.split import per_respondent_accuracy
+
+
+def per_respondent_accuracy(
+    predicted: np.ndarray, answers: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Accuracy of ``predicted`` on the ``mask`` cells of each respondent.
+
+    All arrays have shape ``(n_respondents, n_questions)``. Returns shape
+    ``(n_respondents,)`` with NaN for respondents that have no masked cell.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    hits = (np.asarray(predicted) == np.asarray(answers)) & mask
+    n = mask.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hits.sum(axis=1) / np.maximum(n, 1), np.nan)
+
+
+def macro_accuracy(predicted: np.ndarray, answers: np.ndarray, mask: np.ndarray) -> float:
+    """Mean over respondents of their accuracy on the ``mask`` cells."""
+    accuracy = per_respondent_accuracy(predicted, answers, mask)
+    return float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else float("nan")
+
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The paper's protocol, kept strict:
 * respondents are split into a **training group** and an **unseen group**
   (``respondent_fraction`` of the eligible respondents);
 * every eligible respondent's answers are split into **seen** and
-  **held-out** ones (:func:`~persona_engine.split.holdout_split`; on a short
+  **held-out** ones (:func:`~persona_engine.evaluation.protocol.holdout_split`; on a short
   battery one answer per respondent is held out, leave-one-out, and
   :attr:`EvaluationSplit.protocol` says so).
 
@@ -24,7 +24,86 @@ import numpy as np
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
-from persona_engine.split import holdout_split
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """A split of each respondent's answers into training and held-out cells.
+
+    Attributes
+    ----------
+    train_answers:
+        Shape ``(n_respondents, n_questions)``: the answers with held-out
+        cells set to ``MISSING``.
+    test_mask:
+        Shape ``(n_respondents, n_questions)`` bool: the held-out cells.
+    eligible:
+        Shape ``(n_respondents,)`` bool: respondents with enough answers to
+        have any held out.
+    leave_one_out:
+        Whether the battery was too short for the share and one answer per
+        respondent was held out instead.
+    fraction, min_answers:
+        The share asked for and the answers a respondent needed for it.
+    """
+
+    train_answers: np.ndarray
+    test_mask: np.ndarray
+    eligible: np.ndarray
+    leave_one_out: bool = False
+    fraction: float = 0.2
+    min_answers: int = 5
+
+    @property
+    def protocol(self) -> str:
+        """What was held out, in words for tables and reports."""
+        return held_out_description(self.leave_one_out, self.fraction, self.min_answers)
+
+
+def held_out_description(leave_one_out: bool, fraction: float = 0.2, min_answers: int = 5) -> str:
+    """The sentence a table or report prints about which answers were held out."""
+    if leave_one_out:
+        return (f"held out: one answer per respondent (leave-one-out), respondents have fewer than "
+                f"{min_answers} answers")
+    return f"held out: {fraction:.0%} of each respondent's answers (respondents with at least {min_answers})"
+
+
+def holdout_split(
+    answers: np.ndarray,
+    fraction: float = 0.2,
+    min_answers: int = 5,
+    random_state: int = 0,
+) -> HoldoutSplit:
+    """Hide ``fraction`` of each eligible respondent's answers (at least one).
+
+    Respondents with fewer than ``min_answers`` known answers keep all of
+    them in training and are not scored. When they are most of those with
+    two answers or more (a short battery), each respondent with at least two
+    answers has exactly one hidden instead (``leave_one_out``): a respondent
+    needs one answer to be placed from and one to be scored on.
+    """
+    answers = np.asarray(answers)
+    observed = answers != MISSING
+    counts = observed.sum(axis=1)
+    eligible = counts >= min_answers
+    leave_one_out = bool(eligible.sum() < 0.5 * (counts >= 2).sum())
+    if leave_one_out:
+        eligible = counts >= 2
+        n_hidden = eligible.astype(int)
+    else:
+        n_hidden = np.where(eligible, np.maximum(1, np.round(fraction * counts)), 0).astype(int)
+
+    rng = np.random.default_rng(random_state)
+    keys = rng.random(answers.shape)
+    keys[~observed] = np.inf  # unobserved cells sort last and are never picked
+    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+    test_mask = ranks < n_hidden[:, None]
+
+    train = answers.copy()
+    train[test_mask] = MISSING
+    return HoldoutSplit(train_answers=train, test_mask=test_mask, eligible=eligible,
+                        leave_one_out=leave_one_out, fraction=fraction, min_answers=min_answers)
+
 
 
 @dataclass(frozen=True)
@@ -43,7 +122,7 @@ class EvaluationSplit:
         few answers to hold any out are always in it (and never scored).
     protocol:
         Which answers were held out, in words for tables and reports
-        (:attr:`~persona_engine.split.HoldoutSplit.protocol`).
+        (:attr:`~persona_engine.evaluation.protocol.HoldoutSplit.protocol`).
     """
 
     seen: np.ndarray

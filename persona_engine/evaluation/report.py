@@ -23,7 +23,7 @@ import pandas as pd
 from persona_engine.errors import DataError
 from persona_engine.exports import spreadsheet_safe
 from persona_engine.evaluation.harness import REFERENCE, TEXT, EvaluationResult
-from persona_engine.study_folder import read_json, write_folder_atomically, write_json
+from persona_engine.study.folder import read_json, write_folder_atomically, write_json
 
 MARKER = "settings.json"
 TABLES = ("accuracy", "fold_in", "alignment")

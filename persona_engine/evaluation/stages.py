@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from persona_engine.cohorts import CohortFinder
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.protocol import EvaluationSplit, evaluation_split, subsample
 from persona_engine.opinion_data import MISSING
-from persona_engine.steer.persona import score_options
+from persona_engine.steer.answering import score_options
 from persona_engine.steer.soft_prompt import SoftPromptModel
 from persona_engine.study import fit_embedding_and_cohorts
 

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from persona_engine.embed import EMBEDDERS  # noqa: F401  (the filters each fold refits; tests spy on them here)
+from persona_engine.embed.factorization import EMBEDDERS  # noqa: F401  (the filters each fold refits; tests spy on them here)
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.harness import EvaluationSettings, alignment_by_cohort, alignment_table
 from persona_engine.evaluation.metrics import accuracy_interval
@@ -45,9 +45,9 @@ from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
 from persona_engine.opinion_data import MISSING
-from persona_engine.profiles import uses_weights
-from persona_engine.split import question_majority
-from persona_engine.steer.persona import score_options
+from persona_engine.cohorts.profiles import uses_weights
+from persona_engine.evaluation.references import question_majority
+from persona_engine.steer.answering import score_options
 from persona_engine.steer.prompts import encode_questions
 from persona_engine.steer.training import train_soft_prompt
 

@@ -9,7 +9,7 @@ import pandas as pd
 from persona_engine.evaluation.report import json_ready, markdown_table
 from persona_engine.evaluation.unseen_harness import STEERED, TEXT, TRANSFER, UnseenQuestionsResult
 from persona_engine.exports import spreadsheet_safe
-from persona_engine.study_folder import write_folder_atomically, write_json
+from persona_engine.study.folder import write_folder_atomically, write_json
 
 MARKER = "settings.json"
 INDIVIDUAL = "SPM (individual)"

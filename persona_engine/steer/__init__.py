@@ -8,10 +8,10 @@ study's answers (:func:`train_soft_prompt`), then asked questions
 
 Modules: ``prompts`` (question and chat formatting), ``soft_prompt`` (the
 SPM), ``injection`` (placing the soft prompt in the LLM, strength),
-``persona`` (answers and letter calibration), ``settings`` (how a soft
+``answering`` (answers and letter calibration), ``settings`` (how a soft
 prompt is trained: :class:`SteeringSettings`), ``training``, ``conversation``
 (free chat, :func:`chat`; several replies in one batch, :func:`chat_batch`),
-``grounding``, and
+``grounding``, ``runs`` (the training runs as a table), and
 ``study_steering`` (train on a saved study, keep the SPM in its folder; not
 imported here, so that ``persona_engine.steer`` stays free of the study
 stages). The personas themselves come from :mod:`persona_engine.personas`.
@@ -23,8 +23,8 @@ from importlib import import_module
 # settings without loading torch and transformers.
 _WHERE = {
     "ChatRequest": "conversation", "chat": "conversation", "chat_batch": "conversation",
-    "LetterCalibration": "persona", "answer": "persona", "calibrate_letters": "persona",
-    "score_options": "persona",
+    "LetterCalibration": "answering", "answer": "answering", "calibrate_letters": "answering",
+    "score_options": "answering",
     "encode_questions": "prompts", "question_text": "prompts",
     "SteeringSettings": "settings",
     "SoftPromptConfig": "soft_prompt", "SoftPromptModel": "soft_prompt",

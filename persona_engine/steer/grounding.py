@@ -51,7 +51,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from persona_engine.opinion_data import Question
 from persona_engine.steer.conversation import ChatRequest, chat, chat_batch
-from persona_engine.steer.persona import answer
+from persona_engine.steer.answering import answer
 from persona_engine.steer.prompts import question_text
 from persona_engine.steer.stance import SentenceEncoder, load_sentence_encoder
 from persona_engine.steer.statements import BECAUSE, doubts, opening, study_vocabulary

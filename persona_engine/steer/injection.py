@@ -59,7 +59,7 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
-from persona_engine.steer.settings import PLACEMENTS
+from persona_engine.steer.settings import PLACEMENTS, PREFIX_TUNING, PROMPT_TUNING
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def steered_forward(
     mask: torch.Tensor,
     soft_prompt: torch.Tensor | None = None,
     *,
-    kind: str = "prefix",
+    kind: str = PREFIX_TUNING,
     strength: float = 1.0,
     token_ids: torch.Tensor | None = None,
     n_positions: int = 1,
@@ -333,14 +333,14 @@ def steered_forward(
     model, dtype = llm.model, llm.dtype
     batch, body_len = ids.shape
     soft = soft_prompt if soft_prompt is not None and strength > 0 else None
-    n_virtual = 0 if soft is None else (soft.shape[-2] if kind == "prefix" else soft.shape[1])
-    n_query_virtual = n_virtual if kind == "prompt" else 0
+    n_virtual = 0 if soft is None else (soft.shape[-2] if kind == PREFIX_TUNING else soft.shape[1])
+    n_query_virtual = n_virtual if kind == PROMPT_TUNING else 0
 
     embeds = model.get_input_embeddings()(ids)
     if n_query_virtual:
         embeds = torch.cat([soft.to(dtype), embeds], dim=1)
 
-    cache = _cache(llm, context, soft if kind == "prefix" else None, batch)
+    cache = _cache(llm, context, soft if kind == PREFIX_TUNING else None, batch)
 
     # Positions count real tokens only, so padding never shifts a row.
     after_context = context.positions_for(batch, ids.device)[:, None]

@@ -38,7 +38,7 @@ _CUES = {
              r"ramp(?:ing)? up", r"step up"],
     "less": [r"too much", r"too many", r"(?:should|must|needs? to|ought to|to|could) (?:be )?cut",
              rf"cut (?:back|down|\w+ {_MONEY}|{_MONEY})", rf"cuts? (?:to|in) (?:\w+ )?{_MONEY}",
-             rf"reduc\w* (?:\w+ ){{0,2}}{_MONEY}", rf"(?:spend|spending|put|putting|give|giving|invest|investing) less",
+             rf"reduc\w* (?:\w+ ){{0,2}}{_MONEY}", r"(?:spend|spending|put|putting|give|giving|invest|investing) less",
              rf"less (?:\w+ )?{_MONEY}", r"less on", rf"waste of (?:\w+ )?(?:money|resources|{_MONEY})", r"wasteful",
              r"wasted on", r"wasting (?:our |taxpayers' |the )?money", r"overspend\w*", r"over-spend\w*",
              r"scale back", r"scaled back", rf"excessive (?:\w+ ){{0,2}}{_MONEY}", r"lower(?:ing)? (?:the )?"

@@ -15,7 +15,11 @@ from dataclasses import asdict, dataclass, fields
 
 from persona_engine.errors import DataError
 
-KINDS = ("prefix", "prompt")
+PREFIX_TUNING = "prefix"
+"""The paper's soft prompt: keys and values of virtual tokens at every layer (Li & Liang 2021)."""
+PROMPT_TUNING = "prompt"
+"""Virtual input embeddings fed to the LLM like tokens (Lester et al. 2021)."""
+KINDS = (PREFIX_TUNING, PROMPT_TUNING)
 """Soft prompt kinds: prefix tuning (keys and values in every layer) or prompt tuning (input embeddings)."""
 PLACEMENTS = ("question", "reply")
 """Where the virtual tokens go (see :mod:`persona_engine.steer.injection`)."""
@@ -28,7 +32,7 @@ UNBOUNDED_EPOCHS = 2.0
 class SteeringSettings:
     """The settings of one soft-prompt training run; every default was measured on the sample study."""
 
-    kind: str = "prefix"
+    kind: str = PREFIX_TUNING
     """``"prefix"`` (prefix tuning, the paper's) or ``"prompt"`` (prompt tuning)."""
     n_virtual_tokens: int = 4
     """Virtual tokens the soft prompt adds to the LLM's input."""

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from persona_engine.errors import DataError
-from persona_engine.steer.settings import KINDS, PLACEMENTS
+from persona_engine.steer.settings import KINDS, PLACEMENTS, PREFIX_TUNING, PROMPT_TUNING
 from persona_engine.steer.prompts import encode, split_chat
 
 CONFIG_NAME = "config.json"
@@ -50,7 +50,7 @@ class SoftPromptConfig:
     """
 
     embedding_dim: int
-    kind: str = "prefix"
+    kind: str = PREFIX_TUNING
     n_virtual_tokens: int = 1
     hidden_units: int = 32
     base_model: str = ""
@@ -76,7 +76,7 @@ class SoftPromptConfig:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Shape of one persona's soft prompt."""
-        if self.kind == "prefix":
+        if self.kind == PREFIX_TUNING:
             return (self.n_layers, 2, self.n_kv_heads, self.n_virtual_tokens, self.head_dim)
         return (self.n_virtual_tokens, self.llm_hidden_size)
 
@@ -110,7 +110,7 @@ class SoftPromptModel(nn.Module):
         self.register_buffer("embedding_scale", torch.ones(config.embedding_dim))
 
     @classmethod
-    def for_llm(cls, llm, embedding_dim: int, *, kind: str = "prefix", n_virtual_tokens: int = 1,
+    def for_llm(cls, llm, embedding_dim: int, *, kind: str = PREFIX_TUNING, n_virtual_tokens: int = 1,
                 hidden_units: int = 32, placement: str = "question", study: str | None = None,
                 random_state: int = 0) -> "SoftPromptModel":
         """A new, untrained SPM shaped for ``llm`` (a :class:`persona_engine.llm.LLM`).
@@ -136,7 +136,7 @@ class SoftPromptModel(nn.Module):
             torch.manual_seed(random_state)
             spm = cls(config)
         with torch.no_grad():
-            if kind == "prefix":
+            if kind == PREFIX_TUNING:
                 # The last token's keys and values: (layers, 2, heads, 1 -> tokens, head_dim).
                 kv = torch.stack([torch.stack([layer.keys[0, :, -1:], layer.values[0, :, -1:]])
                                   for layer in layers])
@@ -218,7 +218,7 @@ def check_compatible(config: SoftPromptConfig, llm, where: str | Path | None = N
             file=where, expected=f"the same base model, or a soft prompt retrained for '{llm.name}'",
         )
     embeddings = llm.model.get_input_embeddings().embedding_dim
-    if config.kind == "prompt" and config.llm_hidden_size != embeddings:
+    if config.kind == PROMPT_TUNING and config.llm_hidden_size != embeddings:
         raise DataError("the soft prompt does not fit this model's hidden size", file=where)
 
 

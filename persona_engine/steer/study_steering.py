@@ -33,11 +33,11 @@ A run that finishes and beats the baseline (its validation letter accuracy
 is above that of always answering each question's most common training
 answer, on the same validation answers) is installed, the old model first
 copied to ``steering.previous/``; every folder is written beside its
-destination and swapped in (:func:`~persona_engine.study_folder.write_folder_atomically`).
+destination and swapped in (:func:`~persona_engine.study.folder.write_folder_atomically`).
 :func:`steering_status` says what the study has and how each model scored.
 
 Held-out answers stay held out: by default
-:func:`~persona_engine.split.holdout_split` with a fixed seed hides 20% of
+:func:`~persona_engine.evaluation.protocol.holdout_split` with a fixed seed hides 20% of
 each respondent's answers, and a resumed run reuses the saved mask. The
 evaluation can pass its own ``holdout`` (a mask, a split, or question ids).
 While training, the best model so far is checkpointed in
@@ -62,14 +62,14 @@ from safetensors.numpy import load_file, save_file
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
-from persona_engine.split import HoldoutSplit, holdout_split
+from persona_engine.evaluation.protocol import HoldoutSplit, holdout_split
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
 from persona_engine.steer.training import (TrainingResult, answer_examples, estimate_training_seconds,
                                            example_counts, majority_baseline, total_steps, train_soft_prompt,
                                            validation_split)
 from persona_engine.study import STEERING, Study
-from persona_engine.study_folder import (copy_folder_atomically, recover_interrupted_swap, to_jsonable,
+from persona_engine.study.folder import (copy_folder_atomically, recover_interrupted_swap, to_jsonable,
                                          write_folder_atomically)
 
 HOLDOUT_FRACTION = 0.2
@@ -93,9 +93,9 @@ def study_holdout(study: Study, holdout=None, *, fraction: float = HOLDOUT_FRACT
     Parameters
     ----------
     holdout:
-        ``None``: :func:`~persona_engine.split.holdout_split` of the study's
+        ``None``: :func:`~persona_engine.evaluation.protocol.holdout_split` of the study's
         answers with ``fraction`` and ``random_state``; a
-        :class:`~persona_engine.split.HoldoutSplit` or a bool mask
+        :class:`~persona_engine.evaluation.protocol.HoldoutSplit` or a bool mask
         ``(n_respondents, n_questions)`` of held-out cells; or a list of
         question ids whose answers are all held out (``[]`` holds out nothing).
 

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, Question
 from persona_engine.steer.injection import Prompts, steered_forward
-from persona_engine.steer.persona import letter_logits
+from persona_engine.steer.answering import letter_logits
 from persona_engine.steer.prompts import encode_questions, reply_ids
-from persona_engine.steer.settings import SCHEDULES, UNBOUNDED_EPOCHS, SteeringSettings, validation_size
+from persona_engine.steer.settings import PREFIX_TUNING, SCHEDULES, SteeringSettings, UNBOUNDED_EPOCHS, validation_size
 
 DEFAULTS = SteeringSettings()
 VALIDATION = 0.1
@@ -551,7 +551,7 @@ def grouped_order(rng: np.random.Generator, rows: np.ndarray, question: np.ndarr
 
 
 def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_index: np.ndarray,
-               soft_prompt: torch.Tensor | None, *, kind: str = "prefix") -> torch.Tensor:
+               soft_prompt: torch.Tensor | None, *, kind: str = PREFIX_TUNING) -> torch.Tensor:
     """Cross-entropy of each whole reply (summed over its tokens), teacher-forced, averaged over replies.
 
     Summed, not averaged over tokens: once the sentence's wording is learned

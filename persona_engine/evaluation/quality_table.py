@@ -23,10 +23,12 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from persona_engine.cohort_quality import cohort_majority, polis_groups
-from persona_engine.embed import PaperFactorization
+from persona_engine.evaluation.references import cohort_majority, polis_groups
+from persona_engine.embed.factorization import PaperFactorization
 from persona_engine.opinion_data import OpinionData
-from persona_engine.split import holdout_split, macro_accuracy, question_majority
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
+from persona_engine.evaluation.references import question_majority
 from persona_engine.study import fit_embedding_and_cohorts
 
 METHODS = {

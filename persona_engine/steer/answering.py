@@ -22,10 +22,11 @@ import torch
 from persona_engine.opinion_data import Question
 from persona_engine.steer.injection import Prompts, steered_forward
 from persona_engine.steer.prompts import EncodedQuestions, encode_questions
+from persona_engine.steer.settings import PREFIX_TUNING
 
 
 def letter_logits(llm, prompts: Prompts, question_index: np.ndarray,
-                  soft_prompt: torch.Tensor | None = None, *, kind: str = "prefix",
+                  soft_prompt: torch.Tensor | None = None, *, kind: str = PREFIX_TUNING,
                   strength: float = 1.0) -> torch.Tensor:
     """Logits of the option letters for a batch of (persona, question) pairs.
 
@@ -74,7 +75,7 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
     Shape ``(m, n_letters)``; ``-inf`` past each question's options.
     """
     question_index = np.asarray(question_index, dtype=np.int64)
-    kind, placement = ("prefix", "question") if soft_prompt is None else (
+    kind, placement = (PREFIX_TUNING, "question") if soft_prompt is None else (
         soft_prompt.config.kind, soft_prompt.config.placement)
     prompts = Prompts.for_questions(llm, encoded, placement)
     # Batches of prompts of similar length waste less on padding (long, varied text prompts); each

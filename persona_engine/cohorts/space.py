@@ -20,7 +20,7 @@ follow. Where passing or a many-sided pattern *is* the structure (Seattle's
 passers, GSS's spending profiles), the embedding's cohorts predict their
 members far better. So ``"auto"`` (:func:`choose_cohort_space`) asks the data:
 on ``n_splits`` inner splits of the answers (20% of each respondent's answers
-hidden, as in :mod:`persona_engine.split`), it refits the filter, finds
+hidden, as in :mod:`persona_engine.evaluation.protocol`), it refits the filter, finds
 cohorts in both spaces and scores each by held-out cohort-majority accuracy;
 the space with the higher mean wins (ties: the embedding).
 
@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from persona_engine.cohort_quality import cohort_majority
-from persona_engine.cohorts import CohortFinder
+from persona_engine.evaluation.references import cohort_majority
+from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, Question
-from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
 
 COHORT_SPACES = ("embedding", "answers")
 SPACE_CHOICES = ("auto", *COHORT_SPACES)

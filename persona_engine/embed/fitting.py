@@ -1,6 +1,6 @@
 """How the collaborative-filtering embedders are fitted.
 
-Both embedders in :mod:`persona_engine.embed` minimise, over the *observed*
+Both embedders in :mod:`persona_engine.embed.factorization` minimise, over the *observed*
 answers only, the mean over respondents of their loss plus a penalty::
 
     J(U, Q) = (1/n) sum_i [ sum_{j answered by i} loss(u_i, Q_j; answer_ij) + reg |u_i|^2 ]
@@ -48,7 +48,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from persona_engine.split import holdout_split, macro_accuracy
+from persona_engine.evaluation.protocol import holdout_split
+from persona_engine.evaluation.metrics import macro_accuracy
 
 Progress = Callable[[int, int, dict], None]
 """``progress(step, total, info)``: called after each training pass."""
@@ -104,7 +105,7 @@ def respondent_step(U, grad_U, factor, reg) -> torch.Tensor:
     return U - torch.cholesky_solve(rhs, factor).squeeze(-1)
 
 
-def place_respondents(
+def fold_in(
     model,
     params: dict[str, torch.Tensor],
     codes: np.ndarray,
@@ -211,7 +212,7 @@ def train(
         if progress is not None:
             progress(progress_offset + epoch + 1, total, dict(history[-1]))
     params = {k: v.detach() for k, v in params.items()}
-    U = place_respondents(model, params, codes, reg, start=U, tol=tol)
+    U = fold_in(model, params, codes, reg, start=U, tol=tol)
     return U, params, history
 
 
@@ -228,7 +229,7 @@ def choose_reg(
     """Pick ``reg`` from ``grid`` by held-out accuracy on ``answers``.
 
     For each of ``repeats`` splits, 20% of each respondent's answers are
-    hidden (:func:`persona_engine.split.holdout_split`), the embedder is fitted
+    hidden (:func:`persona_engine.evaluation.protocol.holdout_split`), the embedder is fitted
     on the rest with each ``reg`` and scored by macro accuracy on the hidden
     cells. Among the settings within 1e-9 of the best mean score the
     strongest regularisation wins (smoother vectors for the same accuracy).

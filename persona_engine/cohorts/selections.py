@@ -1,7 +1,7 @@
 """Any group of respondents against everyone: what a selection on the map believes.
 
 The app lets people pick respondents by hand (a lasso on the map, a click);
-these functions describe such a group the way :mod:`persona_engine.profiles`
+these functions describe such a group the way :mod:`persona_engine.cohorts.profiles`
 describes cohorts, by treating the group as a cohort of its own against
 everyone else. They also compare two cohorts question by question.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import OpinionData
-from persona_engine.profiles import answer_distribution, distinctive_answers, short_question_texts
+from persona_engine.cohorts.profiles import answer_distribution, distinctive_answers, short_question_texts
 
 
 def selection_labels(data: OpinionData, respondent_ids: Iterable) -> np.ndarray:
@@ -36,7 +36,7 @@ def selection_labels(data: OpinionData, respondent_ids: Iterable) -> np.ndarray:
 def selection_profile(data: OpinionData, respondent_ids: Iterable, top: int = 5) -> pd.DataFrame:
     """The selected group's most distinctive answers against everyone else.
 
-    Columns as :func:`~persona_engine.profiles.distinctive_answers` (``share_in``
+    Columns as :func:`~persona_engine.cohorts.profiles.distinctive_answers` (``share_in``
     in the group, ``share_out`` among the others) plus ``share_all`` (among
     everyone). Empty when the group is empty or is everyone.
     """

@@ -1,7 +1,7 @@
 """Cohorts: groups of respondents who answer alike, found in the embedding space.
 
 :class:`CohortFinder` clusters respondent vectors ``(n_respondents, dim)``
-(from :mod:`persona_engine.embed`) with plain scikit-learn k-means or a
+(from :mod:`persona_engine.embed.factorization`) with plain scikit-learn k-means or a
 Gaussian mixture. Each cohort's persona is its centroid, a point in the same
 space, which the steering stage turns into a soft prompt.
 
@@ -173,7 +173,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         mixture (``method="gmm"``) ignores it except in ``centroids_``.
         ``vectors`` ``(n_respondents, d)``, optional: when the points
         clustered are not the respondents' vectors (cohorts found among
-        answers, :mod:`persona_engine.cohort_space`), ``centroids_`` are the
+        answers, :mod:`persona_engine.cohorts.space`), ``centroids_`` are the
         cohorts' means of these instead.
         """
         X = _as_matrix(embeddings)

@@ -14,7 +14,7 @@ Two embedders with the same scikit-learn style interface:
 Both minimise the mean over respondents of (their loss + ``reg |u_i|^2``)
 plus ``reg |V|^2``. Unless ``reg`` is given it is chosen from a grid by
 held-out accuracy on (a subsample of) the respondents. How they are fitted,
-and the fold-in of new respondents, is in :mod:`persona_engine.embed_training`.
+and the fold-in of new respondents, is in :mod:`persona_engine.embed.fitting`.
 
 Every embedder saves as ``get_config()`` (JSON-able dict) plus
 ``state_arrays()`` (name -> array, for safetensors) and loads with
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from persona_engine import embed_training
-from persona_engine.embed_training import Progress
+from persona_engine.embed import fitting
+from persona_engine.embed.fitting import Progress
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, OpinionData
 
@@ -96,13 +96,13 @@ class Factorization:
         Seeds initialisation, batch order and the validation splits.
     n_threads:
         Torch threads while fitting; ``None`` = the idle cores
-        (:func:`persona_engine.embed_training.idle_cores`).
+        (:func:`persona_engine.embed.fitting.idle_cores`).
 
     Subclasses set ``name`` (stored in the config), ``_params`` (question
     parameter names; learned as ``<name>_`` attributes), ``penalised`` (those
     with weight decay), ``_extra_arrays`` / ``_extra_scalars`` (other learned
     attributes to save), ``default_reg_grid``, and the model methods listed
-    in :mod:`persona_engine.embed_training`, plus ``proba(U, params)`` (option probabilities as a tensor).
+    in :mod:`persona_engine.embed.fitting`, plus ``proba(U, params)`` (option probabilities as a tensor).
     """
 
     name = ""
@@ -152,13 +152,13 @@ class Factorization:
         rows, repeats = self._selection_plan(answers.shape[0], len(grid))
         epochs_select = self.epochs_for(len(rows)) * repeats * len(grid) if repeats else 0
         total = epochs_select + self.epochs_for(answers.shape[0]) + 1  # + placing everyone
-        with embed_training.torch_threads(self.n_threads):
+        with fitting.torch_threads(self.n_threads):
             if repeats:
-                self.reg_, self.validation_scores_, history = embed_training.choose_reg(
+                self.reg_, self.validation_scores_, history = fitting.choose_reg(
                     self, answers[rows], n_opts, grid, repeats, generator, progress, total)
             else:
                 self.reg_, self.validation_scores_, history = float(grid[0]), {}, []
-            U, params, final = embed_training.train(
+            U, params, final = fitting.train(
                 self, answers, n_opts, self.reg_, generator, progress, epochs_select, total)
         self.history_ = history + final
         self.respondent_factors_ = U.numpy()
@@ -186,7 +186,7 @@ class Factorization:
     def epochs_for(self, n_respondents: int) -> int:
         if self.n_epochs is not None:
             return int(self.n_epochs)
-        return embed_training.auto_epochs(n_respondents, self.batch_size, 300, 10, 40)
+        return fitting.auto_epochs(n_respondents, self.batch_size, 300, 10, 40)
 
     # ---------------------------------------------------------- using a fit
     def transform(self, answers) -> np.ndarray:
@@ -204,8 +204,8 @@ class Factorization:
             answers = answers.answers
         codes = np.atleast_2d(np.asarray(answers))
         check_codes(codes, self.n_options_)
-        with embed_training.torch_threads(self.n_threads):
-            U = embed_training.place_respondents(self, self._question_params(), codes, self.reg_)
+        with fitting.torch_threads(self.n_threads):
+            U = fitting.fold_in(self, self._question_params(), codes, self.reg_)
         return U.numpy()
 
     def predict_proba(self, embeddings) -> np.ndarray:
@@ -429,7 +429,7 @@ class PaperFactorization(Factorization):
         return torch.softmax(logits.nan_to_num(float("-inf")), dim=0).permute(1, 2, 0)
 
     def _after_fit(self, U, params, answers):
-        codes, observed = embed_training.batch_tensors(answers, slice(None))
+        codes, observed = fitting.batch_tensors(answers, slice(None))
         with torch.no_grad():
             squares = float(self.loss_and_grads(U, params, codes, observed, False)[0])
         self.residual_std_ = max(1e-3, (squares / max(1, int(observed.sum()))) ** 0.5)
