@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 STUDY  ?= sample_data/studies/gss_spending
 PORT   ?= 8501
 
-.PHONY: install chromium test app bench clean
+.PHONY: install chromium test test-fast app bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ chromium:
 
 test: install chromium
 	$(BIN)/python -m pytest
+
+# The inner loop (under 2 minutes on 2 cores): all but the tests marked slow, i.e. the real model, the
+# browser, the fuzzing and the longest few listed in tests/conftest.py. `make test` runs them all.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 app: install
 	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true -- --study $(STUDY)

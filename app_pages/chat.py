@@ -23,8 +23,12 @@ from app_pages.new_question import ask_new_question
 from app_pages.widgets import cohorts_on_map, predicted_table
 from persona_engine.personas import (answers_spec, cohort_spec, map_point_spec, persona_from_spec, predicted_answers,
                                      respondent_spec, side_by_side_specs)
-from persona_engine.cohorts.profiles import cohort_names, distinctive_answers, majority_answers, short_question_texts
-from persona_engine.steer.grounding import VOICE, grounded_chat, grounded_chat_batch
+from persona_engine.cohorts.distinctive import distinctive_answers
+from persona_engine.cohorts.naming import cohort_names
+from persona_engine.cohorts.profiles import majority_answers
+from persona_engine.wording import short_question_texts
+from persona_engine.steer.grounding import grounded_chat, grounded_chat_batch
+from persona_engine.steer.voice import VOICE
 from persona_engine.transcripts import NOTE, finish_reply, settle, transcript
 
 KINDS = {"respondent": "A respondent", "cohort": "A cohort", "map_point": "A map point", "answers": "Yourself",

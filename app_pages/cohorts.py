@@ -15,9 +15,11 @@ from app_pages.state import current_study, is_bundled, new_study_path, open_stud
 from app_pages.widgets import STAGES, fit_time, share_bars
 from persona_engine.exports import cohort_workbook, respondents_csv
 from persona_engine.palettes import cohort_colour, metadata_orders
-from persona_engine.cohorts.profiles import (answer_distribution, cohort_composition, cohort_overview, cohort_summaries,
-                                     consensus_questions, distinctive_answers, metadata_composition,
-                                     separation_caution, weighting_note)
+from persona_engine.cohorts.distinctive import consensus_questions, distinctive_answers
+from persona_engine.cohorts.naming import cohort_summaries
+from persona_engine.cohorts.profiles import (answer_distribution, cohort_composition, cohort_overview,
+                                             metadata_composition, separation_caution)
+from persona_engine.cohorts.statistics import weighting_note
 from persona_engine.cohorts.selections import cohort_differences
 from persona_engine.study import fit_study
 from persona_engine.wording import question_topics, shorten
@@ -30,7 +32,7 @@ def fit_and_save(data, target, **options):
     bar = st.progress(0.0, text="Starting…")
     started = time.perf_counter()
 
-    def progress(stage, step, total):
+    def progress(stage: str, step: int, total: int, info) -> None:
         start, end, text = STAGES.get(stage, (0.0, 1.0, stage))
         done = min(1.0, start + (end - start) * step / max(total, 1))
         bar.progress(done, text=f"{text} · {fit_time(time.perf_counter() - started, done)}")
@@ -178,7 +180,7 @@ weighted = study.data.weights is not None and st.toggle(
 tables = profile_tables(str(study.path), study_stamp(study), weighted, study)
 
 st.subheader("How many cohorts?")
-selection = study.cohorts.selection_
+selection = study.cohorts.k_choice_
 if len(selection) > 1:
     st.plotly_chart(selection_figure(selection), key="selection")
     st.caption("★ the k chosen automatically: the lowest BIC among the stable choices.")
@@ -194,12 +196,10 @@ if len(selection) > 1:
     where = "a copy in your studies folder" if is_bundled(study.path) else "this study (its folder is replaced)"
     right.write("")
     if right.button(f"Refit with {k} cohorts", help=f"Fits again with the same seed and saves {where}"):
-        parameters = study.manifest.get("parameters", {})
+        # The saved parameters are fit_study's keywords: one source of the defaults, only k changes.
+        parameters = {**study.manifest["parameters"], "n_cohorts": int(k)}
         target = new_study_path(f"{study.data.source.name} k{k}") if is_bundled(study.path) else study.path
-        fit_and_save(study.data, target, n_cohorts=int(k), model=parameters.get("model", "softmax"),
-                     dim=study.embeddings.shape[1], cohort_method=parameters.get("cohort_method", "kmeans"),
-                     cohort_space=parameters.get("cohort_space", "auto"),
-                     random_state=int(parameters.get("random_state") or 0))
+        fit_and_save(study.data, target, **parameters)
 else:
     st.caption(f"k was fixed at {study.n_cohorts} when the study was fitted.")
 

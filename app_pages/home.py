@@ -76,7 +76,7 @@ def evaluation_figures(folder: str, stamp: float) -> dict | None:
 
 def study_figures(study) -> None:
     data, fitted, parameters = study.data, study.manifest.get("fitted", {}), study.manifest.get("parameters", {})
-    selection = study.cohorts.selection_
+    selection = study.cohorts.k_choice_
     chosen = selection[selection["chosen"]] if "silhouette" in selection else selection.iloc[:0]
     silhouette = float(chosen["silhouette"].iloc[0]) if len(chosen) else math.nan
     how_k = ("chosen automatically: the lowest BIC among the k whose cohorts stay stable under bootstrap "

@@ -21,7 +21,8 @@ from persona_engine.palettes import (SEQUENTIAL, answer_scale, cohort_scale, met
                                      metadata_texts)
 from persona_engine.personas import (map_point_persona, map_point_spec, predicted_answers, respondent_spec,
                                      selection_spec)
-from persona_engine.cohorts.profiles import distinctive_answers, weighting_note
+from persona_engine.cohorts.distinctive import distinctive_answers
+from persona_engine.cohorts.statistics import weighting_note
 from persona_engine.cohorts.selections import selection_profile
 
 HOVER_LIMIT = 20_000  # above this many respondents the hover shows only id and cohort

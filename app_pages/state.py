@@ -267,7 +267,7 @@ def get_llm():
 
 @st.cache_resource(show_spinner="Loading the study's soft-prompting model…", max_entries=8)
 def _load_steering(study_path: str, stamp: float, model: str | None, _study: Study, _llm):
-    from persona_engine.steer.study_steering import load_steering
+    from persona_engine.steer.steering_folder import load_steering
 
     return load_steering(_study, _llm)
 
@@ -296,20 +296,20 @@ def get_steering(study: Study, llm, *, allow_below_chance: bool = False):
 
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _steering_status(study_path: str, stamps: tuple, _study: Study):
-    from persona_engine.steer.study_steering import steering_status
+    from persona_engine.steer.steering_folder import steering_status
 
     return steering_status(_study)
 
 
 def get_steering_status(study: Study):
-    """The study's :class:`~persona_engine.steer.study_steering.SteeringStatus` (``None`` for an unsaved study).
+    """The study's :class:`~persona_engine.steer.steering_folder.SteeringStatus` (``None`` for an unsaved study).
 
     Its ``active`` score (``None`` without an installed model) has
     ``at_or_below_chance``, ``beats_majority`` and ``summary()``.
     """
     if study.path is None:
         return None
-    from persona_engine.steer.study_steering import CANDIDATE, CHECKPOINT, PREVIOUS
+    from persona_engine.steer.steering_folder import CANDIDATE, CHECKPOINT, PREVIOUS
 
     folders = [Path(study.path) / name for name in ("steering", CANDIDATE, PREVIOUS, CHECKPOINT)]
     stamps = tuple((f / "config.json").stat().st_mtime_ns if (f / "config.json").is_file() else 0 for f in folders)
@@ -325,13 +325,13 @@ def _load_sentence_encoder():
 
 @st.cache_resource(show_spinner="Reading the study's questions for grounding…", max_entries=8)
 def _load_matcher(study_path: str, stamp: float, _study: Study):
-    from persona_engine.steer.grounding import QuestionMatcher
+    from persona_engine.steer.question_matching import QuestionMatcher
 
     return QuestionMatcher(_load_sentence_encoder()).fit(_study.data.questions)
 
 
 def get_matcher(study: Study):
-    """The study's :class:`~persona_engine.steer.grounding.QuestionMatcher` (shared by every session)."""
+    """The study's :class:`~persona_engine.steer.question_matching.QuestionMatcher` (shared by every session)."""
     return _load_matcher(str(study.path), study_stamp(study), study)
 
 
@@ -341,7 +341,8 @@ class TrainingJob:
     """A soft-prompt training run in a background thread, shared by every session.
 
     ``step`` of ``total`` and ``info`` are the latest progress callback's
-    (:func:`~persona_engine.steer.train_soft_prompt`): ``total`` is 0 until
+    (``progress("training", step, total, info)`` of
+    :func:`~persona_engine.steer.train_soft_prompt`): ``total`` is 0 until
     the run's length is known, ``step`` 0 while it prepares. ``cancel``
     stops the run within a step.
     """

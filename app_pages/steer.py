@@ -24,8 +24,8 @@ from persona_engine.errors import DataError
 from persona_engine.evaluation import report
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.settings import KINDS
-from persona_engine.steer.study_steering import (discard_candidate, estimate_steering_seconds, keep_candidate,
-                                                 restore_previous, train_steering, training_runs)
+from persona_engine.steer.steering_folder import discard_candidate, keep_candidate, restore_previous, training_runs
+from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
 from persona_engine.steer.runs import runs_table
 
 DEFAULTS = SteeringSettings()
@@ -38,7 +38,7 @@ def duration(seconds: float) -> str:
 
 
 def train_in_background(job: TrainingJob, study, llm, settings: SteeringSettings, resume: bool) -> None:
-    def progress(step: int, total: int, info: dict) -> None:
+    def progress(stage: str, step: int, total: int, info) -> None:
         job.step, job.total, job.info = step, total, dict(info)
 
     def run() -> None:

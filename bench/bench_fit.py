@@ -83,7 +83,7 @@ class StageClock:
             self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._since
         self._stage, self._since = stage, now
 
-    def progress(self, stage: str, step: int, total: int) -> None:
+    def progress(self, stage: str, step: int, total: int, info) -> None:
         # fit_study reports ("cohorts", 1, 2) after the cohorts and ("cohorts", 2, 2) after their stability.
         if stage == "embedding" and self._stage is None:
             self.switch("embedding")

@@ -63,7 +63,8 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.steer import SoftPromptModel, encode_questions, score_options, train_soft_prompt
 from persona_engine.steer.prompts import encode, letter_ids, question_text, render_chat
-from persona_engine.steer.study_steering import load_holdout, study_holdout
+from persona_engine.steer.steering_folder import load_holdout
+from persona_engine.steer.study_steering import study_holdout
 from persona_engine.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ class StepClock:
     def __init__(self, warmup: int) -> None:
         self.warmup, self.started, self.timed_steps, self.seconds = warmup, None, 0, 0.0
 
-    def __call__(self, step: int, total: int, info: dict) -> None:
+    def __call__(self, stage: str, step: int, total: int, info) -> None:
         now = time.perf_counter()
         if step == self.warmup:
             self.started = now

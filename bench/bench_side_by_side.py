@@ -28,9 +28,10 @@ import torch
 
 from persona_engine.llm import load_llm
 from persona_engine.personas import cohort_persona
-from persona_engine.steer.grounding import QuestionMatcher, grounded_chat, grounded_chat_batch
+from persona_engine.steer.grounding import grounded_chat, grounded_chat_batch
+from persona_engine.steer.question_matching import QuestionMatcher
 from persona_engine.steer.prompts import encode
-from persona_engine.steer.study_steering import load_steering
+from persona_engine.steer.steering_folder import load_steering
 from persona_engine.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,10 +34,11 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel, chat, train_soft_prompt
-from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
+from persona_engine.steer.grounding import grounded_chat
+from persona_engine.steer.question_matching import QuestionMatcher
 from persona_engine.steer.injection import decode_step, encode_context, steered_forward
 from persona_engine.steer.prompts import encode, split_chat
-from persona_engine.steer.study_steering import load_steering
+from persona_engine.steer.steering_folder import load_steering
 from persona_engine.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]

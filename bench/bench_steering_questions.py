@@ -76,7 +76,7 @@ def main() -> None:
                                       placement=form.placement, random_state=0)
         stamps: list[float] = []
         train_soft_prompt(llm, spm, embeddings, asked, answers, max_steps=args.steps, validation=0.0,
-                          progress=lambda step, total, info: stamps.append(time.perf_counter()))
+                          progress=lambda stage, step, total, info: stamps.append(time.perf_counter()))
         prepare = stamps[1] - stamps[0] if len(stamps) > 1 else float("nan")
         per_step = (stamps[-1] - stamps[2]) / (len(stamps) - 3) if len(stamps) > 3 else float("nan")
         per_answer = answer_seconds(llm, spm, embeddings, asked)

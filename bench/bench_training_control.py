@@ -64,7 +64,7 @@ def main() -> None:
         marks: dict[str, float] = {}
         cancel = threading.Event()
 
-        def progress(step: int, total: int, info: dict) -> None:
+        def progress(stage: str, step: int, total: int, info) -> None:
             now = time.perf_counter() - started
             if total and "length known" not in marks:
                 marks["length known"] = now

@@ -46,10 +46,12 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel, chat
-from persona_engine.steer.grounding import SOURCES, VOICE, QuestionMatcher, grounded_chat
+from persona_engine.steer.grounding import SOURCES, grounded_chat
+from persona_engine.steer.question_matching import QuestionMatcher
+from persona_engine.steer.voice import VOICE
 from persona_engine.steer.judge import judge_stance
 from persona_engine.steer.prompts import encode, render_chat
-from persona_engine.steer.study_steering import load_steering
+from persona_engine.steer.steering_folder import load_steering
 from persona_engine.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]

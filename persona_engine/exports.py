@@ -20,7 +20,9 @@ import io
 
 import pandas as pd
 
-from persona_engine.cohorts.profiles import cohort_overview, consensus_questions, distinctive_answers, weighting_note
+from persona_engine.cohorts.distinctive import consensus_questions, distinctive_answers
+from persona_engine.cohorts.profiles import cohort_overview
+from persona_engine.cohorts.statistics import weighting_note
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -65,9 +67,9 @@ def cohort_sheets(study, *, weighted: bool = True) -> dict[str, pd.DataFrame]:
     * ``about``: one note saying whether shares and tests are weighted;
     * ``cohorts``: :func:`~persona_engine.cohorts.profiles.cohort_overview`, a row per cohort;
     * ``distinctive answers``: each cohort's 4 most distinctive answers
-      (:func:`~persona_engine.cohorts.profiles.distinctive_answers`);
+      (:func:`~persona_engine.cohorts.distinctive.distinctive_answers`);
     * ``consensus``: the 3 questions the cohorts agree on most
-      (:func:`~persona_engine.cohorts.profiles.consensus_questions`);
+      (:func:`~persona_engine.cohorts.distinctive.consensus_questions`);
     * ``respondents``: as :func:`respondents_csv`.
 
     ``weighted``: weigh respondents by the survey weights, if the study has them.

@@ -126,7 +126,30 @@ def make_opinions(
     # Cuts scale with the overall spread, so every option stays in use at any noise.
     spread = np.sqrt(0.25 + separation**2 + noise**2)
 
-    questions, answers = [], np.empty((n_respondents, n_questions), dtype=np.int16)
+    questions, answers = _answer_questions(kinds, latent, spread, likert_points)
+    answers[~_seen(rng, n_respondents, n_questions, missingness, min_seen)] = MISSING
+    metadata = pd.DataFrame({
+        "planted_cohort": np.array([chr(ord("A") + c) for c in cohort], dtype=object),
+        "age": np.clip(np.round(rng.normal(30 + 10 * (cohort % 4), 10)), 18, 90).astype(int),
+        "region": np.array(REGIONS, dtype=object)[
+            np.where(rng.random(n_respondents) < 0.6, cohort % len(REGIONS), rng.integers(0, 4, n_respondents))],
+    })
+    ids = np.array([f"r{i + 1:04d}" for i in range(n_respondents)], dtype=object)
+    # Weights are drawn last, so that asking for them leaves the answers as they were.
+    weights = None if population_shares is None else _weights(rng, cohort, population_shares, weight_jitter)
+    name = "synthetic planted cohorts" + ("" if weights is None else ", weighted")
+    return OpinionData(ids, tuple(questions), answers, metadata, weights=weights,
+                       source=Source(name=name, format="synthetic"))
+
+
+def _answer_questions(kinds: np.ndarray, latent: np.ndarray, spread: float,
+                      likert_points: int) -> tuple[list[Question], np.ndarray]:
+    """The questions, and each respondent's answer: their latent position cut into the options.
+
+    ``latent`` is ``(n_respondents, n_questions)``; returns the questions and
+    the answers ``(n_respondents, n_questions)`` int16.
+    """
+    questions, answers = [], np.empty(latent.shape, dtype=np.int16)
     counter = {"likert": 0, "statement": 0}
     for j, kind in enumerate(kinds):
         counter[kind] += 1
@@ -141,20 +164,7 @@ def make_opinions(
             questions.append(Question(f"S{counter[kind]:02d}", f"We need more {topic}.", options,
                                       option_values=(-1.0, 0.0, 1.0)))
         answers[:, j] = np.searchsorted(cuts, latent[:, j])
-
-    answers[~_seen(rng, n_respondents, n_questions, missingness, min_seen)] = MISSING
-    metadata = pd.DataFrame({
-        "planted_cohort": np.array([chr(ord("A") + c) for c in cohort], dtype=object),
-        "age": np.clip(np.round(rng.normal(30 + 10 * (cohort % 4), 10)), 18, 90).astype(int),
-        "region": np.array(REGIONS, dtype=object)[
-            np.where(rng.random(n_respondents) < 0.6, cohort % len(REGIONS), rng.integers(0, 4, n_respondents))],
-    })
-    ids = np.array([f"r{i + 1:04d}" for i in range(n_respondents)], dtype=object)
-    # Weights are drawn last, so that asking for them leaves the answers as they were.
-    weights = None if population_shares is None else _weights(rng, cohort, population_shares, weight_jitter)
-    name = "synthetic planted cohorts" + ("" if weights is None else ", weighted")
-    return OpinionData(ids, tuple(questions), answers, metadata, weights=weights,
-                       source=Source(name=name, format="synthetic"))
+    return questions, answers
 
 
 def _weights(rng, cohort: np.ndarray, population_shares, jitter: float) -> np.ndarray:

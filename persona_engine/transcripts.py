@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from persona_engine.steer.grounding import VOICE
 from persona_engine.steer.judge import judge_stance
+from persona_engine.steer.voice import VOICE
 
 NOTE = ("Replies are a language model's simulation of a persona, not the words of any person, "
         "and not what any respondent said.")

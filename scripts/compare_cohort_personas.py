@@ -20,7 +20,7 @@ from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING
 from persona_engine.personas import cohort_persona, predicted_answers
 from persona_engine.steer import answer
-from persona_engine.steer.study_steering import load_steering
+from persona_engine.steer.steering_folder import load_steering
 from persona_engine.study import Study
 
 

@@ -15,7 +15,8 @@ import torch
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import ChatRequest, SoftPromptModel, chat, chat_batch
 from persona_engine.steer import conversation
-from persona_engine.steer.grounding import QuestionMatcher, grounded_chat, grounded_chat_batch
+from persona_engine.steer.grounding import grounded_chat, grounded_chat_batch
+from persona_engine.steer.question_matching import QuestionMatcher
 from persona_engine.steer.stance import load_sentence_encoder
 from persona_engine.study import Study
 from tiny_llm import tiny_llm

@@ -118,3 +118,27 @@ def test_steps_must_be_a_positive_number_or_all(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["train-steering", "STUDY", "--steps", steps])
         assert exit_info.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
+def test_progress_bars_draw_one_bar_per_stage_with_the_loss_and_close(monkeypatch):
+    import io
+    import sys
+
+    from persona_engine.cli.progress import ProgressBars
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # bars are drawn on a terminal only
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with ProgressBars(unit="step") as bars:
+        bars("embedding", 1, 2, {"stage": "fit", "epoch": 0, "loss": 0.25})
+        bars("embedding", 2, 2, {"stage": "done", "epoch": None, "loss": 0.125})
+        bars("training", 0, 3, {})
+        bars("training", 3, 3, {"loss": 0.5, "eta_seconds": 0.0})
+        assert bars._bar is not None and bars._bar.n == 3
+    assert bars._bar is None  # closed at the end of the block
+    drawn = terminal.getvalue()
+    assert "embedding" in drawn and "2/2" in drawn and "loss=0.125" in drawn
+    assert "training" in drawn and "3/3" in drawn and "loss=0.500" in drawn and "eta" not in drawn

@@ -1,4 +1,4 @@
-"""CohortFinder: k selection, fixed k, small-cohort merging, stable labels, saving."""
+"""CohortFinder: choice of k, fixed k, small-cohort merging, stable labels, saving."""
 
 import numpy as np
 import pandas as pd
@@ -24,19 +24,19 @@ def test_auto_k_finds_the_planted_groups(blobs, method):
     finder = CohortFinder(method=method, random_state=0).fit(X)
     assert finder.n_cohorts_ == 3
     assert adjusted_rand_score(truth, finder.labels_) > 0.99
-    selection = finder.selection_
-    assert list(selection["k"]) == list(range(2, 11))
-    assert {"inertia", "silhouette", "bic", "stability", "chosen", "n_cohorts"} <= set(selection.columns)
-    assert selection["chosen"].sum() == 1
-    chosen = selection[selection["chosen"]].iloc[0]
+    k_choice = finder.k_choice_
+    assert list(k_choice["k"]) == list(range(2, 11))
+    assert {"inertia", "silhouette", "bic", "stability", "chosen", "n_cohorts"} <= set(k_choice.columns)
+    assert k_choice["chosen"].sum() == 1
+    chosen = k_choice[k_choice["chosen"]].iloc[0]
     assert chosen["k"] == 3
     # The rule: among the ks stable enough, the lowest BIC.
-    stable = selection[selection["stability"] >= finder.min_stability]
+    stable = k_choice[k_choice["stability"] >= finder.min_stability]
     assert chosen["bic"] == stable["bic"].min()
     assert chosen["stability"] > 0.95
-    assert selection["stability"].between(-1, 1).all()
+    assert k_choice["stability"].between(-1, 1).all()
     # The elbow curve falls from 2 to 3 cohorts.
-    inertia = selection.set_index("k")["inertia"]
+    inertia = k_choice.set_index("k")["inertia"]
     assert inertia[3] < inertia[2]
 
 
@@ -52,8 +52,8 @@ def test_fixed_k_labels_sorted_by_size_and_centroids_are_means(blobs):
     assert np.array_equal(sizes, finder.sizes_)
     for c in range(5):
         np.testing.assert_allclose(finder.centroids_[c], X[finder.labels_ == c].mean(axis=0))
-    assert len(finder.selection_) == 1 and finder.selection_["chosen"].all()
-    assert finder.selection_["stability"].isna().all()   # no resampling for a fixed k
+    assert len(finder.k_choice_) == 1 and finder.k_choice_["chosen"].all()
+    assert finder.k_choice_["stability"].isna().all()   # no resampling for a fixed k
 
 
 def test_predict_agrees_with_training_labels_and_new_points(blobs):
@@ -71,7 +71,7 @@ def test_same_seed_same_cohorts(blobs):
     b = CohortFinder(n_cohorts=6, random_state=7).fit(noisy)
     assert np.array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.centroids_, b.centroids_)
-    pd.testing.assert_frame_equal(a.selection_, b.selection_)
+    pd.testing.assert_frame_equal(a.k_choice_, b.k_choice_)
 
 
 def test_small_cohorts_are_merged_into_the_nearest():
@@ -95,7 +95,7 @@ def test_auto_never_returns_undersized_cohorts(blobs):
     X, _ = blobs
     finder = CohortFinder(random_state=0, k_range=(2, 10), min_cohort_size=40).fit(X)
     assert finder.sizes_.min() >= 40
-    assert (finder.selection_["smallest_cohort"] >= 40).all()
+    assert (finder.k_choice_["smallest_cohort"] >= 40).all()
 
 
 def test_sample_weight_moves_centroids(blobs):
@@ -113,7 +113,7 @@ def test_saved_state_rebuilds_the_same_finder(blobs, method):
     finder = CohortFinder(method=method, n_cohorts=3, random_state=0).fit(X)
     config, arrays = finder.get_config(), finder.state_arrays()
     assert all(isinstance(a, np.ndarray) for a in arrays.values())
-    loaded = CohortFinder.from_state(config, arrays, finder.selection_)
+    loaded = CohortFinder.from_state(config, arrays, finder.k_choice_)
     probe = X + np.random.default_rng(2).normal(0, 1.0, size=X.shape)
     assert np.array_equal(loaded.predict(probe), finder.predict(probe))
     np.testing.assert_array_equal(loaded.centroids_, finder.centroids_)

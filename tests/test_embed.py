@@ -229,7 +229,9 @@ def test_progress_reports_every_pass_up_to_the_total():
     answers, n_options = mixed_answers(n=120)
     calls = []
     SoftmaxFactorization(n_epochs=3, reg_grid=(0.1, 0.2), n_threads=1).fit(
-        answers, n_options, progress=lambda step, total, info: calls.append((step, total, info)))
+        answers, n_options, progress=lambda stage, step, total, info: calls.append((stage, step, total, info)))
+    assert {c[0] for c in calls} == {"embedding"}
+    calls = [c[1:] for c in calls]
     steps = [c[0] for c in calls]
     assert steps == list(range(1, len(calls) + 1))
     assert all(total == len(calls) for _, total, _ in calls)
@@ -259,7 +261,7 @@ def test_fit_uses_the_requested_threads_and_restores_torch():
     seen = []
     SoftmaxFactorization(n_epochs=1, reg=0.1, n_threads=1).fit(
         answers, n_options,
-        progress=lambda step, total, info: seen.append((info["stage"], torch.get_num_threads())))
+        progress=lambda stage, step, total, info: seen.append((info["stage"], torch.get_num_threads())))
     assert seen[-1][0] == "done"
     assert {threads for stage, threads in seen[:-1]} == {1}
     assert torch.get_num_threads() == before

@@ -4,6 +4,7 @@ run end to end on the tiny random Llama (the real model's figures are in docs/re
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from persona_engine.cli import main
+from persona_engine.embed.factorization import EMBEDDERS
 from persona_engine.errors import DataError
 from persona_engine.evaluation import (
     EvaluationSettings,
@@ -26,7 +28,7 @@ from persona_engine.evaluation import (
 from persona_engine.evaluation import baselines, harness
 from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING
-from persona_engine.study import Study, fit_study
+from persona_engine.study import Study
 from tiny_llm import save_tiny_llm, tiny_llm
 
 torch.set_num_threads(1)
@@ -158,15 +160,15 @@ def test_the_evaluation_trains_with_the_steering_settings_and_its_values_are_unc
 
 # ------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    fitted = fit_study(read_opinions(SAMPLE / "polis" / "brexit-consensus"), random_state=0)
-    return Study.load(fitted.save(tmp_path_factory.mktemp("studies") / "brexit"))
+def study(brexit_study, tmp_path_factory):
+    # A copy of the session's Brexit study (conftest), saved and loaded back: the shared one keeps no path.
+    return Study.load(replace(brexit_study, path=None).save(tmp_path_factory.mktemp("studies") / "brexit"))
 
 
 @pytest.fixture(scope="module")
 def evaluated(study):
     learned_from = {}
-    real_fit, real_train = harness.EMBEDDERS["softmax"].fit, harness.train_soft_prompt
+    real_fit, real_train = EMBEDDERS["softmax"].fit, harness.train_soft_prompt
 
     def fit_spy(self, X, *args, **kwargs):
         # The first fit is the filter; later ones are the cohort-space choice's inner refits.
@@ -180,7 +182,7 @@ def evaluated(study):
         return real_train(llm, spm, embeddings, questions, answers, **options)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(harness.EMBEDDERS["softmax"], "fit", fit_spy)
+        patch.setattr(EMBEDDERS["softmax"], "fit", fit_spy)
         patch.setattr(harness, "train_soft_prompt", train_spy)
         result = evaluate_steering(study, tiny_llm(), TINY)
     return result, learned_from

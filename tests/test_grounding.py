@@ -17,11 +17,12 @@ from persona_engine.opinion_data import Question
 from persona_engine.personas import cohort_persona, selection_persona
 from persona_engine.steer.conversation import sentences_in
 from persona_engine.steer import SoftPromptModel, answer
-from persona_engine.steer.grounding import (MIN_WORDS, QuestionMatcher, ground, grounded_chat, related_views,
-                                            reply_opening)
+from persona_engine.steer.grounding import ground, grounded_chat, related_views, reply_opening
+from persona_engine.steer.question_matching import QuestionMatcher
 from persona_engine.steer.judge import judge_stance, option_pole
 from persona_engine.steer.stance import load_sentence_encoder
 from persona_engine.steer.statements import opening, study_vocabulary
+from persona_engine.steer.voice import MIN_WORDS
 from persona_engine.study import Study
 from persona_engine.errors import DataError
 from tiny_llm import tiny_llm

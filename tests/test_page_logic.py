@@ -129,7 +129,7 @@ def test_a_transcript_has_the_note_the_settings_and_each_replys_grounding():
 
 
 def test_a_transcript_without_a_voice_setting_says_the_default():
-    from persona_engine.steer.grounding import VOICE
+    from persona_engine.steer.voice import VOICE
 
     markdown, _ = transcript({}, {"study": "s", "model": "m", "strength": 1.0})
     assert f"soft prompt in the reasons {VOICE:g}" in markdown
@@ -159,7 +159,7 @@ def test_the_respondents_csv_has_a_row_per_respondent_and_no_formula_cells(study
 
 # ------------------------------------------------------------------ steering runs
 def test_the_runs_table_has_a_row_per_recorded_run(study):
-    from persona_engine.steer.study_steering import training_runs
+    from persona_engine.steer.steering_folder import training_runs
 
     runs = training_runs(study)
     table = runs_table(runs)
@@ -200,6 +200,6 @@ def test_the_steering_label_says_trained_only_for_a_model_that_beats_the_majorit
 
 
 def test_the_sample_studys_steering_is_trained(study):
-    from persona_engine.steer.study_steering import steering_status
+    from persona_engine.steer.steering_folder import steering_status
 
     assert steering_label(steering_status(study)) == "trained"

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from persona_engine.cohorts import profiles
+from persona_engine import wording
+from persona_engine.cohorts import distinctive, naming, profiles
 from persona_engine.opinion_data import OpinionData, Question
 
 AGREE = ("disagree", "pass", "agree")
@@ -62,7 +63,7 @@ def test_answer_distribution_counts_and_wilson(tiny):
 
 def test_representativeness_matches_polis_formulas(tiny):
     data, labels = tiny
-    table = profiles.representativeness(data, labels)
+    table = distinctive.representativeness(data, labels)
     row = table[(table.cohort == 0) & (table.question_id == "q1") & (table.answer == "agree")].iloc[0]
     # In: 3 of 3 agree; out: 0 of 3. Smoothed (c+1)/(n+2): 4/5 vs 1/5.
     assert row["representativeness"] == pytest.approx(4.0)
@@ -85,13 +86,13 @@ def _planted(seed=0):
 
 def test_planted_distinctive_answer_is_found():
     data, labels = _planted()
-    top = profiles.distinctive_answers(data, labels, top=3)
+    top = distinctive.distinctive_answers(data, labels, top=3)
     first = top[top.cohort == 1].iloc[0]
     assert (first["question_id"], first["answer"]) == ("q0", "agree")
     assert bool(first["significant"]) and first["z"] > 5
     # With the cohorts shuffled the planted answer stops being distinctive.
     shuffled = np.random.default_rng(1).permutation(labels)
-    table = profiles.representativeness(data, shuffled)
+    table = distinctive.representativeness(data, shuffled)
     planted = table[(table.question_id == "q0") & (table.answer == "agree")]
     assert planted["z"].abs().max() < 2
     # At most one answer per question and per cohort.
@@ -104,23 +105,23 @@ def test_consensus_questions(tiny):
     answers = np.column_stack([data.answers, np.full(6, 2)])
     data = OpinionData(data.respondent_ids, data.questions + (Question("q4", "Clean air matters", AGREE),),
                        answers)
-    table = profiles.consensus_questions(data, labels)
+    table = distinctive.consensus_questions(data, labels)
     assert list(table["question_id"]) == ["q4"]
     # q2 (agreed by 2 of 2 and 2 of 3) passes only a looser test: z = 2 sqrt(4) (3/4 - 1/2) = 1.0.
-    assert list(profiles.consensus_questions(data, labels, confidence=0.8)["question_id"]) == ["q4", "q2"]
+    assert list(distinctive.consensus_questions(data, labels, confidence=0.8)["question_id"]) == ["q4", "q2"]
     row = table.iloc[0]
     assert row["answer"] == "agree"
     assert row["consensus"] == pytest.approx((4 / 5) ** 2)   # product of smoothed shares
     assert row["lowest_share"] == 1.0
     # q1 splits the cohorts (agree vs disagree), so it is never a consensus.
-    assert "q1" not in set(profiles.consensus_questions(data, labels, confidence=0.5)["question_id"])
+    assert "q1" not in set(distinctive.consensus_questions(data, labels, confidence=0.5)["question_id"])
 
 
 def test_consensus_counts_sides_of_long_scales():
     likert = ("strongly disagree", "disagree", "neutral", "agree", "strongly agree")
     answers = np.array([[3], [4], [3], [4], [4], [3], [3], [4]] * 5)
     data = OpinionData(np.arange(40), (Question("q", "Trains are good", likert),), answers)
-    table = profiles.consensus_questions(data, np.arange(40) % 2)
+    table = distinctive.consensus_questions(data, np.arange(40) % 2)
     assert "agree or strongly agree" in set(table["answer"])
 
 
@@ -139,12 +140,12 @@ def test_metadata_composition(tiny):
 def test_short_texts_and_labels():
     items = ["welfare", "the military, armaments and defense", "highways and bridges"]
     questions = tuple(Question(f"nat{j}", f"{STEM} {item}?", SPENDING) for j, item in enumerate(items))
-    assert profiles.short_question_texts(questions) == ["welfare", "military, armaments and defense",
+    assert wording.short_question_texts(questions) == ["welfare", "military, armaments and defense",
                                                         "highways and bridges"]
     readable = Question("immigration_policy", "A long question about immigration?", SPENDING)
-    assert profiles.short_question_texts([readable, questions[0]])[0] == "immigration policy"
+    assert wording.short_question_texts([readable, questions[0]])[0] == "immigration policy"
     long = Question("c7", "One two three four five six seven eight", AGREE)
-    assert profiles.short_question_texts([long], max_words=4) == ["One two three four…"]
+    assert wording.short_question_texts([long], max_words=4) == ["One two three four…"]
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 40)
@@ -152,7 +153,7 @@ def test_short_texts_and_labels():
     answers[:40, 0], answers[40:, 0] = 2, 0          # cohort 0: too little welfare
     answers[:40, 1], answers[40:, 1] = 0, 2          # cohort 0: too much military
     data = OpinionData(np.arange(80), questions, answers)
-    names = profiles.cohort_names(data, labels)
+    names = naming.cohort_names(data, labels)
     assert list(names["name"]) == list(names["full_name"])  # short enough to need no cut
     assert names["name"][0] == "Too little on welfare; too much on the military, armaments and defense"
     assert names["name"][1].startswith("Too much on welfare")
@@ -171,7 +172,7 @@ def sample(request):
 
 
 def test_sample_cohort_names_are_distinct_readable_and_never_cut_mid_word(sample):
-    names = profiles.cohort_names(sample.data, sample.labels, max_chars=40)
+    names = naming.cohort_names(sample.data, sample.labels, max_chars=40)
     assert names["name"].is_unique and names["full_name"].is_unique
     options = {o for q in sample.data.questions for o in q.options}
     for name, full in zip(names["name"], names["full_name"]):
@@ -183,11 +184,11 @@ def test_sample_cohort_names_are_distinct_readable_and_never_cut_mid_word(sample
         first = full.split(";")[0].split(":")[0].lower()
         assert any(option in first for option in options) or any(
             full.startswith(v) for v in ("Agrees", "Disagrees", "Passes on"))
-    assert names.equals(profiles.cohort_names(sample.data, sample.labels, max_chars=40))  # deterministic
+    assert names.equals(naming.cohort_names(sample.data, sample.labels, max_chars=40))  # deterministic
 
 
 def test_gss_and_polis_names_read_in_option_words(sample):
-    names = list(profiles.cohort_names(sample.data, sample.labels)["name"])
+    names = list(naming.cohort_names(sample.data, sample.labels)["name"])
     if sample.data.source.format == "polis":
         assert all(re.match(r"(Agrees|Disagrees|Passes on): [A-Z]", n) for n in names), names
     else:
@@ -202,11 +203,11 @@ def test_cohorts_with_the_same_distinctive_answers_get_distinct_names():
     answers = np.zeros((90, 3), dtype=int)
     answers[:60, 0] = 2                      # cohorts 0 and 1: above all, too little on welfare
     answers[:20, 1], answers[30:37, 1], answers[60:68, 1] = 2, 2, 2
-    names = profiles.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
+    names = naming.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
     assert list(names["name"]) == ["Too little on welfare and parks", "Too little on welfare, too much on parks",
                                    "Too much on welfare"]   # a second answer tells them apart
     answers[:, 1] = 0                        # now nothing does: their number does
-    names = profiles.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
+    names = naming.cohort_names(OpinionData(np.arange(90), questions, answers), labels, n_answers=1)
     assert list(names["name"][:2]) == ["Too little on welfare (cohort 0)", "Too little on welfare (cohort 1)"]
 
 
@@ -218,14 +219,14 @@ def test_a_cohort_summary_says_what_it_believes_against_everyone():
     answers[:36, 1] = 2                                  # 72% of cohort 0: too little on the military
     answers[50:, 1] = 1
     data = OpinionData(np.arange(100), questions, answers)
-    sentences = profiles.cohort_summaries(data, np.repeat([0, 1], 50))
+    sentences = naming.cohort_summaries(data, np.repeat([0, 1], 50))
     assert sentences[0] == ("100% say “too little” on welfare, against 50% of all respondents, and 72% say "
                             "“too little” on the military, against 36% overall.")
     assert sentences[1].startswith("100% say “too much” on welfare, against 50% of all respondents")
 
 
 def test_polis_summaries_quote_the_statement(sample):
-    sentences = profiles.cohort_summaries(sample.data, sample.labels)
+    sentences = naming.cohort_summaries(sample.data, sample.labels)
     assert len(sentences) == sample.n_cohorts and all("% of all respondents" in s for s in sentences)
     if sample.data.source.format == "polis":
         assert all(re.match(r"\d+% (agree|disagree|pass) (with|on) “", s) for s in sentences)

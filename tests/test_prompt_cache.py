@@ -14,10 +14,10 @@ import torch
 
 from persona_engine.opinion_data import MISSING, Question
 from persona_engine.steer import SoftPromptModel, train_soft_prompt
-from persona_engine.steer.injection import Prompts
+from persona_engine.steer.prompt_cache import Prompts
 from persona_engine.steer.answering import letter_logits
 from persona_engine.steer.prompts import encode_questions
-from persona_engine.steer.training import grouped_order
+from persona_engine.steer.examples import grouped_order
 from tiny_llm import tiny_llm
 
 QUESTIONS = [Question(f"s{i}", text, ("agree", "disagree", "pass")) for i, text in enumerate([

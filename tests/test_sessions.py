@@ -29,8 +29,10 @@ from app_pages.state import PER_STUDY, study_id
 from persona_engine.llm import load_llm
 from persona_engine.personas import cohort_persona
 from persona_engine.steer import SoftPromptModel
-from persona_engine.steer.grounding import QuestionMatcher, grounded_chat
-from persona_engine.steer.study_steering import PREVIOUS, load_steering, train_steering
+from persona_engine.steer.grounding import grounded_chat
+from persona_engine.steer.question_matching import QuestionMatcher
+from persona_engine.steer.steering_folder import PREVIOUS, load_steering
+from persona_engine.steer.study_steering import train_steering
 from persona_engine.study import Study, fit_study
 from test_steering_study import LEARNS, two_camps_data
 from tiny_llm import save_tiny_llm

@@ -23,11 +23,12 @@ from persona_engine.steer import (
     question_text,
     train_soft_prompt,
 )
-from persona_engine.steer.injection import Prompts
+from persona_engine.steer.prompt_cache import Prompts
 from persona_engine.steer.answering import letter_logits
 from persona_engine.steer.prompts import letter_ids, reply_ids, split_chat
 from persona_engine.steer import training
-from persona_engine.steer.training import learning_rate_factor, reply_loss
+from persona_engine.steer.loss import reply_loss
+from persona_engine.steer.training import learning_rate_factor
 from tiny_llm import tiny_llm
 
 torch.set_num_threads(1)
@@ -241,11 +242,12 @@ def test_training_learns_the_camps_answers(llm, kind, n_virtual, placement):
     before = answer(llm, questions[0], spm, embeddings)
     calls = []
     result = train_soft_prompt(llm, spm, embeddings, questions, answers, epochs=15, batch_size=16, lr=1e-2,
-                               progress=lambda step, total, info: calls.append((step, total, info)))
+                               progress=lambda *call: calls.append(call))
     after = answer(llm, questions[0], spm, embeddings)
     assert result.n_train + result.n_val == answers.size - 1
-    assert [c[0] for c in calls] == list(range(0, result.steps + 1))  # 0: the length is known, nothing done yet
-    assert calls[0][1] == calls[-1][1] == result.steps and calls[0][2] == {}
+    assert {c[0] for c in calls} == {"training"}
+    assert [c[1] for c in calls] == list(range(0, result.steps + 1))  # 0: the length is known, nothing done yet
+    assert calls[0][2] == calls[-1][2] == result.steps and calls[0][3] == {}
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     chosen = np.where(camp == 0, 0, 2)
     gain = after[np.arange(len(camp)), chosen] - before[np.arange(len(camp)), chosen]
@@ -352,7 +354,7 @@ def test_cancel_keeps_the_best_checkpoint(llm, tmp_path):
     spm = SoftPromptModel.for_llm(llm, embeddings.shape[1])
     stop = threading.Event()
 
-    def progress(step, total, info):
+    def progress(stage, step, total, info):
         if step == 6:
             stop.set()
 
@@ -374,7 +376,7 @@ def test_cancel_takes_effect_within_one_step(llm):
     answers = np.where(camp[:, None] == 0, 0, 2).repeat(2, axis=1).astype(np.int16)
     stop, seen = threading.Event(), []
 
-    def progress(step, total, info):
+    def progress(stage, step, total, info):
         seen.append(step)
         if step == 1:
             stop.set()

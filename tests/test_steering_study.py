@@ -27,30 +27,27 @@ import torch
 
 from persona_engine.cli import main
 from persona_engine.errors import DataError
-from persona_engine.ingest import read_opinions
 from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING, OpinionData, Question, Source
 from persona_engine.evaluation.protocol import holdout_split
-from persona_engine.steer import SteeringSettings, TrainingResult, study_steering, training
-from persona_engine.steer.study_steering import (
+from persona_engine.steer import SteeringSettings, TrainingResult, steering_folder, study_steering, training
+from persona_engine.steer.steering_folder import (
     CANDIDATE,
     CHECKPOINT,
     PREVIOUS,
     discard_candidate,
-    estimate_steering_seconds,
     keep_candidate,
     load_holdout,
     load_steering,
     restore_previous,
     steering_status,
-    train_steering,
     training_runs,
 )
+from persona_engine.steer.study_steering import estimate_steering_seconds, train_steering
 from persona_engine.study import STEERING, Study, fit_study
 from tiny_llm import save_tiny_llm, tiny_llm
 
 torch.set_num_threads(1)
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 FAST = dict(max_examples=48, epochs=1, batch_size=16, max_val_examples=32)
 LEARNS = dict(steps=30, batch_size=16, lr=1e-2)
 """Enough for the tiny model to learn the two camps (validation accuracy 1 against a majority of about 0.5)."""
@@ -69,8 +66,9 @@ def weights(folder: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    return fit_study(read_opinions(SAMPLE / "polis" / "brexit-consensus"), random_state=0)
+def fitted(brexit_study):
+    """The session's Brexit study (conftest): tests save a copy, ``replace(fitted, path=None)``, never it."""
+    return brexit_study
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +176,7 @@ def test_steering_survives_a_re_save_and_is_dropped_by_a_refit(trained, llm, tmp
 def cancelled_at(step: int):
     """A ``(progress, cancel)`` pair that cancels once ``step`` steps have run."""
     done = []
-    return (lambda at, total, info: done.append(at)), (lambda: bool(done) and done[-1] >= step)
+    return (lambda stage, at, total, info: done.append(at)), (lambda: bool(done) and done[-1] >= step)
 
 
 def test_a_cancelled_run_is_a_candidate_and_leaves_the_installed_model(trained, llm, tmp_path):
@@ -222,8 +220,9 @@ def test_keep_installs_a_candidate_that_beats_the_majority_and_the_previous_can_
         restore_previous(study)
     # Cancelled once a validation check has seen the camps learnt (it beats the majority).
     checks = []
-    _, result = train_steering(study, llm, random_state=1, progress=lambda step, total, info: checks.append(
-        info.get("val_accuracy", 0.0)), cancel=lambda: bool(checks) and checks[-1] == 1.0,
+    _, result = train_steering(
+        study, llm, random_state=1, progress=lambda stage, step, total, info: checks.append(
+            info.get("val_accuracy", 0.0)), cancel=lambda: bool(checks) and checks[-1] == 1.0,
         **{**LEARNS, "steps": 60})
     assert result.stopped == "cancelled" and result.val_accuracy > result.val_majority_accuracy
     candidate = steering_status(study).candidate
@@ -248,9 +247,9 @@ def test_a_restore_cut_short_by_a_crash_is_finished(trained, tmp_path):
     shutil.copytree(study.steering_path, study.path / PREVIOUS)
     (study.path / PREVIOUS / "marker.txt").write_text("the previous model")
     # restore_previous staged the previous model and made the installed one the previous, then died.
-    shutil.copytree(study.path / PREVIOUS, study.path / study_steering.RESTORING)
+    shutil.copytree(study.path / PREVIOUS, study.path / steering_folder.RESTORING)
     status = steering_status(study)  # any look at the study finishes the restore
-    assert (study.steering_path / "marker.txt").is_file() and not (study.path / study_steering.RESTORING).exists()
+    assert (study.steering_path / "marker.txt").is_file() and not (study.path / steering_folder.RESTORING).exists()
     assert status.active is not None
 
 

@@ -1,3 +1,5 @@
+import copy
+import dataclasses
 import json
 import os
 import signal
@@ -22,7 +24,8 @@ def brexit(brexit_data):
 
 @pytest.fixture(scope="module")
 def study(brexit_study):
-    return brexit_study
+    """The shared study, as a copy: saving sets ``path``, which other modules must not see."""
+    return dataclasses.replace(brexit_study, manifest=copy.deepcopy(brexit_study.manifest), path=None)
 
 
 def test_fitted_study_has_one_vector_cohort_and_map_point_per_respondent(study, brexit):
@@ -70,6 +73,26 @@ def test_saved_study_loads_back_identical(study, tmp_path):
     # nothing in the folder is a pickle: JSON, parquet and safetensors only
     suffixes = {p.suffix for p in folder.rglob("*") if p.is_file()}
     assert suffixes <= {".json", ".parquet", ".safetensors"}
+    assert (folder / "cohorts" / "k_choice.parquet").is_file()
+    assert not (folder / "cohorts" / "selection.parquet").exists()
+    assert loaded.cohorts.k_choice_.equals(study.cohorts.k_choice_)
+
+
+@pytest.mark.parametrize("name", ["gss_spending", "brexit-consensus"])
+def test_a_study_saved_with_selection_parquet_still_loads_its_choice_of_k(name):
+    # The bundled studies were saved before cohorts/selection.parquet was renamed k_choice.parquet.
+    folder = SAMPLE / "studies" / name
+    assert (folder / "cohorts" / "selection.parquet").is_file()
+    assert not (folder / "cohorts" / "k_choice.parquet").exists()
+    k_choice = Study.load(folder).cohorts.k_choice_
+    assert {"k", "bic", "stability", "chosen"} <= set(k_choice.columns) and k_choice["chosen"].sum() == 1
+
+
+def test_a_resaved_old_study_writes_k_choice_parquet(tmp_path):
+    old = Study.load(SAMPLE / "studies" / "brexit-consensus")
+    folder = old.save(tmp_path / "brexit")
+    assert not (folder / "cohorts" / "selection.parquet").exists()
+    assert Study.load(folder).cohorts.k_choice_.equals(old.cohorts.k_choice_)
 
 
 def test_failed_save_leaves_the_existing_study_untouched(study, tmp_path, monkeypatch):

@@ -20,8 +20,8 @@ def opinions():
 def test_manifest_names_every_subsampled_step(opinions):
     study = fit_study(opinions, random_state=0, max_respondents=120)
     subsampled = study.manifest["subsampled"]
-    assert set(subsampled) == {"cohort_space", "cohort_selection", "cohort_stability", "map"}
-    assert subsampled["cohort_selection"] == "choice of the number of cohorts on a random 120 of 300 respondents"
+    assert set(subsampled) == {"cohort_space", "cohort_k_choice", "cohort_stability", "map"}
+    assert subsampled["cohort_k_choice"] == "choice of the number of cohorts on a random 120 of 300 respondents"
     # Everyone still gets a cohort and a map position.
     assert study.labels.shape == (300,) and study.latent_map.coords_.shape == (300, 2)
     assert study.stability["size"].sum() == 300
@@ -37,9 +37,9 @@ def test_finder_below_its_cap_is_unchanged_and_above_it_fits_the_chosen_k_on_eve
     uncapped = CohortFinder(n_resamples=3, max_respondents=None).fit(X)
     at_cap = CohortFinder(n_resamples=3, max_respondents=200).fit(X)
     np.testing.assert_array_equal(uncapped.labels_, at_cap.labels_)
-    assert at_cap.selection_respondents_ == 200
+    assert at_cap.k_choice_respondents_ == 200
     capped = CohortFinder(n_resamples=3, max_respondents=80).fit(X)
-    assert capped.selection_respondents_ == 80 and capped.labels_.shape == (200,)
+    assert capped.k_choice_respondents_ == 80 and capped.labels_.shape == (200,)
     assert capped.n_cohorts_ == 2
 
 

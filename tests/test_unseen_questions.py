@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from persona_engine.embed.factorization import EMBEDDERS
 from persona_engine.errors import DataError
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
@@ -108,7 +109,7 @@ def unseen_run():
     settings = EvaluationSettings(train_examples=32, train_steps=2, val_examples=16, max_respondents=30,
                                   max_text_respondents=8, calibration_prompts=8, n_bootstrap=100)
     seen = {"filter": [], "soft prompt": [], "text-to-factor": [], "context": []}
-    real_fit = unseen_harness.EMBEDDERS["softmax"].fit
+    real_fit = EMBEDDERS["softmax"].fit
     real_train, real_ttf = unseen_harness.train_soft_prompt, unseen_harness.TextToFactor.fit
     real_context = baselines.describe_answers
 
@@ -129,7 +130,7 @@ def unseen_run():
         return real_context(questions, row, question, similarity, n_context)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(unseen_harness.EMBEDDERS["softmax"], "fit", fit_spy)
+        patch.setattr(EMBEDDERS["softmax"], "fit", fit_spy)
         patch.setattr(unseen_harness, "train_soft_prompt", train_spy)
         patch.setattr(unseen_harness.TextToFactor, "fit", ttf_spy)
         patch.setattr(baselines, "describe_answers", context_spy)

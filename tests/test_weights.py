@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from persona_engine.cohorts import profiles
+from persona_engine.cohorts import distinctive, naming, profiles, statistics
 from persona_engine.cli import main
 from persona_engine.opinion_data import OpinionData, Question
 from persona_engine.synthetic import make_opinions
@@ -56,9 +56,9 @@ def _wilson(p, n, z=norm.ppf(0.975)):
 
 # ------------------------------------------------------------ hand-computed
 def test_kish_effective_sample_size():
-    assert profiles.effective_sample_size(WEIGHTS) == pytest.approx(10**2 / 24)   # (Σw)² / Σw²
-    assert profiles.effective_sample_size(np.ones(7)) == 7
-    counts, n_eff = profiles.effective_counts([[4.0, 0.0, 2.0]], [18.0])
+    assert statistics.effective_sample_size(WEIGHTS) == pytest.approx(10**2 / 24)   # (Σw)² / Σw²
+    assert statistics.effective_sample_size(np.ones(7)) == 7
+    counts, n_eff = statistics.effective_counts([[4.0, 0.0, 2.0]], [18.0])
     assert n_eff[0] == pytest.approx(2.0) and counts[0].tolist() == pytest.approx([4 / 3, 0, 2 / 3])
 
 
@@ -106,7 +106,7 @@ def test_a_majority_flips_under_weights(tiny):
 
 def test_representativeness_on_effective_counts(tiny):
     data, labels = tiny
-    row = _row(profiles.representativeness(data, labels), cohort=0, question_id="q1", answer="disagree")
+    row = _row(distinctive.representativeness(data, labels), cohort=0, question_id="q1", answer="disagree")
     # In: weights [4, 0, 2], Σw² 18 -> n_eff 2, effective disagree 4/3.
     # Out: rows 3-5, weights [2, 2, 0] (disagree, pass, agree), Σw² 6 -> n_eff 8/3, effective disagree 4/3.
     assert (row["share_in"], row["share_out"]) == (pytest.approx(4 / 6), pytest.approx(2 / 4))
@@ -116,7 +116,7 @@ def test_representativeness_on_effective_counts(tiny):
     pooled = (c1 + c2) / (n1 + n2)
     assert row["z"] == pytest.approx((c1 / n1 - c2 / n2) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)))
     # Unweighted, disagree is less common in cohort 0 (1 of 3) than outside (2 of 3).
-    plain = _row(profiles.representativeness(data, labels, weighted=False), cohort=0, question_id="q1",
+    plain = _row(distinctive.representativeness(data, labels, weighted=False), cohort=0, question_id="q1",
                  answer="disagree")
     assert plain["representativeness"] == pytest.approx((2 / 5) / (3 / 5))
 
@@ -138,13 +138,14 @@ def test_metadata_mix_is_weighted(tiny):
 def test_unit_weights_give_exactly_the_unweighted_figures(tiny):
     data, labels = tiny
     ones = OpinionData(data.respondent_ids, data.questions, data.answers, data.metadata, weights=np.ones(6))
-    for name in ("cohort_overview", "answer_distribution", "majority_answers", "representativeness",
-                 "distinctive_answers", "consensus_questions", "metadata_composition", "cohort_names"):
-        weighted = getattr(profiles, name)(ones, labels)
-        unweighted = getattr(profiles, name)(ones, labels, weighted=False)
+    for table in (profiles.cohort_overview, profiles.answer_distribution, profiles.majority_answers,
+                  distinctive.representativeness, distinctive.distinctive_answers, distinctive.consensus_questions,
+                  profiles.metadata_composition, naming.cohort_names):
+        weighted = table(ones, labels)
+        unweighted = table(ones, labels, weighted=False)
         assert weighted.attrs["weighted"] and not unweighted.attrs["weighted"]
         pd.testing.assert_frame_equal(weighted, unweighted, check_exact=True, check_flags=False)
-    assert profiles.cohort_summaries(ones, labels) == profiles.cohort_summaries(ones, labels, weighted=False)
+    assert naming.cohort_summaries(ones, labels) == naming.cohort_summaries(ones, labels, weighted=False)
 
 
 def test_weighted_is_ignored_without_weights(tiny):
@@ -152,8 +153,8 @@ def test_weighted_is_ignored_without_weights(tiny):
     plain = OpinionData(data.respondent_ids, data.questions, data.answers, data.metadata)
     table = profiles.answer_distribution(plain, labels)
     assert not table.attrs["weighted"]
-    assert profiles.weighting_note(plain) == "unweighted" == profiles.weighting_note(data, weighted=False)
-    assert profiles.weighting_note(data) == "weighted by the survey weights"
+    assert statistics.weighting_note(plain) == "unweighted" == statistics.weighting_note(data, weighted=False)
+    assert statistics.weighting_note(data) == "weighted by the survey weights"
 
 
 # ------------------------------------------------------------ synthetic study
@@ -317,5 +318,5 @@ def test_the_weight_column_read_is_named_in_the_manifest_and_the_captions(tmp_pa
     fit_study(read, n_cohorts=3, dim=4, cohort_space="embedding", random_state=0).save(tmp_path / "study")
     loaded = Study.load(tmp_path / "study")
     assert loaded.manifest["source"]["weight_column"] == "final_weight"
-    assert profiles.weighting_note(loaded.data) == "weighted by the survey weights (final_weight)"
-    assert profiles.weighting_note(loaded.data, weighted=False) == "unweighted"
+    assert statistics.weighting_note(loaded.data) == "weighted by the survey weights (final_weight)"
+    assert statistics.weighting_note(loaded.data, weighted=False) == "unweighted"

@@ -12,10 +12,13 @@ import os
 import sys
 import warnings
 
-from persona_engine.cli import codebook_command, evaluation_commands, steering_commands, study_commands
+from persona_engine.cli import (codebook_command, evaluation_commands, persona_commands, steering_commands,
+                                study_commands)
 from persona_engine.cli.options import common_arguments, data_arguments, llm_arguments, soft_prompt_arguments
-from persona_engine.cli.steering_commands import GROUNDING_SOURCES  # noqa: F401  (the chat's --source choices)
 from persona_engine.errors import DataError, DataWarning
+
+GROUNDING_SOURCES = persona_commands.GROUNDING_SOURCES
+"""The chat's ``--source`` choices."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,5 +78,6 @@ def _build_parser() -> argparse.ArgumentParser:
     study_commands.add_parsers(sub, common, data_args)
     codebook_command.add_parser(sub, [common, data_args])
     steering_commands.add_parsers(sub, common, llm_args, spm_args)
+    persona_commands.add_parsers(sub, common, llm_args)
     evaluation_commands.add_parser(sub, [common, llm_args, spm_args])
     return parser

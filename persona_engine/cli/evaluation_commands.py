@@ -5,26 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 
 import pandas as pd
+
+from persona_engine.cli.progress import ProgressBars
 
 
 def run_evaluate_steering(args: argparse.Namespace) -> int:
     from persona_engine.evaluation import evaluate_steering, write_report
     from persona_engine.evaluation.report import json_ready, verdict
+    from persona_engine.llm import load_llm
     from persona_engine.study import Study
-
-    from persona_engine.cli.steering_commands import _load_llm
 
     study = Study.load(args.study)
     settings = evaluation_settings(args)
-    llm = _load_llm(args.model, args.dtype)
+    llm = load_llm(args.model, dtype=args.dtype)
     started = time.perf_counter()
     if args.split == "questions":
         return _run_unseen_questions(args, study, llm, settings, started)
-    with _StageBars() as bars:
+    with ProgressBars(leave=False) as bars:  # many short stages
         result = evaluate_steering(study, llm, settings, progress=bars)
     out = args.out or study.path / "evaluation"
     command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
@@ -58,7 +58,7 @@ def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
     from persona_engine.evaluation.unseen_harness import evaluate_unseen_questions
     from persona_engine.evaluation.unseen_report import KIM_AND_LEE, verdict, write_unseen_report
 
-    with _StageBars() as bars:
+    with ProgressBars(leave=False) as bars:
         result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds,
                                            shuffle_options=args.shuffle_options, progress=bars)
     out = args.out or study.path / "evaluation-questions"
@@ -147,27 +147,3 @@ def _limit(value) -> int | None:
         raise SystemExit(f"error: expected a number or 'all', not '{value}'") from None
     return number
 
-
-class _StageBars:
-    """One tqdm bar per stage for ``progress(stage, done, total)`` callbacks."""
-
-    def __enter__(self):
-        self._stage, self._bar = None, None
-        return self
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if stage != self._stage:
-            if self._bar is not None:
-                self._bar.close()
-            self._stage = stage
-            # disable=None: no bar when stderr is a pipe or a CI log, only on a terminal
-            self._bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False, disable=None)
-        self._bar.total = total
-        self._bar.update(done - self._bar.n)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.close()
-        return False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from persona_engine.cli.progress import ProgressBars
 from persona_engine.errors import DataError
 
 
@@ -69,7 +70,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     data = _read_data(args)
     print(f"Read {data!r}", file=sys.stderr)
-    with _StageBars() as bars:
+    with ProgressBars() as bars:
         study = fit_study(
             data, model=args.model, dim=args.dim, n_cohorts=_k(args.k),
             cohort_method=args.cohort_method, cohort_space=args.cohort_space, min_cohort_size=args.min_cohort_size,
@@ -91,19 +92,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from persona_engine.study import Study
 
         study = Study.load(source)
-        data, params = study.data, study.manifest.get("parameters", {})
-        dim = params.get("dim", args.dim)
-        cohort_method = params.get("cohort_method", args.cohort_method)
-        cohort_space = params.get("cohort_space", args.cohort_space)
-        n_cohorts = params.get("n_cohorts", _k(args.k))
+        data, parameters = study.data, study.manifest.get("parameters", {})
     else:
-        data, dim, n_cohorts = _read_data(args), args.dim, _k(args.k)
-        cohort_method, cohort_space = args.cohort_method, args.cohort_space
-    with _StageBars() as bars:
-        table = quality_table(
-            data, dim=dim, n_cohorts=n_cohorts, cohort_method=cohort_method, cohort_space=cohort_space,
-            seeds=args.seeds, progress=bars,
-        )
+        data = _read_data(args)
+        parameters = {"dim": args.dim, "n_cohorts": _k(args.k), "cohort_method": args.cohort_method,
+                      "cohort_space": args.cohort_space}
+    with ProgressBars() as bars:
+        table = quality_table(data, parameters, seeds=args.seeds, progress=bars)
     paired = paired_difference(table)
     one_split = not math.isfinite(paired["standard_error"])
     if args.json:
@@ -125,9 +120,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from persona_engine.cohorts.profiles import (
-        cohort_overview, consensus_questions, distinctive_answers, metadata_composition, weighting_note,
-    )
+    from persona_engine.cohorts.distinctive import consensus_questions, distinctive_answers
+    from persona_engine.cohorts.profiles import cohort_overview, metadata_composition
+    from persona_engine.cohorts.statistics import weighting_note
     from persona_engine.study import Study
 
     study = Study.load(args.study)
@@ -198,32 +193,4 @@ def _k(value: str) -> int | str:
     if k < 1:
         raise DataError(f"--k must be at least 1, got {k}")
     return k
-
-
-class _StageBars:
-    """tqdm bars for ``progress(stage, step, total)`` callbacks, one bar per stage."""
-
-    def __enter__(self):
-        self._bars = {}
-        return self
-
-    def __call__(self, stage: str, step: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        bar = self._bars.get(stage)
-        if bar is None:
-            for other in self._bars.values():  # stages run one after another
-                other.close()
-            # disable=None: no bar when stderr is a pipe or a CI log, only on a terminal
-            bar = self._bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, disable=None)
-        if bar.total != total:
-            bar.total = total
-        bar.n = step
-        bar.refresh()
-
-    def __exit__(self, *exc):
-        for bar in self._bars.values():
-            bar.close()
-        return False
-
 

@@ -18,7 +18,7 @@ How many cohorts (``n_cohorts="auto"``)
     and their majority answers only predict their members' answers, if they
     come back when the sample changes; on small or sparse data only coarse
     splits do, so fewer, larger cohorts are chosen there. Inertia (the elbow
-    curve) and the silhouette are reported in ``selection_`` but not used:
+    curve) and the silhouette are reported in ``k_choice_`` but not used:
     on opinion embeddings, a continuum rather than separated blobs, the
     silhouette nearly always prefers k = 2, and the best-separated split can
     be a small group of outliers that says little about everyone else.
@@ -30,7 +30,7 @@ How many cohorts (``n_cohorts="auto"``)
     sample of that many (the bootstraps of 3,000 people tell stable cohorts
     from unstable ones about as well as those of 100,000, at a fraction of the
     cost), and the chosen k is then fitted on everyone;
-    ``selection_respondents_`` says how many were used.
+    ``k_choice_respondents_`` says how many were used.
 
 Respondents with few answers
     Their vectors rest on little evidence. Pass ``sample_weight`` = each
@@ -56,7 +56,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
@@ -64,13 +63,15 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
+from persona_engine.cohorts.partition import (cohort_centroids, merge_small_cohorts, partition_bic,
+                                              within_cohort_inertia)
 from persona_engine.errors import DataError
 
 CONFIG_VERSION = 1
 METHODS = ("kmeans", "gmm")
 SILHOUETTE_SAMPLE = 3000
 """Silhouettes are computed on at most this many respondents (it is quadratic)."""
-SELECTION_RESPONDENTS = 3000
+K_CHOICE_RESPONDENTS = 3000
 """``n_cohorts="auto"`` scores the candidate ks on a random sample of at most this many respondents."""
 MIN_RESPONDENTS = 10
 """Fewest respondents a study's cohorts are found among (:func:`~persona_engine.study.fit_study` checks).
@@ -123,12 +124,12 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         Number of cohorts found.
     sizes_:
         ``(n_cohorts_,)`` respondents per cohort.
-    selection_:
+    k_choice_:
         One row per k tried: ``k``, ``n_cohorts`` (after merging small
         cohorts), ``inertia`` (within-cohort sum of squares: the elbow
         curve), ``silhouette``, ``bic``, ``stability`` (NaN for a fixed k),
         ``smallest_cohort``, ``chosen``.
-    selection_respondents_:
+    k_choice_respondents_:
         How many respondents the ks were scored on (all of them unless
         there were more than ``max_respondents``).
     model_:
@@ -149,7 +150,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         n_init: int = 10,
         random_state: int = 0,
         n_threads: int | None = 1,
-        max_respondents: int | None = SELECTION_RESPONDENTS,
+        max_respondents: int | None = K_CHOICE_RESPONDENTS,
     ) -> None:
         self.method = method
         self.n_cohorts = n_cohorts
@@ -190,7 +191,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         min_size = self._min_size(len(X))
         ks = self._candidate_ks(X, min_size)
         rng = np.random.default_rng(self.random_state)
-        sample = self._selection_sample(len(X), len(ks), rng)
+        sample = self._k_choice_sample(len(X), len(ks), rng)
         Xs, ws = (X, weight) if sample is None else (X[sample], None if weight is None else weight[sample])
         sample_min = min_size if sample is None else max(1, round(min_size * len(Xs) / len(X)))
         # The same resamples for every k, so that their stabilities compare like for like.
@@ -209,20 +210,20 @@ class CohortFinder(BaseEstimator, ClusterMixin):
                 rows.append({
                     "k": k,
                     "n_cohorts": len(centroids),
-                    "inertia": _inertia(Xs, labels, centroids, ws),
+                    "inertia": within_cohort_inertia(Xs, labels, centroids, ws),
                     "silhouette": self._silhouette(Xs, labels),
-                    "bic": model.bic(Xs) if self.method == "gmm" else _partition_bic(Xs, labels, centroids, ws),
+                    "bic": model.bic(Xs) if self.method == "gmm" else partition_bic(Xs, labels, centroids, ws),
                     "stability": self._stability(Xs, labels, k, ws, sample_min, resamples),
                     "smallest_cohort": int(np.bincount(labels).min()),
                 })
-            selection = pd.DataFrame(rows)
-            chosen = self._choose(selection)
+            k_choice = pd.DataFrame(rows)
+            chosen = self._choose(k_choice)
             if sample is not None:  # the chosen k, fitted on everyone
                 model, mapping, _ = self._fit_cohorts(X, chosen, weight, min_size, self.random_state, self.n_init)
                 fits[chosen] = (model, mapping)
-        selection["chosen"] = selection["k"] == chosen
-        self.selection_ = selection
-        self.selection_respondents_ = len(Xs)
+        k_choice["chosen"] = k_choice["k"] == chosen
+        self.k_choice_ = k_choice
+        self.k_choice_respondents_ = len(Xs)
         self.model_, mapping = fits[chosen]
         self._set_cohorts(X, mapping, weight, persona_space)
         return self
@@ -244,7 +245,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         raise DataError(f"min_cohort_size {size!r} is not usable",
                         expected="a count >= 1 or a share between 0 and 1")
 
-    def _selection_sample(self, n: int, n_ks: int, rng) -> np.ndarray | None:
+    def _k_choice_sample(self, n: int, n_ks: int, rng) -> np.ndarray | None:
         """Rows to score the ks on, or None for everyone (one k, or no more than ``max_respondents``)."""
         if n_ks < 2 or self.max_respondents is None or n <= self.max_respondents:
             return None
@@ -282,7 +283,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
             else:
                 model = GaussianMixture(n_components=k, covariance_type=self.covariance_type,
                                         n_init=max(1, n_init // 3), random_state=seed).fit(X)
-        mapping, centroids = _merge_small(X, _components(model, X), k, min_size, weight)
+        mapping, centroids = merge_small_cohorts(X, _components(model, X), k, min_size, weight)
         return model, mapping, centroids
 
     def _stability(self, X, labels, k, weight, min_size, resamples) -> float:
@@ -304,12 +305,12 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         sample = min(len(X), SILHOUETTE_SAMPLE)
         return float(silhouette_score(X, labels, sample_size=sample, random_state=self.random_state))
 
-    def _choose(self, selection: pd.DataFrame) -> int:
-        candidates = selection
-        if selection["stability"].notna().any():
-            candidates = selection[selection["stability"] >= self.min_stability]
+    def _choose(self, k_choice: pd.DataFrame) -> int:
+        candidates = k_choice
+        if k_choice["stability"].notna().any():
+            candidates = k_choice[k_choice["stability"] >= self.min_stability]
             if candidates.empty:
-                return int(selection.loc[selection["stability"].idxmax(), "k"])
+                return int(k_choice.loc[k_choice["stability"].idxmax(), "k"])
         return int(candidates.loc[candidates["bic"].idxmin(), "k"])
 
     def _set_cohorts(self, X: np.ndarray, mapping: np.ndarray, weight: np.ndarray | None,
@@ -326,7 +327,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         self.labels_ = self.component_cohort_[components]
         self.n_cohorts_ = int(len(order))
         self.sizes_ = np.bincount(self.labels_, minlength=self.n_cohorts_)
-        self.centroids_ = _centroids(vectors, self.labels_, self.n_cohorts_, weight)
+        self.centroids_ = cohort_centroids(vectors, self.labels_, self.n_cohorts_, weight)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "component_cohort_"):
@@ -356,7 +357,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
 
     @classmethod
     def from_state(cls, config: dict, arrays: dict[str, np.ndarray],
-                   selection: pd.DataFrame | None = None) -> "CohortFinder":
+                   k_choice: pd.DataFrame | None = None) -> "CohortFinder":
         """Rebuild a fitted finder from :meth:`get_config` and :meth:`state_arrays`."""
         if config.get("version") != CONFIG_VERSION:
             raise DataError(f"cohort model version {config.get('version')} is not supported",
@@ -378,7 +379,7 @@ class CohortFinder(BaseEstimator, ClusterMixin):
         finder.centroids_ = arrays["centroids"]
         finder.n_cohorts_ = int(len(finder.centroids_))
         finder.sizes_ = np.bincount(finder.labels_, minlength=finder.n_cohorts_)
-        finder.selection_ = selection if selection is not None else pd.DataFrame()
+        finder.k_choice_ = k_choice if k_choice is not None else pd.DataFrame()
         return finder
 
 
@@ -400,68 +401,3 @@ def _components(model, X: np.ndarray) -> np.ndarray:
     # Plain numpy: sklearn's parallel argmin spins OpenMP threads, slow on busy cores.
     squared = (centers**2).sum(axis=1)[None, :] - 2.0 * X @ centers.T
     return np.argmin(squared, axis=1)
-
-
-def _centroids(X: np.ndarray, labels: np.ndarray, k: int, weight: np.ndarray | None) -> np.ndarray:
-    """``(k, dim)`` weighted mean vector of each cohort."""
-    w = np.ones(len(X)) if weight is None else weight
-    one_hot = np.zeros((len(X), k))
-    one_hot[np.arange(len(X)), labels] = w
-    total = one_hot.sum(axis=0)
-    # A cohort whose members all weigh 0 falls back to its plain mean.
-    plain = np.zeros((len(X), k))
-    plain[np.arange(len(X)), labels] = 1.0
-    one_hot = np.where(total[None, :] > 0, one_hot, plain)
-    mass = one_hot.sum(axis=0)[:, None]
-    # Empty cohorts (possible in a mixture) get a zero vector; they are merged away.
-    return np.divide(one_hot.T @ X, mass, out=np.zeros((k, X.shape[1])), where=mass > 0)
-
-
-def _merge_small(X, components, k, min_size, weight):
-    """Merge undersized components into the nearest; returns (component -> cohort, centroids)."""
-    mapping = np.arange(k)
-    while True:
-        present = np.unique(mapping)
-        labels = np.searchsorted(present, mapping[components])
-        sizes = np.bincount(labels, minlength=len(present))
-        centroids = _centroids(X, labels, len(present), weight)
-        small = np.flatnonzero(sizes < min_size)
-        if len(present) == 1 or len(small) == 0:
-            return np.searchsorted(present, mapping), centroids
-        # Merge the smallest (ties: lowest index); empty components just vanish.
-        victim = small[np.argmin(sizes[small])]
-        others = np.flatnonzero((np.arange(len(present)) != victim) & (sizes > 0))
-        target = others[np.argmin(np.linalg.norm(centroids[others] - centroids[victim], axis=1))]
-        mapping[mapping == present[victim]] = present[target]
-
-
-def _inertia(X, labels, centroids, weight) -> float:
-    w = np.ones(len(X)) if weight is None else weight
-    return float(np.sum(w * np.sum((X - centroids[labels]) ** 2, axis=1)))
-
-
-def _partition_bic(X, labels, centroids, weight) -> float:
-    """BIC of a diagonal Gaussian mixture built from a hard partition.
-
-    Components: weight = cohort share, mean = centroid, variance = the
-    cohort's variance per dimension (all weighted by ``weight`` if given) (floored at 1e-3 of the overall variance
-    so a tight cohort cannot claim unbounded likelihood). Parameters counted:
-    ``k`` means and variances of ``dim`` values each, plus ``k - 1`` weights.
-    """
-    n, dim = X.shape
-    k = len(centroids)
-    w = np.ones(n) if weight is None else weight
-    floor = 1e-3 * np.maximum(X.var(axis=0), 1e-12)
-    log_density = np.empty((n, k))
-    for c in range(k):
-        members = labels == c
-        wc = w[members] if w[members].sum() > 0 else np.ones(members.sum())
-        var = np.average((X[members] - centroids[c]) ** 2, axis=0, weights=wc)
-        var = np.maximum(var, floor)
-        share = w[members].sum() / w.sum() if w[members].sum() > 0 else members.mean()
-        log_density[:, c] = np.log(share) - 0.5 * np.sum(
-            np.log(2 * np.pi * var) + (X - centroids[c]) ** 2 / var, axis=1)
-    # Weights count respondents relative to the average one, so n stays the number of people.
-    log_likelihood = float(np.sum(w / w.mean() * logsumexp(log_density, axis=1)))
-    n_params = k * 2 * dim + (k - 1)
-    return -2.0 * log_likelihood + n_params * np.log(n)

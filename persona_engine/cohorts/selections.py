@@ -2,8 +2,8 @@
 
 The app lets people pick respondents by hand (a lasso on the map, a click);
 these functions describe such a group the way :mod:`persona_engine.cohorts.profiles`
-describes cohorts, by treating the group as a cohort of its own against
-everyone else. They also compare two cohorts question by question.
+and :mod:`persona_engine.cohorts.distinctive` describe cohorts, by treating the
+group as a cohort of its own against everyone else. They also compare two cohorts question by question.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from persona_engine.cohorts.distinctive import distinctive_answers
+from persona_engine.cohorts.profiles import answer_distribution
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import OpinionData
-from persona_engine.cohorts.profiles import answer_distribution, distinctive_answers, short_question_texts
+from persona_engine.wording import short_question_texts
 
 
 def selection_labels(data: OpinionData, respondent_ids: Iterable) -> np.ndarray:
@@ -36,7 +38,7 @@ def selection_labels(data: OpinionData, respondent_ids: Iterable) -> np.ndarray:
 def selection_profile(data: OpinionData, respondent_ids: Iterable, top: int = 5) -> pd.DataFrame:
     """The selected group's most distinctive answers against everyone else.
 
-    Columns as :func:`~persona_engine.cohorts.profiles.distinctive_answers` (``share_in``
+    Columns as :func:`~persona_engine.cohorts.distinctive.distinctive_answers` (``share_in``
     in the group, ``share_out`` among the others) plus ``share_all`` (among
     everyone). Empty when the group is empty or is everyone.
     """

@@ -19,6 +19,10 @@ and the fold-in of new respondents, is in :mod:`persona_engine.embed.fitting`.
 Every embedder saves as ``get_config()`` (JSON-able dict) plus
 ``state_arrays()`` (name -> array, for safetensors) and loads with
 ``Class.from_state(config, arrays)`` or :func:`embedder_from_state`.
+
+The base class and its two losses stay in one module (about 450 lines): each
+loss is a few short methods that fill in the base's fitting contract and
+reads best beside it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import numpy as np
 import torch
 
 from persona_engine.embed import fitting
-from persona_engine.embed.fitting import Progress
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, OpinionData
+from persona_engine.progress import Progress
 
 CONFIG_VERSION = 1
 
@@ -90,7 +94,7 @@ class Factorization:
         that the questions get about 300 optimiser steps.
     batch_size, learning_rate:
         Respondents per step, and Adam's step size for the questions.
-    selection_respondents:
+    reg_choice_respondents:
         At most this many respondents are used to choose ``reg``.
     random_state:
         Seeds initialisation, batch order and the validation splits.
@@ -120,7 +124,7 @@ class Factorization:
         n_epochs: int | None = None,
         batch_size: int = 256,
         learning_rate: float = 0.03,
-        selection_respondents: int = 3000,
+        reg_choice_respondents: int = 3000,
         random_state: int = 0,
         n_threads: int | None = None,
     ) -> None:
@@ -130,7 +134,7 @@ class Factorization:
         self.n_epochs = n_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.selection_respondents = selection_respondents
+        self.reg_choice_respondents = reg_choice_respondents
         self.random_state = random_state
         self.n_threads = n_threads
 
@@ -140,16 +144,18 @@ class Factorization:
 
         ``X``: :class:`OpinionData`, or int array ``(n_respondents,
         n_questions)`` with -1 for missing plus ``n_options``
-        ``(n_questions,)``. ``progress(step, total, info)`` is called after
-        every training pass (selection included) and once more when all
-        respondents are placed. Returns ``self``.
+        ``(n_questions,)``. ``progress("embedding", done, total, info)``
+        (:mod:`persona_engine.progress`) is called after every training pass
+        (selection included), ``info`` being the pass's history row, and once
+        more when all respondents are placed (``info["stage"]`` ``"done"``).
+        Returns ``self``.
         """
         answers, n_opts, scaled, ids = answer_matrix(X, n_options)
         self.n_options_, self.question_ids_ = n_opts, ids
         self._set_option_scale(scaled)
         grid = [self.reg] if self.reg is not None else list(self.reg_grid or self.default_reg_grid)
         generator = torch.Generator().manual_seed(int(self.random_state))
-        rows, repeats = self._selection_plan(answers.shape[0], len(grid))
+        rows, repeats = self._reg_choice_plan(answers.shape[0], len(grid))
         epochs_select = self.epochs_for(len(rows)) * repeats * len(grid) if repeats else 0
         total = epochs_select + self.epochs_for(answers.shape[0]) + 1  # + placing everyone
         with fitting.torch_threads(self.n_threads):
@@ -166,22 +172,23 @@ class Factorization:
             setattr(self, name + "_", value.numpy())
         self._after_fit(U, params, answers)
         if progress is not None:
-            progress(total, total, {"stage": "done", "epoch": None, "loss": final[-1]["loss"]})
+            progress(fitting.PROGRESS_STAGE, total, total,
+                     {"stage": "done", "epoch": None, "loss": final[-1]["loss"]})
         return self
 
-    def _selection_plan(self, n: int, grid_size: int) -> tuple[np.ndarray, int]:
+    def _reg_choice_plan(self, n: int, grid_size: int) -> tuple[np.ndarray, int]:
         """Respondents to choose ``reg`` on, and how many validation splits to average.
 
-        Large data: a random ``selection_respondents`` of them, one split.
+        Large data: a random ``reg_choice_respondents`` of them, one split.
         Small data: all of them and up to three splits, because one split of
         a few hundred people is too noisy to rank the grid.
         """
         if grid_size <= 1:
             return np.arange(0), 0
-        if n > self.selection_respondents:
+        if n > self.reg_choice_respondents:
             rng = np.random.default_rng(self.random_state)
-            return np.sort(rng.choice(n, self.selection_respondents, replace=False)), 1
-        return np.arange(n), int(np.clip(self.selection_respondents // n, 1, 3))
+            return np.sort(rng.choice(n, self.reg_choice_respondents, replace=False)), 1
+        return np.arange(n), int(np.clip(self.reg_choice_respondents // n, 1, 3))
 
     def epochs_for(self, n_respondents: int) -> int:
         if self.n_epochs is not None:
@@ -248,7 +255,7 @@ class Factorization:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "dim", "reg", "reg_grid", "n_epochs", "batch_size", "learning_rate",
-            "selection_respondents", "random_state", "n_threads")}
+            "reg_choice_respondents", "random_state", "n_threads")}
 
     def get_config(self) -> dict:
         """Hyper-parameters and learned scalars, JSON-able."""
@@ -279,6 +286,8 @@ class Factorization:
         if config.get("model") != cls.name:
             raise DataError(f"saved embedder is '{config.get('model')}', not '{cls.name}'")
         params = dict(config["params"])
+        if "selection_respondents" in params:  # studies saved before the rename
+            params["reg_choice_respondents"] = params.pop("selection_respondents")
         if params.get("reg_grid") is not None:
             params["reg_grid"] = tuple(params["reg_grid"])
         self = cls(**params)

@@ -43,16 +43,17 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from persona_engine.evaluation.protocol import holdout_split
 from persona_engine.evaluation.metrics import macro_accuracy
+from persona_engine.progress import Progress
 
-Progress = Callable[[int, int, dict], None]
-"""``progress(step, total, info)``: called after each training pass."""
+PROGRESS_STAGE = "embedding"
+"""The stage an embedder's fit reports: ``progress("embedding", pass, total, history row)`` after each pass."""
 
 PLACEMENT_CHUNK = 4096  # respondents per solver chunk; bounds memory at (chunk, q, K) floats
 
@@ -167,6 +168,10 @@ def train(
         Shape ``(n_respondents, n_questions)``, option index or -1 (missing).
     n_options:
         Shape ``(n_questions,)``.
+    progress, progress_offset, progress_total:
+        ``progress("embedding", progress_offset + passes done, progress_total,
+        history row)`` after each pass (:mod:`persona_engine.progress`);
+        ``progress_total`` defaults to this fit's passes.
 
     Returns ``(U (n, dim), question params, history)``; history holds one
     ``{"stage", "epoch", "loss"}`` per pass, loss being ``J`` as above.
@@ -210,7 +215,7 @@ def train(
             running += float(loss) + reg * float((u * u).sum()) + reg * decay * len(rows)
         history.append({"stage": stage, "epoch": epoch, "loss": running / n})
         if progress is not None:
-            progress(progress_offset + epoch + 1, total, dict(history[-1]))
+            progress(PROGRESS_STAGE, progress_offset + epoch + 1, total, dict(history[-1]))
     params = {k: v.detach() for k, v in params.items()}
     U = fold_in(model, params, codes, reg, start=U, tol=tol)
     return U, params, history

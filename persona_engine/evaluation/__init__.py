@@ -15,7 +15,7 @@
 ``report``         the report folder: Markdown, CSV, plotly HTML, settings
 """
 
-from importlib import import_module
+from persona_engine.lazy_names import lazy_names
 
 # Names are imported on first use (PEP 562): the lower stages (the embedding,
 # the cohorts) use the split and the metrics without loading the steering harness.
@@ -28,13 +28,7 @@ _WHERE = {
     "read_report": "report", "write_report": "report",
 }
 
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)

@@ -23,12 +23,13 @@ on the same kind of prompt built from answers the evaluation may see
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from persona_engine.opinion_data import MISSING, OpinionData, Question
+from persona_engine.progress import Progress
 from persona_engine.steer.answering import LetterCalibration, score_options
 from persona_engine.steer.prompts import encode_questions
 
@@ -162,8 +163,11 @@ def unshuffled(scores: np.ndarray, perms) -> np.ndarray:
 
 
 def score_prompts(llm, prompts: Sequence[Question], *, batch_size: int = 16,
-                  progress: Callable | None = None) -> np.ndarray:
-    """Log-probabilities of each option of each prompt, ``(n_prompts, max_options)`` (-inf beyond)."""
+                  progress: Progress | None = None) -> np.ndarray:
+    """Log-probabilities of each option of each prompt, ``(n_prompts, max_options)`` (-inf beyond).
+
+    ``progress``: as for :func:`~persona_engine.steer.answering.score_options` (stage ``"scoring"``).
+    """
     if not prompts:
         return np.zeros((0, 0))
     encoded = encode_questions(llm.tokenizer, prompts)

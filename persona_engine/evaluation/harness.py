@@ -36,15 +36,15 @@ import pandas as pd
 import torch
 
 from persona_engine.evaluation.references import cohort_majority
-from persona_engine.embed.factorization import EMBEDDERS  # noqa: F401  (the filters the evaluation refits; tests spy on them here)
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
 from persona_engine.evaluation.protocol import keep_answers, subsample
-from persona_engine.evaluation.stages import (MethodScores, Progress, TrainingFit, fit_on_training, new_soft_prompt,
+from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
                                               respondent_split, scored_cells, soft_prompt_options,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.opinion_data import MISSING
-from persona_engine.cohorts.profiles import uses_weights
+from persona_engine.progress import Progress, as_stage, no_progress
+from persona_engine.cohorts.statistics import uses_weights
 from persona_engine.evaluation.references import question_majority
 from persona_engine.steer.answering import score_options
 from persona_engine.steer.prompts import encode_questions
@@ -123,27 +123,24 @@ class EvaluationSettings:
 
 
 @dataclass
-class EvaluationResult:
-    """The evaluation's tables and what they were measured on.
+class EvaluationTables:
+    """What every evaluation measured, on held-out answers or on questions never asked.
 
     Attributes
     ----------
     accuracy:
-        One row per method: ``method, family, calibrated, accuracy, low,
-        high, respondents, answers``.
-    fold_in:
-        One row per (``k``, method) for unseen respondents.
+        One row per method: ``method, family, accuracy, low, high,
+        respondents, answers`` and what the evaluation adds.
     alignment:
         One row per (method, cohort, question): ``n`` real answers and the
         ``alignment`` of the method's distribution with theirs.
     settings:
-        :class:`EvaluationSettings` as a dict.
+        :class:`EvaluationSettings` as a dict, and the evaluation's own knobs.
     facts:
         The study, model, split sizes, training run, timings, date and machine.
     """
 
     accuracy: pd.DataFrame
-    fold_in: pd.DataFrame
     alignment: pd.DataFrame
     settings: dict
     facts: dict = field(default_factory=dict)
@@ -151,6 +148,18 @@ class EvaluationResult:
     def alignment_by_cohort(self) -> pd.DataFrame:
         """Mean alignment over questions, one row per method and cohort."""
         return alignment_by_cohort(self.alignment)
+
+
+@dataclass
+class EvaluationResult(EvaluationTables):
+    """The evaluation on held-out answers (:func:`evaluate_steering`).
+
+    Besides :class:`EvaluationTables`' tables (``accuracy`` with a
+    ``calibrated`` column): ``fold_in``, one row per (``k``, method) for
+    unseen respondents placed from ``k`` of their answers.
+    """
+
+    fold_in: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def alignment_by_cohort(table: pd.DataFrame) -> pd.DataFrame:
@@ -165,10 +174,12 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
                       progress: Progress | None = None) -> EvaluationResult:
     """Run the evaluation on ``study`` with ``llm`` (see the module docstring).
 
-    ``progress(stage, done, total)`` is called as each stage advances.
+    ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`)
+    is called as each stage advances: ``"embedding"``, ``"training"`` (with
+    the soft prompt's loss in ``info``), then one stage per method asked.
     """
     settings = settings or EvaluationSettings()
-    report = progress or (lambda stage, done, total: None)
+    report = progress or no_progress
     lap = _Stopwatch()
     data, seed = study.data, settings.random_state
     questions, answers, width = data.questions, data.answers, int(data.n_options.max())
@@ -176,10 +187,10 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     trained = np.flatnonzero(split.trained)
 
     # -- what is learned, from the training group's seen answers only
-    report("embedding", 0, 1)
+    report("embedding", 0, 1, {})
     learned = fit_on_training(study, split.training_answers, data.n_options, questions, trained, seed)
     cf_probs = learned.embedder.predict_proba(learned.factors)[..., :width]  # (n_respondents, n_questions, width)
-    report("embedding", 1, 1)
+    report("embedding", 1, 1, {})
     lap("embedding and cohorts")
     untrained, spm = new_soft_prompt(llm, learned, settings, data), new_soft_prompt(llm, learned, settings, data)
     untrained.set_embedding_scale(learned.factors[trained])
@@ -187,7 +198,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     unanswered = data.answers[trained] == MISSING
     training = train_soft_prompt(llm, spm, learned.factors[trained], questions, split.training_answers,
                                  **soft_prompt_options(settings, cf_probs[trained], unanswered,
-                                                       lambda step, total, info: report("training", step, total)))
+                                                       as_stage(report, "training")))
     spm.eval()
     lap("soft-prompt training")
 
@@ -200,7 +211,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     scores.store_soft_prompts(rows, cols, *soft_prompt_scores(llm, encoded, spm, rows, cols, learned, report))
     lap("soft-prompt answers")
     text_rows, text_cols = np.nonzero(text_mask)  # text prompts and the untrained control: the smaller sample
-    report("SPM (untrained)", 0, len(text_rows))
+    report("SPM (untrained)", 0, len(text_rows), {})
     scores.store("SPM (untrained)", text_rows, text_cols,
                  score_options(llm, encoded, text_cols, untrained, learned.factors[text_rows]))
     calibrated, question_only = text_baselines(llm, study, split, trained, text_rows, text_cols, settings,
@@ -227,7 +238,7 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     lap("alignment")
     facts = _facts(study, llm, split, learned, training, weights, lap.timings, scored=int(len(scored)),
                    text_scored=int(len(text_scored)), held_out_answers=int(mask.sum()))
-    return EvaluationResult(accuracy, fold_in, by_question, asdict(settings), facts)
+    return EvaluationResult(accuracy, by_question, asdict(settings), facts, fold_in=fold_in)
 
 
 class _Stopwatch:
@@ -311,7 +322,7 @@ def _cohort_predictions(seen, trained, labels, n_options) -> np.ndarray:
 
 
 def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings, bootstrap,
-                   report) -> pd.DataFrame:
+                   report: Progress) -> pd.DataFrame:
     """Unseen respondents placed from K of their seen answers; their held-out answers scored."""
     unseen = subsample(np.flatnonzero(split.unseen & split.held_out.any(axis=1)),
                        settings.max_fold_in_respondents, settings.random_state + 3)
@@ -330,9 +341,9 @@ def _fold_in_table(llm, spm, embedder, encoded, split, truth, majority, settings
         position = {r: n for n, r in enumerate(who)}
         index = np.asarray([position[r] for r in rows])
         stage = f"fold-in K={k or 'all'}"
-        report(stage, 0, len(rows))
+        report(stage, 0, len(rows), {})
         steered = score_options(llm, encoded, cols, spm, vectors[index],
-                                progress=lambda done, total, info: report(stage, done, total)).argmax(-1)
+                                progress=as_stage(report, stage)).argmax(-1)
         predicted = {
             "SPM (individual)": steered,
             "collaborative filter": embedder.predict(vectors)[index, cols],

@@ -18,7 +18,7 @@ Rows, from the floor up:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ import pandas as pd
 from persona_engine.evaluation.references import cohort_majority, polis_groups
 from persona_engine.embed.factorization import PaperFactorization
 from persona_engine.opinion_data import OpinionData
+from persona_engine.progress import Progress, no_progress
 from persona_engine.evaluation.protocol import holdout_split
 from persona_engine.evaluation.metrics import macro_accuracy
 from persona_engine.evaluation.references import question_majority
@@ -42,29 +43,36 @@ METHODS = {
 
 def quality_table(
     data: OpinionData,
+    parameters: Mapping[str, object] | None = None,
     *,
-    dim: int = 16,
-    n_cohorts: int | str = "auto",
-    cohort_method: str = "kmeans",
-    cohort_space: str = "auto",
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     fraction: float = 0.2,
     min_answers: int = 5,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Held-out macro accuracy of every method, averaged over split ``seeds``.
+
+    ``parameters``: how the study's own procedure fits (a study's saved
+    ``manifest["parameters"]``, or some of them: ``dim``, ``n_cohorts``,
+    ``cohort_method``, ``cohort_space``, ``min_cohort_size``; the rest take
+    :func:`~persona_engine.study.fit_study`'s defaults). Its filter is always
+    the default softmax one, beside the paper's; ``random_state`` is each seed.
 
     Returns one row per method: ``method``, ``accuracy`` (mean over seeds),
     ``std`` (across seeds, 0 for one seed), ``respondents`` (scored per
     split), ``description``; ``attrs["per_seed"]`` holds each split's
     scores (seeds × methods). The same ``seeds`` also seed every model.
+    ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`)
+    counts the splits done as the stage ``"evaluate"``.
     """
-    report = progress or (lambda stage, step, total: None)
+    report = progress or no_progress
+    ours = {**(parameters or {}), "model": "softmax"}
+    dim = int(ours.get("dim", 16))
     scores: dict[str, list[float]] = {name: [] for name in METHODS}
     n_options = data.n_options
     scored = 0
     for index, seed in enumerate(seeds):
-        report("evaluate", index, len(seeds))
+        report("evaluate", index, len(seeds), {})
         split = holdout_split(data.answers, fraction=fraction, min_answers=min_answers, random_state=seed)
         mask, truth = split.test_mask, data.answers
         scored = int(split.eligible.sum())
@@ -81,12 +89,10 @@ def quality_table(
         paper = PaperFactorization(dim=dim, random_state=seed).fit(train)
         scores["paper MF"].append(score(paper.predict(paper.respondent_factors_)))
         # the study's procedure, on the training answers only (the cohort space chosen on inner splits of them)
-        default, cohorts, _, _ = fit_embedding_and_cohorts(train, {
-            "model": "softmax", "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
-            "cohort_space": cohort_space, "random_state": seed})
+        default, cohorts, _, _ = fit_embedding_and_cohorts(train, {**ours, "random_state": seed})
         scores["softmax MF (default)"].append(score(default.predict(default.respondent_factors_)))
         scores["our cohorts"].append(score(cohort_majority(split.train_answers, cohorts.labels_, n_options)))
-    report("evaluate", len(seeds), len(seeds))
+    report("evaluate", len(seeds), len(seeds), {})
 
     table = pd.DataFrame(
         {

@@ -64,8 +64,8 @@ def read_report(folder: str | Path) -> EvaluationResult:
             tables[name] = pd.DataFrame()
         except (OSError, pd.errors.ParserError) as error:
             raise DataError(f"cannot read the table: {error}", file=str(folder / f"{name}.csv")) from error
-    return EvaluationResult(tables["accuracy"], tables["fold_in"], tables["alignment"],
-                            saved.get("settings", {}), saved.get("facts", {}))
+    return EvaluationResult(tables["accuracy"], tables["alignment"], saved.get("settings", {}),
+                            saved.get("facts", {}), fold_in=tables["fold_in"])
 
 
 NOT_MEASURED = "not measured: no respondent had a held-out answer for it"

@@ -11,7 +11,7 @@ prompts, keeping each method's option log-probabilities
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,14 +19,13 @@ from persona_engine.cohorts.kmeans import CohortFinder
 from persona_engine.evaluation import baselines
 from persona_engine.evaluation.protocol import EvaluationSplit, evaluation_split, subsample
 from persona_engine.opinion_data import MISSING
+from persona_engine.progress import Progress, as_stage, no_progress
 from persona_engine.steer.answering import score_options
 from persona_engine.steer.soft_prompt import SoftPromptModel
 from persona_engine.study import fit_embedding_and_cohorts
 
 if TYPE_CHECKING:
     from persona_engine.evaluation.harness import EvaluationSettings
-
-Progress = Callable[[str, int, int], None]
 
 
 def respondent_split(answers: np.ndarray, settings: EvaluationSettings) -> EvaluationSplit:
@@ -80,12 +79,13 @@ def new_soft_prompt(llm, learned: TrainingFit, settings: EvaluationSettings, dat
 
 
 def soft_prompt_options(settings: EvaluationSettings, teacher: np.ndarray, unanswered: np.ndarray,
-                        progress) -> dict:
+                        progress: Progress | None) -> dict:
     """:func:`~persona_engine.steer.train_soft_prompt`'s keywords for the evaluation's soft prompt.
 
     ``teacher``: the refitted filter's distributions ``(n_trained, n_questions,
     options)``; ``unanswered``: bool ``(n_trained, n_questions)``, the cells
-    nobody answered, which the teacher alone may teach.
+    nobody answered, which the teacher alone may teach; ``progress``: the
+    training's callback (:mod:`persona_engine.progress`).
     """
     steering = settings.steering()
     return dict(teacher=teacher if steering.teacher_weight > 0 else None,
@@ -119,17 +119,16 @@ def soft_prompt_scores(llm, encoded, spm: SoftPromptModel, rows: np.ndarray, col
 
     Each cohort is asked each question once. Returns two arrays ``(n_cells,
     n_letters)``: ``SPM (individual)`` and ``SPM (cohort)``. ``report``: the
-    progress of those two stages.
+    progress of those two stages (:mod:`persona_engine.progress`).
     """
-    individual_progress = None if report is None else (
-        lambda done, total, info: report("SPM (individual)", done, total))
-    report = report or (lambda stage, done, total: None)
-    report("SPM (individual)", 0, len(rows))
-    individual = score_options(llm, encoded, cols, spm, learned.factors[rows], progress=individual_progress)
+    report = report or no_progress
+    report("SPM (individual)", 0, len(rows), {})
+    individual = score_options(llm, encoded, cols, spm, learned.factors[rows],
+                               progress=as_stage(report, "SPM (individual)"))
     pairs, inverse = np.unique(np.stack([learned.labels[rows], cols], axis=1), axis=0, return_inverse=True)
-    report("SPM (cohort)", 0, len(pairs))
+    report("SPM (cohort)", 0, len(pairs), {})
     cohort = score_options(llm, encoded, pairs[:, 1], spm, learned.centroids[pairs[:, 0]])
-    report("SPM (cohort)", len(pairs), len(pairs))
+    report("SPM (cohort)", len(pairs), len(pairs), {})
     return individual, cohort[inverse.ravel()]
 
 
@@ -159,7 +158,7 @@ class MethodScores(dict):
 
 
 
-def text_baselines(llm, study, split, trained, rows, cols, settings, report, store,
+def text_baselines(llm, study, split, trained, rows, cols, settings, report: Progress, store,
                    calibration_questions: np.ndarray | None = None, shuffle: np.random.Generator | None = None):
     """Ask the text-prompt baselines on the ``(rows, cols)`` cells, giving each method's scores to ``store``.
 
@@ -170,6 +169,7 @@ def text_baselines(llm, study, split, trained, rows, cols, settings, report, sto
     log-probabilities ``(n_questions, max_options)`` (``None`` with ``shuffle``).
     With ``shuffle``, every prompt lists its options in a random order of its own (letters are
     calibrated as asked, then scores are put back in each question's order).
+    ``report``: the progress, one stage per method (:mod:`persona_engine.progress`).
     """
     data, questions = study.data, study.data.questions
     question_only = None
@@ -191,7 +191,7 @@ def text_baselines(llm, study, split, trained, rows, cols, settings, report, sto
 
     calibrated = set()
     for name, preamble in preambles.items():
-        report(name, 0, len(rows))
+        report(name, 0, len(rows), {})
         if name == "question only" and shuffle is None:  # one prompt per question, whoever asks
             prompts = list(questions)
             scores = baselines.score_prompts(llm, prompts)
@@ -201,8 +201,7 @@ def text_baselines(llm, study, split, trained, rows, cols, settings, report, sto
         else:
             prompts, order = baselines.shuffled(
                 [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(rows, cols)], shuffle)
-            raw = baselines.score_prompts(
-                llm, prompts, progress=lambda done, total, info: report(name, done, total))
+            raw = baselines.score_prompts(llm, prompts, progress=as_stage(report, name))
             calibration, _ = baselines.shuffled(
                 [baselines.prompted(questions[j], preamble(r, j)) for r, j in zip(calib_rows, calib_cols)], shuffle)
             calibration_scores, calibration_n = baselines.score_prompts(llm, calibration), n_options[calib_cols]
@@ -213,7 +212,7 @@ def text_baselines(llm, study, split, trained, rows, cols, settings, report, sto
         store(f"{name}", rows, cols, raw)
         store(f"{name}, calibrated", rows, cols, adjusted)
         calibrated.add(f"{name}, calibrated")
-        report(name, len(rows), len(rows))
+        report(name, len(rows), len(rows), {})
     return calibrated, question_only
 
 

@@ -28,15 +28,14 @@ only group the scores and never predict.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
-from persona_engine.embed.factorization import EMBEDDERS  # noqa: F401  (the filters each fold refits; tests spy on them here)
 from persona_engine.evaluation import baselines
-from persona_engine.evaluation.harness import EvaluationSettings, alignment_by_cohort, alignment_table
+from persona_engine.evaluation.harness import EvaluationSettings, EvaluationTables, alignment_table
 from persona_engine.evaluation.metrics import accuracy_interval
 from persona_engine.evaluation.protocol import EvaluationSplit
 from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
@@ -45,7 +44,8 @@ from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
 from persona_engine.opinion_data import MISSING
-from persona_engine.cohorts.profiles import uses_weights
+from persona_engine.progress import Progress, as_stage, no_progress
+from persona_engine.cohorts.statistics import uses_weights
 from persona_engine.evaluation.references import question_majority
 from persona_engine.steer.answering import score_options
 from persona_engine.steer.prompts import encode_questions
@@ -58,36 +58,25 @@ PROBABILISTIC = ("SPM (individual)", "SPM (cohort)", "question only", "question 
 
 
 @dataclass
-class UnseenQuestionsResult:
-    """What :func:`evaluate_unseen_questions` measured.
-
-    ``accuracy``: one row per method: ``method, family, accuracy, low, high,
-    respondents, answers, auc, rho``. ``alignment``: per method, cohort and
-    question, as :class:`~persona_engine.evaluation.EvaluationResult`'s.
-    """
-
-    accuracy: pd.DataFrame
-    alignment: pd.DataFrame
-    settings: dict
-    facts: dict = field(default_factory=dict)
-
-    def alignment_by_cohort(self) -> pd.DataFrame:
-        """Mean alignment over questions, one row per method and cohort."""
-        return alignment_by_cohort(self.alignment)
+class UnseenQuestionsResult(EvaluationTables):
+    """What :func:`evaluate_unseen_questions` measured: :class:`EvaluationTables`' tables, with
+    ``auc`` and ``rho`` columns in ``accuracy`` (and ``options``: "fixed" or "shuffled")."""
 
 
 def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = None, *,
                               n_folds: int = 3, shuffle_options: bool = False,
-                              progress=None) -> UnseenQuestionsResult:
+                              progress: Progress | None = None) -> UnseenQuestionsResult:
     """Hold out whole questions in ``n_folds`` folds and score every method on them (module docstring).
 
     ``shuffle_options``: also ask the SPM and the text prompts with each prompt's options in a random
     order of its own, on the text prompts' respondents (rows with ``options`` "shuffled"), since a fixed
     order and letter labels can fake alignment (Dominguez-Olmedo et al., 2023).
+    ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`) is called as each fold's
+    stages advance (``"fold 1 of 3: training"``, ...).
     """
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
-    run = _UnseenQuestions(study, llm, settings, progress or (lambda stage, done, total: None), shuffle_options)
+    run = _UnseenQuestions(study, llm, settings, progress or no_progress, shuffle_options)
     folds = question_folds(study.data.n_questions, n_folds, settings.random_state)
     records = [run.fold(number, len(folds), held) for number, held in enumerate(folds, start=1)]
 
@@ -121,7 +110,7 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
 class _UnseenQuestions:
     """One run of the evaluation: what its folds share, and every method's scores so far."""
 
-    def __init__(self, study, llm, settings: EvaluationSettings, report, shuffle_options: bool) -> None:
+    def __init__(self, study, llm, settings: EvaluationSettings, report: Progress, shuffle_options: bool) -> None:
         self.study, self.llm, self.settings, self.report = study, llm, settings, report
         self.shuffle_options = shuffle_options
         data = study.data
@@ -137,6 +126,10 @@ class _UnseenQuestions:
         self.placed: dict[str, np.ndarray] = {}   # method -> predicted positions, for AUC and ρ
         self.mask = np.zeros(data.answers.shape, dtype=bool)
         self.text_mask = np.zeros(data.answers.shape, dtype=bool)
+
+    def _within(self, stage: str, suffix: str = "") -> Progress:
+        """The progress of a fold's sub-stages, reported as ``"{stage}: {sub-stage}{suffix}"``."""
+        return lambda name, done, total, info: self.report(f"{stage}: {name}{suffix}", done, total, info)
 
     def fold(self, number: int, n_folds: int, held: np.ndarray) -> dict:
         """Learn everything without the questions ``held``, then score every method on them; the fold's record."""
@@ -158,18 +151,17 @@ class _UnseenQuestions:
         self.text_mask |= fold_text
         rows, cols = np.nonzero(fold_mask)
 
-        self.report(f"{stage}: SPM", 0, 1)
+        self.report(f"{stage}: SPM", 0, 1, {})
         self.log_probs.store_soft_prompts(rows, cols, *soft_prompt_scores(self.llm, self.encoded, spm, rows, cols,
                                                                           learned))
         text_rows, text_cols = np.nonzero(fold_text)
         split = EvaluationSplit(seen=seen, held_out=fold_text, trained=self.respondents.trained)
         text_baselines(self.llm, self.study, split, trained, text_rows, text_cols, self.settings,
-                       lambda name, done, total: self.report(f"{stage}: {name}", done, total), self.log_probs.store,
-                       calibration_questions=kept)
+                       self._within(stage), self.log_probs.store, calibration_questions=kept)
         if self.shuffle_options:
             self._ask_shuffled(stage, number, spm, learned, split, kept, text_rows, text_cols)
         self._ask_references(seen, held, kept, learned, learning, rows, cols)
-        self.report(stage, 1, 1)
+        self.report(stage, 1, 1, {})
         return {"fold": number, "held_out": [data.questions[j].id for j in held],
                 "steps": training.steps, "stopped": training.stopped,
                 "seconds_per_step": round(training.seconds_per_step, 3)}
@@ -177,7 +169,7 @@ class _UnseenQuestions:
     def _learn(self, stage: str, kept: np.ndarray, learning: np.ndarray):
         """The filter, the cohorts and the soft prompt, from the training group's answers to the ``kept`` questions."""
         data, trained, n_options = self.study.data, self.trained, self.study.data.n_options
-        self.report(f"{stage}: embedding and cohorts", 0, 1)
+        self.report(f"{stage}: embedding and cohorts", 0, 1, {})
         kept_questions = [data.questions[j] for j in kept]
         learned = fit_on_training(self.study, learning, n_options[kept], kept_questions, trained,
                                   self.settings.random_state)
@@ -186,7 +178,7 @@ class _UnseenQuestions:
         training = train_soft_prompt(
             self.llm, spm, learned.factors[trained], kept_questions, learning,
             **soft_prompt_options(self.settings, teacher, learning == MISSING,
-                                  lambda step, total, info: self.report(f"{stage}: training", step, total)))
+                                  as_stage(self.report, f"{stage}: training")))
         spm.eval()
         return learned, spm, training
 
@@ -194,7 +186,7 @@ class _UnseenQuestions:
         """The soft prompts and the text prompts again, each prompt's options in a random order of its own."""
         questions = self.study.data.questions
         rng = np.random.default_rng([self.settings.random_state, 11, number])
-        self.report(f"{stage}: shuffled options", 0, 1)
+        self.report(f"{stage}: shuffled options", 0, 1, {})
         variants, perms = baselines.shuffled([questions[j] for j in text_cols], rng)
         asked, each = encode_questions(self.llm.tokenizer, variants), np.arange(len(variants))
         self.shuffled.store("SPM (individual)", text_rows, text_cols, baselines.unshuffled(
@@ -202,8 +194,8 @@ class _UnseenQuestions:
         self.shuffled.store("SPM (cohort)", text_rows, text_cols, baselines.unshuffled(
             score_options(self.llm, asked, each, spm, learned.centroids[learned.labels[text_rows]]), perms))
         text_baselines(self.llm, self.study, split, self.trained, text_rows, text_cols, self.settings,
-                       lambda name, done, total: self.report(f"{stage}: {name}, shuffled", done, total),
-                       self.shuffled.store, calibration_questions=kept, shuffle=rng)
+                       self._within(stage, ", shuffled"), self.shuffled.store, calibration_questions=kept,
+                       shuffle=rng)
 
     def _ask_references(self, seen, held, kept, learned: TrainingFit, learning, rows, cols) -> None:
         """The non-LLM methods, on the same cells as the soft prompts."""

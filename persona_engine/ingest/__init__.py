@@ -36,12 +36,13 @@ import pandas as pd
 from persona_engine.errors import DataError
 from persona_engine.ingest.codebook import Codebook, MetadataSpec, QuestionSpec, read_codebook
 from persona_engine.ingest.detect import FORMATS, detect
-from persona_engine.ingest.files import DEFAULT_MAX_BYTES, collect_inputs, read_table
+from persona_engine.ingest.files import DEFAULT_MAX_BYTES, collect_inputs
 from persona_engine.ingest.labelled import LABELLED_SUFFIXES, labelled_table
 from persona_engine.ingest.options import MAX_AUTO_OPTIONS
 from persona_engine.ingest.pew import read_pew
 from persona_engine.ingest.polis import missing_comments, read_polis
 from persona_engine.ingest.qualtrics import looks_like_qualtrics, qualtrics_table
+from persona_engine.ingest.table_files import read_table
 from persona_engine.ingest.tables import read_long, read_wide
 from persona_engine.ingest.written_codebook import codebook_json, codebook_text, written_codebook
 from persona_engine.opinion_data import OpinionData

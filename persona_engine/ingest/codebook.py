@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
-from persona_engine.ingest.files import collect_inputs, csv_rows, decode_text
+from persona_engine.ingest.files import collect_inputs
+from persona_engine.ingest.table_files import csv_rows, decode_text
 from persona_engine.ingest.options import (ColumnValues, answer_key, answer_label,
                                            coded_answers, looks_like_free_text,
                                            observed_question)

@@ -31,8 +31,9 @@ import pandas as pd
 
 from persona_engine.errors import DataError
 from persona_engine.ingest.codebook import metadata_column
-from persona_engine.ingest.files import InputFile, read_table
+from persona_engine.ingest.files import InputFile
 from persona_engine.ingest.options import ColumnValues, coded_answers
+from persona_engine.ingest.table_files import read_table
 from persona_engine.ingest.tables import respondent_ids, survey_weights
 from persona_engine.opinion_data import OpinionData, Question, Source
 

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from persona_engine.errors import DataError
-from persona_engine.ingest.files import InputFile, csv_rows, decode_text, read_table
+from persona_engine.ingest.files import InputFile
+from persona_engine.ingest.table_files import csv_rows, decode_text, read_table
 from persona_engine.ingest.options import ColumnValues, coded_answers
 from persona_engine.ingest.codebook import metadata_column
 from persona_engine.ingest.tables import respondent_ids

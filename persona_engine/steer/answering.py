@@ -14,13 +14,15 @@ the unsteered model are compared fairly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from persona_engine.opinion_data import Question
-from persona_engine.steer.injection import Prompts, steered_forward
+from persona_engine.progress import Progress
+from persona_engine.steer.injection import steered_forward
+from persona_engine.steer.prompt_cache import Prompts
 from persona_engine.steer.prompts import EncodedQuestions, encode_questions
 from persona_engine.steer.settings import PREFIX_TUNING
 
@@ -57,7 +59,7 @@ def letter_logits(llm, prompts: Prompts, question_index: np.ndarray,
 
 def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
                   soft_prompt=None, personas: np.ndarray | None = None, *, strength: float = 1.0,
-                  batch_size: int = 32, progress: Callable | None = None) -> np.ndarray:
+                  batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
     """Log-probabilities of each option for many (persona, question) pairs.
 
     Parameters
@@ -68,7 +70,9 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
         A :class:`~persona_engine.steer.SoftPromptModel` and embeddings
         ``(m, dim)``, one per pair; ``None`` for the unsteered model.
     progress:
-        Optional ``callable(done, total, info)``.
+        Optional ``progress("scoring", pairs done, m, {})`` after each batch
+        (:mod:`persona_engine.progress`; :func:`~persona_engine.progress.as_stage`
+        names the stage otherwise).
 
     Returns
     -------
@@ -90,7 +94,7 @@ def score_options(llm, encoded: EncodedQuestions, question_index: Sequence[int],
             logits = letter_logits(llm, prompts, question_index[rows], soft, kind=kind, strength=strength)
             out[rows] = torch.log_softmax(logits, dim=-1).cpu().numpy()
             if progress is not None:
-                progress(min(start + batch_size, len(question_index)), len(question_index), {})
+                progress("scoring", min(start + batch_size, len(question_index)), len(question_index), {})
     return out
 
 

@@ -8,18 +8,13 @@ the model, so several app sessions can chat through one shared LLM at once.
 
 Several replies are written in one batch (:func:`chat_batch`): the side by
 side chat sends one message to several personas, each with its own
-conversation, system turn, soft prompt and strength. Every row is laid out
-as :func:`chat` lays out a reply alone, ``[context | soft prompt | body]``,
-with its own context (the chat template's opening, or all but the last
-token with ``placement="reply"``), left-padded to the longest. Rows that
-share a soft prompt model and a strength are prefilled together; rows
-without a soft prompt (or at strength 0) with the unsteered model. The
-prefilled rows are then joined into one cache, left-padded with masked
-keys, and decoded in one loop: a batch takes as many steps as its longest
-reply, and a row that ends leaves it. Padding is masked and positions count
-real tokens only, so each row's greedy reply is the one :func:`chat` writes
-for it alone. ``bench/bench_side_by_side.py`` prints the time of one batch
-against one row after another (figures in docs/design.md).
+conversation, system turn, soft prompt and strength. Their prompts are
+prefilled into one cache (:mod:`persona_engine.steer.batch_prefill`) and
+decoded in one loop: a batch takes as many steps as its longest reply, and a
+row that ends leaves it. Padding is masked and positions count real tokens
+only, so each row's greedy reply is the one :func:`chat` writes for it
+alone. ``bench/bench_side_by_side.py`` prints the time of one batch against
+one row after another (figures in docs/design.md).
 """
 
 from __future__ import annotations
@@ -33,7 +28,6 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     NoRepeatNGramLogitsProcessor,
@@ -42,8 +36,9 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from persona_engine.steer.injection import Context, Steered, decode_step, encode_bodies, left_pad, steered_forward
-from persona_engine.steer.prompts import encode, split_chat
+from persona_engine.steer.batch_prefill import prefill, select_rows
+from persona_engine.steer.injection import decode_step
+from persona_engine.steer.prompts import encode
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,7 +313,7 @@ def _generate(llm, requests: Sequence[ChatRequest], sampling: _Sampling, stopped
     ``max_new_tokens``; it then leaves the batch, so the others run on
     without it.
     """
-    bodies, state = _prefill(llm, requests)
+    bodies, state = prefill(llm, requests)
     replies = [_Reply(llm, r, body, sampling.max_new_tokens) for r, body in zip(requests, bodies)]
     pick = _Picker(llm, sampling)
     active = list(range(len(requests)))  # rows still writing; row k of ``state`` is ``active[k]``
@@ -342,7 +337,7 @@ def _generate(llm, requests: Sequence[ChatRequest], sampling: _Sampling, stopped
         if not keep:
             return
         if len(keep) < len(active):
-            state = _select(state, keep)
+            state = select_rows(state, keep)
             active = [active[k] for k in keep]
         state = decode_step(llm, state, torch.tensor(tokens, dtype=torch.long, device=llm.device))
     for row in active:  # stopped, or out of steps
@@ -354,93 +349,6 @@ def _emit_rest(emit: Callable[[tuple[int, str]], None], row: int, reply: _Reply)
     piece = reply.flush()
     if piece:
         emit((row, piece))
-
-
-def _prefill(llm, requests: Sequence[ChatRequest]) -> tuple[list[list[int]], Steered]:
-    """Run every request's prompt: ``(bodies, state)``.
-
-    ``bodies[i]`` are the token ids of row ``i``'s prompt after the chat
-    template's opening (what the repetition penalty reads), and ``state`` the
-    batch after its prompts, rows in the order of ``requests``.
-    """
-    bodies, heads, tails = [], [], []
-    for request in requests:
-        context_text, body_text = split_chat(llm.tokenizer, request.messages, request.system)
-        context, body = encode(llm.tokenizer, context_text), encode(llm.tokenizer, body_text)
-        placement = request.soft_prompt.config.placement if request.steered else "question"
-        # The soft prompt (if any) goes before ``body[cut:]``; a reply alone is split the same way.
-        cut = len(body) - 1 if placement == "reply" or not (context or request.steered) else 0
-        bodies.append(body)
-        heads.append(context + body[:cut])
-        tails.append(body[cut:])
-    shared = _contexts(llm, heads)
-    groups: dict[tuple, list[int]] = {}
-    for row, request in enumerate(requests):
-        key = (id(request.soft_prompt), request.strength) if request.steered else (None, 0.0)
-        groups.setdefault(key, []).append(row)
-    states, order = [], []
-    for rows in groups.values():
-        states.append(_prefill_group(llm, shared.select(rows), [tails[i] for i in rows],
-                                     [requests[i] for i in rows]))
-        order += rows
-    state = _concat(llm, states)
-    if order != sorted(order):
-        state = _select(state, [order.index(row) for row in range(len(order))])
-    return bodies, state
-
-
-def _contexts(llm, heads: Sequence[Sequence[int]]) -> Context:
-    """Every row's tokens before its soft prompt, run without it: one per-row context, left-padded."""
-    if not any(heads):
-        return Context(length=0)
-    context = encode_bodies(llm, Context(length=0), heads)
-    # Positions count real tokens from 0, also in a row with none (all padding).
-    lengths = torch.tensor([len(h) for h in heads], dtype=torch.long, device=llm.device)
-    return Context(context.length, context.keys, context.values, context.bias, lengths)
-
-
-def _prefill_group(llm, context: Context, tails: Sequence[Sequence[int]],
-                   requests: Sequence[ChatRequest]) -> Steered:
-    """Rows of one soft prompt model at one strength (or unsteered), after their contexts."""
-    ids, mask = left_pad(tails, llm.tokenizer.pad_token_id, llm.device)
-    first = requests[0]
-    if not first.steered:
-        return steered_forward(llm, context, ids, mask)
-    # One persona at a time, as a reply alone computes its soft prompt.
-    soft = torch.cat([first.soft_prompt(np.asarray(r.persona, dtype=np.float32)[None]) for r in requests])
-    return steered_forward(llm, context, ids, mask, soft, kind=first.soft_prompt.config.kind,
-                           strength=first.strength)
-
-
-def _concat(llm, states: Sequence[Steered]) -> Steered:
-    """States of several groups as one batch, each left-padded with masked keys to the longest cache."""
-    if len(states) == 1:
-        return states[0]
-    width = max(s.key_bias.shape[1] for s in states)
-    blocked = torch.finfo(states[0].key_bias.dtype).min
-
-    def pad(t: torch.Tensor, n: int) -> torch.Tensor:  # keys and values: (rows, heads, keys, head_dim)
-        return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
-
-    missing = [width - s.key_bias.shape[1] for s in states]
-    layers = []
-    for layer in range(len(states[0].cache.layers)):
-        keys = [pad(s.cache.layers[layer].keys, n) for s, n in zip(states, missing)]
-        values = [pad(s.cache.layers[layer].values, n) for s, n in zip(states, missing)]
-        layers.append((torch.cat(keys), torch.cat(values)))
-    key_bias = torch.cat([torch.nn.functional.pad(s.key_bias, (n, 0), value=blocked)
-                          for s, n in zip(states, missing)])
-    return Steered(torch.cat([s.logits for s in states]),
-                   DynamicCache(ddp_cache_data=layers, config=llm.model.config), key_bias,
-                   torch.cat([s.next_position for s in states]))
-
-
-def _select(state: Steered, rows: Sequence[int]) -> Steered:
-    """The rows ``rows`` of a batch's state (its cache in place)."""
-    index = torch.as_tensor(rows, dtype=torch.long, device=state.key_bias.device)
-    state.cache.batch_select_indices(index)
-    return Steered(state.logits.index_select(0, index), state.cache, state.key_bias.index_select(0, index),
-                   state.next_position.index_select(0, index))
 
 
 _SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)")

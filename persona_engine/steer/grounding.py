@@ -5,19 +5,14 @@ space?"), a soft prompt trained on the survey's wording alone drifts into
 its training template or into the unsteered model's views. A grounded reply
 is built in three steps instead:
 
-1. **Which study question is this about?** The user's message is embedded
-   with a sentence encoder (all-MiniLM-L6-v2, offline) and compared with
-   every study question's wording (:class:`QuestionMatcher`); the
-   questions are ranked by that cosine plus :data:`LEXICAL_WEIGHT` times the
-   TF-IDF cosine of their stemmed words, because a sentence encoder this
-   small rates "Did you vote Remain?" closer to "I've changed my mind about
-   my vote" than to "I voted to Remain" (the rare word decides). A message
-   whose best cosine similarity is below :data:`MIN_SIMILARITY` is about
+1. **Which study question is this about?** The user's message is compared
+   with every study question's wording, by a sentence encoder and the words
+   they share (:class:`~persona_engine.steer.question_matching.QuestionMatcher`).
+   A message close to none of them (below
+   :data:`~persona_engine.steer.question_matching.MIN_SIMILARITY`) is about
    nothing the study asked: the reply is then *ungrounded*, and says so in
-   its provenance. A follow-up that names no question ("Why?", "Are you
-   sure?") is read together with the last grounded message, so it keeps
-   that question unless the two together point elsewhere ("What about for
-   children?").
+   its provenance. A follow-up that names no question ("Why?") keeps the
+   question of the message it follows.
 2. **What would this persona answer?** The persona's distribution over the
    matched question's options: the product of the soft prompt's scoring
    path (the letter answer that held-out accuracy measures,
@@ -29,8 +24,8 @@ is built in three steps instead:
    "I think we are spending too little on welfare, because"), and the LLM
    goes on with the reasons, two to four sentences in all
    (:func:`~persona_engine.steer.chat`), with the soft prompt at
-   :data:`VOICE`. The system turn tells the model the persona's view, so
-   the reasons argue for it rather than against it.
+   :data:`~persona_engine.steer.voice.VOICE`. The system turn tells the
+   model the persona's view, so the reasons argue for it rather than against it.
 
 :func:`grounded_chat` does all three and streams the reply; the
 :class:`Grounding` it returns first is the provenance the app shows under
@@ -41,54 +36,16 @@ with :func:`reply_request`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
-import snowballstemmer
-from sklearn.feature_extraction.text import TfidfVectorizer
 
-from persona_engine.opinion_data import Question
-from persona_engine.steer.conversation import ChatRequest, chat, chat_batch
 from persona_engine.steer.answering import answer
-from persona_engine.steer.prompts import question_text
-from persona_engine.steer.stance import SentenceEncoder, load_sentence_encoder
-from persona_engine.steer.statements import BECAUSE, doubts, opening, study_vocabulary
-
-MIN_SIMILARITY = 0.35
-"""Cosine similarity (all-MiniLM-L6-v2) from which a message counts as being about a study question.
-
-Chosen between how the bundled chat probes score with their own question and how small talk scores
-with every question (figures in docs/design.md)."""
-
-LEXICAL_WEIGHT = 0.5
-"""Weight of the words a message shares with a question (TF-IDF cosine of stems) in ranking questions.
-
-Chosen on the bundled probes (``sample_data/chat_probes``), the development set of this choice:
-word overlap helps the encoder find the question of Polis rewordings (figures in docs/design.md)."""
-
-FUNCTION_WORDS = frozenset(
-    "a an the of to in on for and or is are was were be been am do does did we you i it its that this these "
-    "those our us my me your they them their there than with as at by about if what how which who would could "
-    "should will can shall may might must just really".split())
-"""Words left out of the word overlap: they carry no topic. Negations, "only" and "some" stay in."""
-
-N_MATCHES = 3
-"""Study questions kept in a grounding's provenance (the reply takes the first one's stance)."""
-
-FOLLOW_UP_TURNS = 3
-"""How many user turns back a follow-up may reach for the question it is about."""
-
-MIN_WORDS = 25
-"""Words a grounded reply has at least, before the model may end it."""
-
-MAX_SENTENCES = 4
-"""Sentences a grounded reply has at most."""
-
-SYSTEM = ("You are a person taking part in a conversation about a survey you answered. {view} "
-          "Reply in the first person, in two to four sentences, and give your own reasons.")
-"""The system turn of a grounded reply; ``{view}`` is the persona's answer in words."""
+from persona_engine.steer.conversation import ChatRequest, chat, chat_batch
+from persona_engine.steer.question_matching import QuestionMatch, QuestionMatcher
+from persona_engine.steer.statements import BECAUSE, doubts, opening
+from persona_engine.steer.voice import MAX_SENTENCES, MIN_WORDS, SYSTEM, VOICE
 
 SOURCES = ("soft prompt", "collaborative filter", "both")
 """Where a grounding's distribution may come from; "both" is the normalised product of the other two.
@@ -96,27 +53,6 @@ SOURCES = ("soft prompt", "collaborative filter", "both")
 The soft prompt is the more accurate for single respondents, the collaborative filter for some
 cohorts; the product keeps each where the other is unsure (figures in docs/design.md).
 """
-
-VOICE = 0.0
-"""Default strength of the soft prompt while a grounded reply gives its reasons.
-
-The soft prompts are trained on answer letters only, so nothing holds free
-text under them together: under some soft prompts the reasons fall apart
-already at low strengths (an example in docs/design.md). The stance is the persona's
-(from :func:`ground`); the reasons are the base model's, told that stance.
-"""
-
-
-@dataclass(frozen=True)
-class QuestionMatch:
-    """One study question a message may be about: its index in the study, and how close it is."""
-
-    index: int
-    question_id: str
-    similarity: float
-    """Cosine similarity of the sentence embeddings (what :data:`MIN_SIMILARITY` is compared with)."""
-    overlap: float = 0.0
-    """TF-IDF cosine of the stemmed words the message shares with the question."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +62,10 @@ class Grounding:
     Attributes
     ----------
     matches:
-        The closest study questions, best first (at most :data:`N_MATCHES`),
+        The closest study questions, best first (at most :data:`~persona_engine.steer.question_matching.N_MATCHES`),
         whether or not they are close enough.
     grounded:
-        Whether the best match reaches :data:`MIN_SIMILARITY`.
+        Whether the best match reaches the matcher's ``min_similarity``.
     follow_up:
         The question came from an earlier message (the latest one named
         none, or asked about it again).
@@ -175,105 +111,6 @@ class Grounding:
                                                                        for p in self.distribution],
                 "stance": None if self.stance is None else self.options[self.stance]}
 
-
-class QuestionMatcher:
-    """The study questions a message is about, by sentence-embedding similarity.
-
-    Parameters
-    ----------
-    encoder:
-        A :class:`~persona_engine.steer.stance.SentenceEncoder`; the default
-        all-MiniLM-L6-v2 when None.
-    min_similarity:
-        See :data:`MIN_SIMILARITY`.
-
-    Attributes (after :meth:`fit`)
-    ------------------------------
-    questions_:
-        The study's questions.
-    vectors_:
-        Shape ``(n_questions, dim)``: each question's wording, embedded.
-    vocabulary_:
-        Lower-case words of the questions' texts (for :func:`~persona_engine.steer.statements.opening`).
-    words_:
-        A fitted :class:`~sklearn.feature_extraction.text.TfidfVectorizer` over the questions' stems.
-    word_vectors_:
-        Shape ``(n_questions, n_stems)``, sparse: each question's TF-IDF vector.
-    """
-
-    def __init__(self, encoder: SentenceEncoder | None = None, *, min_similarity: float = MIN_SIMILARITY):
-        self.encoder = encoder
-        self.min_similarity = min_similarity
-
-    def fit(self, questions: Sequence[Question]) -> "QuestionMatcher":
-        if self.encoder is None:
-            self.encoder = load_sentence_encoder()
-        self.questions_ = list(questions)
-        texts = [question_text(q, lettered=False) for q in self.questions_]
-        self.vectors_ = self.encoder.encode(texts)
-        self.vocabulary_ = study_vocabulary(q.text for q in self.questions_)
-        self.words_ = TfidfVectorizer(analyzer=stems, sublinear_tf=True)
-        self.word_vectors_ = self.words_.fit_transform(texts)
-        return self
-
-    def similarities(self, texts: Sequence[str]) -> np.ndarray:
-        """Cosine similarity of each text to each question, shape ``(len(texts), n_questions)``."""
-        return self.encoder.encode(list(texts)) @ self.vectors_.T
-
-    def overlaps(self, texts: Sequence[str]) -> np.ndarray:
-        """TF-IDF cosine of each text's stems with each question's, shape ``(len(texts), n_questions)``."""
-        return (self.words_.transform(list(texts)) @ self.word_vectors_.T).toarray()
-
-    def match(self, messages: Sequence[dict]) -> tuple[tuple[QuestionMatch, ...], bool, bool]:
-        """``(matches, grounded, follow_up)`` for the last user message of a conversation.
-
-        A last message about no study question that reads as a follow-up
-        (:func:`refers_back`) is read with the most recent grounded user
-        message of the last :data:`FOLLOW_UP_TURNS` (their two texts joined),
-        so "Why?" stays on the question it follows while "Tell me a joke."
-        is about nothing the study asked.
-        """
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        if not users:
-            raise ValueError("a conversation to ground needs a user message")
-        texts = users[-FOLLOW_UP_TURNS - 1:]
-        similarity = self.similarities(texts)  # (turns, n_questions)
-        latest = similarity[-1]
-        earlier = [k for k in range(len(texts) - 1) if similarity[k].max() >= self.min_similarity]
-        previous = None
-        if earlier:
-            text = texts[earlier[-1]]
-            previous = int(np.argmax(similarity[earlier[-1]] + LEXICAL_WEIGHT * self.overlaps([text])[0]))
-        if latest.max() >= self.min_similarity or previous is None or not refers_back(texts[-1]):
-            text, chosen = texts[-1], latest
-        else:  # "Why?", "What about for children?": with the message it follows
-            text = texts[earlier[-1]] + " " + texts[-1]
-            chosen = self.similarities([text])[0]
-        overlap = self.overlaps([text])[0]
-        order = np.argsort(-(chosen + LEXICAL_WEIGHT * overlap), kind="stable")[:N_MATCHES]
-        matches = tuple(QuestionMatch(int(j), self.questions_[j].id, float(chosen[j]), float(overlap[j]))
-                        for j in order)
-        grounded = chosen.max() >= self.min_similarity
-        return matches, grounded, grounded and previous == matches[0].index
-
-
-_STEMMER = snowballstemmer.stemmer("english")
-
-
-def stems(text: str) -> list[str]:
-    """The Snowball stems of a text's words, function words left out ("Did you vote Remain?" -> vote, remain)."""
-    return _STEMMER.stemWords([w for w in re.findall(r"[a-z]+", text.lower()) if w not in FUNCTION_WORDS])
-
-
-_REFERS_BACK = re.compile(
-    r"^\W*(why|how come|what about|and|but|so|then|really|are you sure|is that|you said|could you|can you|"
-    r"explain|tell me more|go on|say more|what makes you)\b|\b(it|that|this|those|these|them|they|there|"
-    r"sure|why|more about)\b", re.IGNORECASE)
-
-
-def refers_back(message: str) -> bool:
-    """Whether a message reads as a follow-up ("Why?", "Are you sure?", "What about for children?")."""
-    return bool(_REFERS_BACK.search(message))
 
 
 def ground(matcher: QuestionMatcher, messages: Sequence[dict], persona: np.ndarray | None = None, *,
@@ -336,7 +173,7 @@ def related_views(matcher: QuestionMatcher, grounding: Grounding, persona: np.nd
     """The persona's answers to the other close study questions, in the first person, for the system turn.
 
     They come from the collaborative filter (no model call, so no delay),
-    for the grounding's other matches that reach :data:`MIN_SIMILARITY`
+    for the grounding's other matches that reach the matcher's ``min_similarity``
     themselves: asked about welfare, a persona who also says we spend too
     little on assistance to the poor argues from that.
     """
@@ -358,9 +195,9 @@ def reply_request(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
                   source: str | None = None, voice: float = VOICE) -> tuple[Grounding, ChatRequest]:
     """Ground the reply to ``messages`` and say how to write it: ``(grounding, request)``.
 
-    A grounded reply gets the system turn of :data:`SYSTEM` (the persona's
-    views), opens with its stance, runs :data:`MIN_WORDS` to
-    :data:`MAX_SENTENCES`, with the soft prompt at ``voice``; an ungrounded
+    A grounded reply gets the system turn of :data:`~persona_engine.steer.voice.SYSTEM` (the
+    persona's views), opens with its stance, runs :data:`~persona_engine.steer.voice.MIN_WORDS`
+    to :data:`~persona_engine.steer.voice.MAX_SENTENCES`, with the soft prompt at ``voice``; an ungrounded
     or unsteered one is the steered (or unsteered) model's own, the soft
     prompt at ``strength``. Parameters as in :func:`grounded_chat`.
     """
@@ -385,7 +222,7 @@ def grounded_chat(llm, messages: Sequence[dict], matcher: QuestionMatcher, soft_
 
     ``strength`` is the soft prompt's in the grounding's distribution and in
     an ungrounded reply; ``voice`` is its strength while a grounded reply
-    gives its reasons (see :data:`VOICE`); ``source`` goes to :func:`ground`.
+    gives its reasons (see :data:`~persona_engine.steer.voice.VOICE`); ``source`` goes to :func:`ground`.
     ``options`` go to :func:`~persona_engine.steer.chat` (``max_new_tokens``,
     ``temperature``, ``random_state``, ``stop``...). An ungrounded or
     unsteered reply is the steered (or unsteered) model's own.

@@ -20,7 +20,8 @@ import pandas as pd
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import Question
-from persona_engine.cohorts.profiles import cohort_shares, uses_weights
+from persona_engine.cohorts.profiles import cohort_shares
+from persona_engine.cohorts.statistics import uses_weights
 from persona_engine.steer.answering import answer
 
 ESTIMATE_NOTE = ("model estimate: the steered language model's probability of each option, not a survey "

@@ -1,9 +1,9 @@
 """A study's soft-prompting model as people read it: its training runs as a table, its state in a line.
 
-Both read what :mod:`persona_engine.steer.study_steering` records: the runs
-of ``training.json`` (:func:`~persona_engine.steer.study_steering.training_runs`)
+Both read what :mod:`persona_engine.steer.steering_folder` records: the runs
+of ``training.json`` (:func:`~persona_engine.steer.steering_folder.training_runs`)
 and the installed, candidate and previous models' validation scores
-(:func:`~persona_engine.steer.study_steering.steering_status`). Nothing here
+(:func:`~persona_engine.steer.steering_folder.steering_status`). Nothing here
 loads a language model.
 """
 
@@ -48,7 +48,7 @@ def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
 
 
 def steering_label(status) -> str:
-    """A study's soft-prompting model in a few words, from its :class:`~persona_engine.steer.study_steering.SteeringStatus`.
+    """A study's soft-prompting model in a few words, from its :class:`~persona_engine.steer.steering_folder.SteeringStatus`.
 
     "trained" only for an installed model that beats each question's
     majority answer on its validation answers; ``status`` None (an unsaved

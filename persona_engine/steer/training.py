@@ -1,18 +1,18 @@
-"""Training a soft-prompting model on a study's answers.
+"""Training a soft-prompting model on a study's answers: the run and its loop.
 
-Each example is one known answer: (respondent embedding, question with
-lettered options, the option the respondent chose). The loss is the
-cross-entropy of the chosen letter against the LLM's next-token logits
-restricted to the question's option letters. A share of the examples
-(``words_share``) can instead ask the question in free form and teach the
-answer said in words (:data:`~persona_engine.steer.prompts.REPLY`), so that
-the persona carries over to free conversation, not only to letters.
+A run builds its examples from the known answers (:mod:`~persona_engine.steer.examples`:
+the validation split, the teacher fill, the share taught in words), prepares
+the loss on them (:mod:`~persona_engine.steer.loss`: the chosen letter's
+cross-entropy, the teacher's distributions, replies in words), then takes
+its optimizer steps, validating every few of them and keeping the best
+weights (:mod:`~persona_engine.steer.early_stopping`).
 
 The LLM stays frozen: only the SPM's parameters learn (AdamW with Li et
-al.'s weight decay). A random share of the examples is held back for early
-stopping. The defaults of the settings a run can change (steps, batch
-size, learning rate...) are those of
+al.'s weight decay). The defaults of the settings a run can change (steps,
+batch size, learning rate...) are those of
 :class:`~persona_engine.steer.settings.SteeringSettings`.
+:func:`estimate_training_seconds` says how long a run would take by timing
+two of its steps.
 
 Pass the study's *training* answer matrix (held-out cells set to
 ``MISSING``) so that held-out answers stay held out.
@@ -30,18 +30,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, Question
-from persona_engine.steer.injection import Prompts, steered_forward
-from persona_engine.steer.answering import letter_logits
-from persona_engine.steer.prompts import encode_questions, reply_ids
-from persona_engine.steer.settings import PREFIX_TUNING, SCHEDULES, SteeringSettings, UNBOUNDED_EPOCHS, validation_size
+from persona_engine.progress import Progress
+from persona_engine.steer.early_stopping import BestWeights, Cancelled, stop_if_cancelled, validate, validation_check
+from persona_engine.steer.examples import VALIDATION, Examples, draw_examples, example_counts
+from persona_engine.steer.loss import SoftPromptLoss
+from persona_engine.steer.settings import SCHEDULES, SteeringSettings, UNBOUNDED_EPOCHS
 
 DEFAULTS = SteeringSettings()
-VALIDATION = 0.1
-"""Share of the known answers held back for early stopping (at most ``max_val_examples``)."""
+PROGRESS_STAGE = "training"
+"""The stage :func:`train_soft_prompt` reports its steps as."""
 
 
 @dataclass
@@ -88,42 +88,12 @@ class TrainingResult:
     """Of the ``n_train`` examples, those from cells without an answer (``teacher_cells``)."""
 
 
-def answer_examples(answers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The known cells of an answer matrix ``(n_respondents, n_questions)`` as examples.
-
-    Returns ``(respondent, question, answer)`` index arrays, each ``(n_examples,)``.
-    """
-    respondent, question = np.nonzero(np.asarray(answers) != MISSING)
-    return respondent, question, np.asarray(answers)[respondent, question].astype(np.int64)
-
-
-def validation_split(n_examples: int, rng: np.random.Generator, *, validation: float = VALIDATION,
-                     max_examples: int | None = DEFAULTS.max_examples,
-                     max_val_examples: int | None = DEFAULTS.max_val_examples) -> tuple[np.ndarray, np.ndarray]:
-    """The examples held back for early stopping and the others, as ``(val, rest)`` index arrays.
-
-    ``rng`` is the run's generator (``default_rng(random_state)``) before
-    any other draw, so that the split can be redrawn from a run's recorded
-    options. ``rest`` is not yet cut to ``max_examples``.
-    """
-    order = rng.permutation(n_examples)
-    n_val = _validation_count(n_examples, validation, max_examples, max_val_examples)
-    return order[:n_val], order[n_val:]
-
-
-def _validation_count(n_examples: int, validation: float, max_examples: int | None,
-                      max_val_examples: int | None) -> int:
-    if n_examples <= 1:
-        return 0
-    return min(int(round(validation * n_examples)), validation_size(max_examples, max_val_examples))
-
-
 def majority_baseline(questions: Sequence[Question], question: np.ndarray, answer: np.ndarray,
                       train: np.ndarray, val: np.ndarray) -> tuple[float, float]:
     """``(majority, chance)`` accuracies on the validation examples ``val``.
 
     ``question`` and ``answer`` are ``(n_examples,)`` index arrays
-    (:func:`answer_examples`); ``train`` and ``val`` index into them.
+    (:func:`~persona_engine.steer.examples.answer_examples`); ``train`` and ``val`` index into them.
     *majority*: always answering each question's most common answer among
     the ``train`` examples (option 0 for a question without any);
     *chance*: ``1 / n_options`` of each validation answer's question,
@@ -137,23 +107,6 @@ def majority_baseline(questions: Sequence[Question], question: np.ndarray, answe
     majority = counts.argmax(axis=1)
     return (float(np.mean(majority[question[val]] == answer[val])),
             float(np.mean(1.0 / n_options[question[val]])))
-
-
-def example_counts(answers: np.ndarray, *, validation: float = VALIDATION,
-                   max_examples: int | None = DEFAULTS.max_examples,
-                   max_val_examples: int | None = DEFAULTS.max_val_examples,
-                   teacher_cells: np.ndarray | None = None) -> tuple[int, int]:
-    """``(n_train, n_val)``: the examples :func:`train_soft_prompt` would train and validate on.
-
-    ``teacher_cells`` as there (with a teacher given).
-    """
-    known = int((np.asarray(answers) != MISSING).sum())
-    n_val = _validation_count(known, validation, max_examples, max_val_examples)
-    n_train = known - n_val if max_examples is None else min(known - n_val, max_examples)
-    if teacher_cells is not None and max_examples is not None and n_train < max_examples:
-        unanswered = int((np.asarray(teacher_cells, dtype=bool) & (np.asarray(answers) == MISSING)).sum())
-        n_train += min(unanswered, max_examples - n_train)
-    return n_train, n_val
 
 
 def train_soft_prompt(
@@ -180,7 +133,7 @@ def train_soft_prompt(
     teacher_cells: np.ndarray | None = None,
     system: str | None = None,
     random_state: int = DEFAULTS.random_state,
-    progress: Callable[[int, int, dict], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     checkpoint: str | Path | None = None,
 ) -> TrainingResult:
@@ -233,12 +186,13 @@ def train_soft_prompt(
         the soft prompt the filter's view of every respondent instead of a
         few dozen answers each.
     progress:
-        ``callable(step, total_steps, info)``, called after each step;
-        ``info`` holds ``loss``, ``eta_seconds`` (from the mean step time so
-        far) and, after a validation check, ``val_loss`` and
-        ``val_accuracy``. It is first called as ``(0, total_steps, {})`` as
-        soon as the run's length is known, before the preparation (the
-        questions' prompts, the first validation check).
+        ``progress("training", step, total_steps, info)``
+        (:mod:`persona_engine.progress`), called after each step; ``info``
+        holds ``loss``, ``eta_seconds`` (from the mean step time so far)
+        and, after a validation check, ``val_loss`` and ``val_accuracy``. It
+        is first called as ``("training", 0, total_steps, {})`` as soon as
+        the run's length is known, before the preparation (the questions'
+        prompts, the first validation check).
     cancel:
         A ``threading.Event`` (or a callable returning True) checked before
         every step, between the batches of a validation check and before a
@@ -254,16 +208,16 @@ def train_soft_prompt(
     # Long only for its visible knobs and their docs: the run is the examples, the loss, then the loop.
     embeddings, answers, teacher = _checked_inputs(embeddings, questions, answers, teacher)
     rng = np.random.default_rng(random_state)  # every draw of the run, in a fixed order
-    examples = _draw_examples(questions, answers, rng, validation=validation, max_examples=max_examples,
-                              max_val_examples=max_val_examples, teacher=teacher, teacher_cells=teacher_cells,
-                              words_share=words_share)
+    examples = draw_examples(answers, rng, validation=validation, max_examples=max_examples,
+                             max_val_examples=max_val_examples, teacher=teacher, teacher_cells=teacher_cells,
+                             words_share=words_share)
     total = total_steps(epochs, max_steps, math.ceil(len(examples.train) / batch_size))
     if progress is not None:
-        progress(0, total, {})  # the length is known; the preparation follows
+        progress(PROGRESS_STAGE, 0, total, {})  # the length is known; the preparation follows
 
-    loss = _SoftPromptLoss(llm, soft_prompt, embeddings, questions, examples, teacher=teacher,
-                           teacher_weight=teacher_weight, system=system)
-    result = examples.result()
+    loss = SoftPromptLoss(llm, soft_prompt, embeddings, questions, examples, teacher=teacher,
+                          teacher_weight=teacher_weight, system=system)
+    result = _empty_result(questions, examples)
     _optimize(loss, examples.train, result, rng, total=total, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, schedule=schedule, eval_every=eval_every, patience=patience,
               progress=progress, cancel=cancel, checkpoint=checkpoint)
@@ -285,165 +239,19 @@ def _checked_inputs(embeddings, questions, answers, teacher) -> tuple[np.ndarray
     return embeddings, answers, teacher
 
 
-# ------------------------------------------------------------------ the examples
-@dataclass
-class _Examples:
-    """A run's examples as index arrays ``(n_examples,)``, and which of them train and validate.
-
-    The known answers come first; examples past them are cells the teacher
-    alone teaches (``answer`` -1).
-    """
-
-    respondent: np.ndarray
-    question: np.ndarray
-    answer: np.ndarray
-    train: np.ndarray
-    """Indices of the training examples."""
-    val: np.ndarray
-    """Indices of the examples held back for early stopping."""
-    spoken: np.ndarray
-    """``(n_examples,)`` bool: taught as a reply in words rather than by its letter."""
-    baselines: tuple[float, float]
-    """``(majority, chance)`` accuracies on the validation examples (:func:`majority_baseline`)."""
-
-    def result(self) -> TrainingResult:
-        """An empty :class:`TrainingResult` that knows the examples and the baselines."""
-        majority, chance = self.baselines
-        return TrainingResult(n_train=len(self.train), n_val=len(self.val),
-                              n_teacher_only=int((self.answer[self.train] < 0).sum()),
-                              val_majority_accuracy=majority, val_chance_accuracy=chance)
-
-
-def _draw_examples(questions, answers: np.ndarray, rng: np.random.Generator, *, validation: float,
-                   max_examples: int | None, max_val_examples: int | None, teacher: np.ndarray | None,
-                   teacher_cells: np.ndarray | None, words_share: float) -> _Examples:
-    """The validation split, the training subsample, the teacher's cells and the examples taught in words.
-
-    Drawn from ``rng`` in that order, the split first (see :func:`validation_split`).
-    """
-    respondent, question, answer = answer_examples(answers)
-    val, train = validation_split(len(answer), rng, validation=validation, max_examples=max_examples,
-                                  max_val_examples=max_val_examples)
-    baselines = majority_baseline(questions, question, answer, train, val)
-    if max_examples is not None:
-        train = train[:max_examples]
-    if len(train) == 0:
-        raise DataError("no answers to train the soft prompt on", expected="a study with known answers")
-    if teacher_cells is not None and teacher is not None and max_examples is not None \
-            and len(train) < max_examples:
-        fill_r, fill_q = _teacher_only_cells(teacher_cells, answers, rng, max_examples - len(train))
-        train = np.concatenate([train, len(answer) + np.arange(len(fill_r))])
-        respondent = np.concatenate([respondent, fill_r])
-        question = np.concatenate([question, fill_q])
-        answer = np.concatenate([answer, np.full(len(fill_r), -1, dtype=answer.dtype)])  # no answer: teacher only
-    spoken = rng.random(len(answer)) < words_share
-    spoken[val] = False  # validation (early stopping) scores the answers by letter
-    spoken[answer < 0] = False  # a teacher-only cell has no answer to say
-    return _Examples(respondent, question, answer, train, val, spoken, baselines)
-
-
-def _teacher_only_cells(teacher_cells: np.ndarray, answers: np.ndarray, rng: np.random.Generator,
-                        n: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``n`` random cells of ``teacher_cells`` without an answer, as ``(respondent, question)`` arrays."""
-    cells = np.asarray(teacher_cells, dtype=bool)
-    if cells.shape != answers.shape:
-        raise DataError(f"teacher cells of shape {cells.shape}", expected=f"shape {answers.shape}")
-    fill_r, fill_q = np.nonzero(cells & (answers == MISSING))
-    pick = rng.permutation(len(fill_r))[:n]
-    return fill_r[pick], fill_q[pick]
-
-
-# ------------------------------------------------------------------ the loss
-class _SoftPromptLoss:
-    """The loss of the soft prompt on rows of the examples: letters (with the teacher) and replies in words.
-
-    Preparing it computes the questions' prompts once (they are the same
-    for every persona) and the teacher's targets.
-    """
-
-    def __init__(self, llm, soft_prompt, embeddings: np.ndarray, questions, examples: _Examples, *,
-                 teacher: np.ndarray | None, teacher_weight: float, system: str | None) -> None:
-        self.llm, self.examples, self.teacher_weight = llm, examples, teacher_weight
-        self.spm = soft_prompt.to(llm.device).train()
-        placement = self.spm.config.placement
-        encoded = encode_questions(llm.tokenizer, questions, system)
-        self.prompts = Prompts.for_questions(llm, encoded, placement)
-        if not self.spm.embedding_scaled:  # a fresh SPM; a resumed one keeps its input scale
-            self.spm.set_embedding_scale(embeddings[np.unique(examples.respondent[examples.train])])
-        self.x = torch.as_tensor(embeddings, device=llm.device)
-        self.y = torch.as_tensor(examples.answer, device=llm.device)
-        self.soft = None if teacher is None else _teacher_targets(teacher, examples, len(encoded.letter_ids),
-                                                                  llm.device)
-        self.free = self.replies = None
-        if examples.spoken.any():
-            self.free = Prompts.for_questions(
-                llm, encode_questions(llm.tokenizer, questions, system, lettered=False), placement)
-            self.replies = reply_ids(llm.tokenizer, questions)
-        # Without every prompt cached, a batch pays for each distinct question it asks: ask few per batch.
-        self.grouped = not (self.prompts.fully_cached and (self.free is None or self.free.fully_cached))
-        self.val = examples.val
-        if self.grouped:
-            self.val = self.val[np.argsort(examples.question[self.val], kind="stable")]  # the loss is order-free
-        self.n_val = len(self.val)
-
-    def __call__(self, rows: np.ndarray, training: bool = True) -> tuple[torch.Tensor, int, int]:
-        """Mean loss over ``rows``, and letter hits and letter examples among them."""
-        ex, kind = self.examples, self.spm.config.kind
-        letters, words = rows[~ex.spoken[rows]], rows[ex.spoken[rows]]
-        loss, hits = 0.0, 0
-        if len(letters):
-            logits = letter_logits(self.llm, self.prompts, ex.question[letters],
-                                   self.spm(self.x[ex.respondent[letters]]), kind=kind)
-            hard = F.cross_entropy(logits, self.y[letters], reduction="sum", ignore_index=-1)
-            if self.soft is not None and training:
-                log_p = torch.log_softmax(logits, dim=-1).clamp_min(-1e4)  # -inf past the options
-                distilled = -(self.soft[letters] * log_p).sum(-1)
-                # cells without an answer learn from the teacher alone
-                weight = torch.where(self.y[letters] >= 0, self.teacher_weight, 1.0)
-                hard = (1 - self.teacher_weight) * hard + (weight * distilled).sum()
-            loss = loss + hard
-            hits = int((logits.argmax(-1) == self.y[letters]).sum())
-        if len(words):
-            loss = loss + len(words) * reply_loss(
-                self.llm, self.free, [self.replies[q][a] for q, a in zip(ex.question[words], ex.answer[words])],
-                ex.question[words], self.spm(self.x[ex.respondent[words]]), kind=kind)
-        return loss / len(rows), hits, len(letters)
-
-    def validate(self, batch_size: int, cancel) -> tuple[float, float]:
-        """Validation loss and letter accuracy; raises :class:`_Cancelled` between batches."""
-        if self.n_val == 0:
-            return math.nan, math.nan
-        self.spm.eval()
-        total_loss, hits, asked = 0.0, 0, 0
-        with torch.no_grad():
-            for start in range(0, self.n_val, batch_size):
-                _stop_if_cancelled(cancel)
-                rows = self.val[start:start + batch_size]
-                loss, batch_hits, batch_asked = self(rows, training=False)
-                total_loss += loss.item() * len(rows)
-                hits, asked = hits + batch_hits, asked + batch_asked
-        self.spm.train()
-        return total_loss / self.n_val, hits / asked if asked else math.nan
-
-    def epoch_order(self, rng: np.random.Generator, rows: np.ndarray, batch_size: int) -> np.ndarray:
-        """A new epoch's order of the training ``rows``: shuffled, in runs of one question when grouped."""
-        if self.grouped:
-            return grouped_order(rng, rows, self.examples.question, batch_size // 2)
-        return rng.permutation(rows)
-
-
-def _teacher_targets(teacher: np.ndarray, examples: _Examples, n_letters: int, device) -> torch.Tensor:
-    """The teacher's distribution over each example's option letters, ``(n_examples, n_letters)``, summing to 1."""
-    soft = np.zeros((len(examples.answer), n_letters), dtype=np.float32)
-    width = min(n_letters, teacher.shape[2])
-    soft[:, :width] = teacher[examples.respondent, examples.question, :width]
-    return torch.as_tensor(soft / soft.sum(axis=1, keepdims=True).clip(1e-12), device=device)
+def _empty_result(questions: Sequence[Question], examples: Examples) -> TrainingResult:
+    """A :class:`TrainingResult` that knows the examples and the baselines, before any step."""
+    majority, chance = majority_baseline(questions, examples.question, examples.answer, examples.unvalidated,
+                                         examples.val)
+    return TrainingResult(n_train=len(examples.train), n_val=len(examples.val),
+                          n_teacher_only=int((examples.answer[examples.train] < 0).sum()),
+                          val_majority_accuracy=majority, val_chance_accuracy=chance)
 
 
 # ------------------------------------------------------------------ the loop
-def _optimize(loss: _SoftPromptLoss, train: np.ndarray, result: TrainingResult, rng: np.random.Generator, *,
+def _optimize(loss: SoftPromptLoss, train: np.ndarray, result: TrainingResult, rng: np.random.Generator, *,
               total: int, batch_size: int, lr: float, weight_decay: float, schedule: str, eval_every: int | None,
-              patience: int, progress, cancel, checkpoint) -> None:
+              patience: int, progress: Progress | None, cancel, checkpoint) -> None:
     """``total`` AdamW steps on the ``train`` examples, validated every ``eval_every``; fills ``result``.
 
     The soft prompt ends with its best validated weights, also after a
@@ -453,14 +261,14 @@ def _optimize(loss: _SoftPromptLoss, train: np.ndarray, result: TrainingResult, 
     optimizer = torch.optim.AdamW(spm.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(schedule, total))
     eval_every = eval_every or max(1, total // 10)
-    best, running, step_seconds = _BestWeights(spm, checkpoint, cancel), [], 0.0
-    try:  # a cancel raises _Cancelled: before a step, between validation batches, before a checkpoint
-        result.best_val_loss, result.val_accuracy = loss.validate(batch_size, cancel)
+    best, running, step_seconds = BestWeights(spm, checkpoint, cancel), [], 0.0
+    try:  # a cancel raises Cancelled: before a step, between validation batches, before a checkpoint
+        result.best_val_loss, result.val_accuracy = validate(loss, batch_size, cancel)
         if not math.isnan(result.best_val_loss):
             best.keep()
         started = time.perf_counter()
         for step in range(total):
-            _stop_if_cancelled(cancel)
+            stop_if_cancelled(cancel)
             epoch_step = step % steps_per_epoch
             if epoch_step == 0:
                 train = loss.epoch_order(rng, train, batch_size)
@@ -478,102 +286,15 @@ def _optimize(loss: _SoftPromptLoss, train: np.ndarray, result: TrainingResult, 
             info = {"loss": running[-1],
                     "eta_seconds": (time.perf_counter() - started) / result.steps * (total - result.steps)}
             if (step + 1) % eval_every == 0 or step + 1 == total:
-                info.update(_validation_check(loss, result, best, running, started, batch_size, cancel))
+                info.update(validation_check(loss, result, best, running, started, batch_size, cancel))
             if progress is not None:
-                progress(step + 1, total, info)
+                progress(PROGRESS_STAGE, step + 1, total, info)
             if loss.n_val and best.bad_checks >= patience:
                 result.stopped = "early_stopping"
                 break
-    except _Cancelled:
+    except Cancelled:
         result.stopped = "cancelled"
     best.restore()
-
-
-def _validation_check(loss: _SoftPromptLoss, result: TrainingResult, best: "_BestWeights", running: list,
-                      started: float, batch_size: int, cancel) -> dict:
-    """Validate, record the check in ``result.history`` and keep the weights when they are the best yet.
-
-    ``running``: the training losses since the last check (emptied).
-    Returns the check's ``val_loss`` and ``val_accuracy``.
-    """
-    val_loss, val_accuracy = loss.validate(batch_size, cancel)
-    result.history.append({"step": result.steps, "train_loss": float(np.mean(running)), "val_loss": val_loss,
-                           "val_accuracy": val_accuracy, "seconds": time.perf_counter() - started})
-    running.clear()
-    if loss.n_val and val_loss < result.best_val_loss:
-        result.best_val_loss, result.val_accuracy = val_loss, val_accuracy
-        best.improved()
-    elif loss.n_val:
-        best.bad_checks += 1
-    return {"val_loss": val_loss, "val_accuracy": val_accuracy}
-
-
-class _BestWeights:
-    """The soft prompt's best validated weights so far, saved in ``checkpoint`` (if any) at each improvement."""
-
-    def __init__(self, spm, checkpoint, cancel) -> None:
-        self.spm, self.checkpoint, self.cancel = spm, checkpoint, cancel
-        self.state, self.bad_checks = None, 0  # the weights, and the validation checks since they were kept
-
-    def keep(self) -> None:
-        self.state = copy.deepcopy(self.spm.state_dict())
-
-    def improved(self) -> None:
-        self.bad_checks = 0
-        self.keep()
-        if self.checkpoint is not None:
-            _stop_if_cancelled(self.cancel)  # the best weights stay in memory for the end
-            self.spm.save_pretrained(self.checkpoint)
-
-    def restore(self) -> None:
-        """Put the best weights back (also after a cancel), save them in ``checkpoint``, leave training mode."""
-        if self.state is not None:
-            self.spm.load_state_dict(self.state)
-        if self.checkpoint is not None:
-            self.spm.save_pretrained(self.checkpoint)
-        self.spm.eval()
-
-
-def grouped_order(rng: np.random.Generator, rows: np.ndarray, question: np.ndarray, run: int) -> np.ndarray:
-    """A shuffled order of ``rows`` in runs of ``run`` examples of one question (mostly), the runs shuffled.
-
-    A batch of ``2 * run`` examples then asks about two questions instead
-    of one per example: with hundreds of questions whose prompts cannot all
-    be cached, a step computes two prompts instead of thirty-two (see
-    :class:`~persona_engine.steer.injection.Prompts`). Every example still
-    comes once per epoch, its respondents and questions in random order.
-    """
-    rows = rng.permutation(rows)
-    rank = rng.permutation(int(question.max()) + 1 if len(question) else 1)
-    rows = rows[np.argsort(rank[question[rows]], kind="stable")]  # each question's examples together
-    runs = [rows[i:i + max(run, 1)] for i in range(0, len(rows), max(run, 1))]
-    return np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else rows
-
-
-def reply_loss(llm, free: Prompts, replies: Sequence[Sequence[int]], question_index: np.ndarray,
-               soft_prompt: torch.Tensor | None, *, kind: str = PREFIX_TUNING) -> torch.Tensor:
-    """Cross-entropy of each whole reply (summed over its tokens), teacher-forced, averaged over replies.
-
-    Summed, not averaged over tokens: once the sentence's wording is learned
-    only the token that says the option (e.g. "little" in "spending too
-    little on...") stays uncertain, and it should weigh as much as an answer
-    letter does, not a fourteenth of it.
-
-    ``free`` holds the questions asked without options (:meth:`Prompts.for_questions`);
-    ``replies[i]`` are the token ids the assistant should say after question
-    ``question_index[i]``. Sequences are left-padded, so every reply ends at
-    the last position and its predictions are in the last ``max_len + 1``.
-    """
-    longest = max(len(r) for r in replies)
-    context, ids, mask = free.batch(question_index, replies)
-    logits = steered_forward(llm, context, ids, mask, soft_prompt, kind=kind, n_positions=longest + 1).logits
-    # The logits at window index t predict the token at t + 1.
-    targets = torch.full((len(replies), longest + 1), -100, dtype=torch.long, device=llm.device)
-    for row, reply in enumerate(replies):
-        targets[row, longest - len(reply):longest] = torch.as_tensor(list(reply))
-    token_losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=-100, reduction="sum")
-    return token_losses / len(replies)
 
 
 def total_steps(epochs: float | None, max_steps: int | None, steps_per_epoch: int) -> int:
@@ -607,23 +328,6 @@ def learning_rate_factor(schedule: str, total_steps: int) -> Callable[[int], flo
     return cosine
 
 
-class _Cancelled(Exception):
-    """Raised inside :func:`train_soft_prompt` when its ``cancel`` is set."""
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
-
-
-def _stop_if_cancelled(cancel) -> None:
-    if _cancelled(cancel):
-        raise _Cancelled
-
-
 def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, *, probe_steps: int = 2,
                               probe_questions: int = 8, **options) -> float:
     """Seconds :func:`train_soft_prompt` would take with ``options``, from ``probe_steps`` timed steps on a copy.
@@ -644,7 +348,7 @@ def estimate_training_seconds(llm, soft_prompt, embeddings, questions, answers, 
     stamps: list[float] = []  # at the length's call (step 0), then after each step
     timed = train_soft_prompt(llm, copy.deepcopy(soft_prompt), embeddings, [questions[i] for i in keep],
                               answers[:, keep], **probe_options,
-                              progress=lambda step, total, info: stamps.append(time.perf_counter()))
+                              progress=lambda stage, step, total, info: stamps.append(time.perf_counter()))
     per_step = stamps[-1] - stamps[-2] if len(stamps) >= 3 else timed.seconds_per_step
     preparation = max(0.0, stamps[1] - stamps[0] - per_step) * len(questions) / len(keep) if len(stamps) >= 2 else 0.0
 

@@ -26,6 +26,7 @@ from persona_engine.exports import looks_like_formula
 from persona_engine.ingest.polis import missing_comments
 from persona_engine.latent_map import LatentMap
 from persona_engine.opinion_data import MISSING, OpinionData, Question, Source
+from persona_engine.progress import as_stage, no_progress
 from persona_engine.study.folder import to_jsonable
 from persona_engine.study.saved import FORMAT_VERSION, Study, StudyProgress
 
@@ -60,10 +61,14 @@ def fit_study(
     UMAP layout: 20,000, the rest placed among them); the manifest's
     ``subsampled`` says which. ``max_respondents`` sets one cap for all of
     them instead (mainly for tests).
+
+    ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`)
+    reports the stages ``"embedding"``, ``"cohorts"`` and ``"map"`` in turn
+    (see :func:`fit_embedding_and_cohorts`).
     """
     _check_model(model)
     check_cohorts_findable(data)
-    report = progress or (lambda stage, step, total: None)
+    report = progress or no_progress
     parameters = {"model": model, "dim": dim, "n_cohorts": n_cohorts, "cohort_method": cohort_method,
                   "cohort_space": cohort_space, "min_cohort_size": min_cohort_size, "map_3d": map_3d,
                   "random_state": random_state}
@@ -74,13 +79,13 @@ def fit_study(
     # Weighted by answers: vectors resting on few answers pull the cohorts less.
     stability = cohort_stability(points, cohorts, random_state=random_state, sample_weight=data.observed.sum(axis=1),
                                  **cap)
-    report("cohorts", 2, 2)
+    report("cohorts", 2, 2, {})
 
-    report("map", 0, 1)
+    report("map", 0, 1, {})
     embeddings = embedder.respondent_factors_
     latent_map = LatentMap(random_state=random_state, **cap).fit(embeddings)
     latent_map_3d = LatentMap(n_components=3, random_state=random_state, **cap).fit(embeddings) if map_3d else None
-    report("map", 1, 1)
+    report("map", 1, 1, {})
 
     manifest = _manifest(data, parameters, embedder, cohorts, space, stability, [latent_map, latent_map_3d])
     return Study(data, embedder, cohorts, latent_map, stability.per_cohort, manifest,
@@ -114,9 +119,10 @@ def fit_embedding_and_cohorts(
         One cap on the respondents the choices of cohort space and of k are
         made on (``None``: their own defaults).
     progress:
-        ``progress(stage, step, total)``: ``"embedding"`` as the filter
-        trains, then ``"cohorts"`` at 0 and 1 of 2 steps (the second being
-        :func:`fit_study`'s stability refits).
+        ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`):
+        ``"embedding"`` after each of the filter's training passes (``info``
+        its history row), then ``"cohorts"`` at 0 and 1 of 2 steps (the
+        second being :func:`fit_study`'s stability refits).
 
     Returns
     -------
@@ -126,23 +132,22 @@ def fit_embedding_and_cohorts(
     and the :class:`~persona_engine.cohorts.space.CohortSpaceChoice`.
     """
     given = {**_FIT_DEFAULTS, **{k: v for k, v in parameters.items() if k in _FIT_DEFAULTS}}
-    report = progress or (lambda stage, step, total: None)
+    report = progress or no_progress
     matrix = answers.answers if isinstance(answers, OpinionData) else np.asarray(answers)
     if questions is None and isinstance(answers, OpinionData):
         questions = answers.questions
     seed = given["random_state"]
     embedder = _check_model(given["model"])(dim=given["dim"], random_state=seed).fit(
-        answers, n_options, progress=None if progress is None else (
-            lambda step, total, info: progress("embedding", step, total)))
+        answers, n_options, progress=as_stage(progress, "embedding"))
 
-    report("cohorts", 0, 2)
+    report("cohorts", 0, 2, {})
     cap = {} if max_respondents is None else {"max_respondents": max_respondents}
     smallest = {} if given["min_cohort_size"] is None else {"min_cohort_size": given["min_cohort_size"]}
     finder = CohortFinder(method=given["cohort_method"], n_cohorts=given["n_cohorts"], random_state=seed,
                           **smallest, **cap)
     cohorts, points, space = fit_cohorts(embedder, matrix, finder, given["cohort_space"], questions=questions,
                                          random_state=seed, **cap)
-    report("cohorts", 1, 2)
+    report("cohorts", 1, 2, {})
     return embedder, cohorts, points, space
 
 
@@ -185,7 +190,7 @@ def _subsamples(n: int, space, cohorts: CohortFinder, stability, maps) -> dict[s
     """Which steps ran on a random sample of the respondents, in words (empty: none did)."""
     used = {
         "cohort_space": (space.n_respondents, "choice of cohort space"),
-        "cohort_selection": (getattr(cohorts, "selection_respondents_", n), "choice of the number of cohorts"),
+        "cohort_k_choice": (getattr(cohorts, "k_choice_respondents_", n), "choice of the number of cohorts"),
         "cohort_stability": (stability.n_respondents, "stability of the cohorts"),
         **{f"map{'3d' if m.n_components == 3 else ''}": (m.layout_respondents_, f"UMAP layout of the "
            f"{m.n_components}-D map (the others placed among their nearest neighbours)")

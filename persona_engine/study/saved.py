@@ -14,8 +14,9 @@ Folder layout::
                              outside Python a copy of each cohort and map position
     answers.safetensors      answers (n_respondents, n_questions) int16, -1 missing
     embedding/               config.json + model.safetensors (collaborative filter)
-    cohorts/                 config.json + model.safetensors + selection.parquet
-                             (choice of k) + stability.parquet (per cohort)
+    cohorts/                 config.json + model.safetensors + k_choice.parquet
+                             (choice of k; selection.parquet before) + stability.parquet
+                             (per cohort)
     map/                     config.json + model.safetensors (coordinates + vectors)
     map3d/                   the same for the optional 3-D map
     steering/                optional: the soft-prompting model trained on this study
@@ -34,7 +35,6 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ from persona_engine.embed.factorization import embedder_from_state
 from persona_engine.errors import DataError
 from persona_engine.latent_map import LatentMap
 from persona_engine.opinion_data import OpinionData, Question, Source
+from persona_engine.progress import Progress
 from persona_engine.study.folder import (
     load_arrays, load_component, read_json, read_table, recover_interrupted_swap, save_arrays,
     save_component, write_folder_atomically, write_json,
@@ -54,8 +55,8 @@ MANIFEST = "manifest.json"
 STEERING = "steering"
 """Sub-folder holding the study's soft-prompting model."""
 
-StudyProgress = Callable[[str, int, int], None]
-"""``progress(stage, step, total)``: stage is 'embedding', 'cohorts' or 'map'."""
+StudyProgress = Progress
+"""``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`): stage is 'embedding', 'cohorts' or 'map'."""
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Study:
         save_arrays(folder / "answers.safetensors", {"answers": self.data.answers})
         save_component(folder / "embedding", self.embedder.get_config(), self.embedder.state_arrays())
         save_component(folder / "cohorts", self.cohorts.get_config(), self.cohorts.state_arrays())
-        self.cohorts.selection_.to_parquet(folder / "cohorts" / "selection.parquet", index=False)
+        self.cohorts.k_choice_.to_parquet(folder / "cohorts" / "k_choice.parquet", index=False)
         self.stability.to_parquet(folder / "cohorts" / "stability.parquet", index=False)
         save_component(folder / "map", self.latent_map.get_config(), self.latent_map.state_arrays())
         if self.latent_map_3d is not None:
@@ -245,9 +246,10 @@ class Study:
         )
         embedder = embedder_from_state(*load_component(path / "embedding"))
         cohort_config, cohort_arrays = load_component(path / "cohorts")
-        cohorts = CohortFinder.from_state(
-            cohort_config, cohort_arrays, read_table(path / "cohorts" / "selection.parquet")
-        )
+        k_choice = path / "cohorts" / "k_choice.parquet"
+        if not k_choice.is_file() and (path / "cohorts" / "selection.parquet").is_file():
+            k_choice = path / "cohorts" / "selection.parquet"  # its name in studies saved before
+        cohorts = CohortFinder.from_state(cohort_config, cohort_arrays, read_table(k_choice))
         latent_map = LatentMap.from_state(*load_component(path / "map"))
         stability = read_table(path / "cohorts" / "stability.parquet")
         latent_map_3d = (LatentMap.from_state(*load_component(path / "map3d"))
