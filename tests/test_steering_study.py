@@ -30,7 +30,7 @@ from persona_engine.errors import DataError
 from persona_engine.llm import load_llm
 from persona_engine.opinion_data import MISSING, OpinionData, Question, Source
 from persona_engine.evaluation.protocol import holdout_split
-from persona_engine.steer import SteeringSettings, TrainingResult, steering_folder, study_steering, training
+from persona_engine.steer import SteeringSettings, TrainingResult, steering_folder, study_steering
 from persona_engine.steer.steering_folder import (
     CANDIDATE,
     CHECKPOINT,
