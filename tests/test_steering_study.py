@@ -270,7 +270,7 @@ def test_older_runs_get_their_baselines_recomputed(trained):
     runs = training_runs(study)
     for key in ("val_accuracy", "val_majority_accuracy", "val_chance_accuracy"):
         del runs[-1]["result"][key]  # as runs were recorded before the baselines
-    older = study_steering._run_score(runs[-1], study.steering_path, study)
+    older = steering_folder.run_score(runs[-1], study.steering_path, study)
     assert older.majority == pytest.approx(result.val_majority_accuracy)
     assert older.chance == pytest.approx(result.val_chance_accuracy)
     assert older.accuracy == pytest.approx(result.val_accuracy)
@@ -288,7 +288,7 @@ def test_cancel_keeps_the_best_weights_and_resume_continues_the_candidate(fitted
                                 max_val_examples=32, words_share=0.0)
     runs = training_runs(study, "candidate")  # still below the majority: still a candidate
     assert [r["resumed"] for r in runs] == [False, True] and resumed.steps == 2
-    assert np.array_equal(study_steering._read_holdout(study.path / CANDIDATE),
+    assert np.array_equal(steering_folder.read_holdout(study.path / CANDIDATE),
                           holdout_split(study.data.answers, random_state=0).test_mask)
     # Resuming starts from the candidate's weights, not from a fresh model.
     assert resumed.history[0]["val_loss"] <= stopped.best_val_loss + 1e-6
@@ -307,7 +307,7 @@ def test_resume_prefers_an_interrupted_runs_checkpoint(trained, llm, tmp_path):
     with torch.no_grad():
         changed.mlp[2].bias.add_(0.5)  # what a killed run might have reached
     changed.save_pretrained(checkpoint)
-    study_steering._write_holdout(checkpoint, load_holdout(copy))
+    steering_folder.write_holdout(checkpoint, load_holdout(copy))
     assert steering_status(copy).interrupted
     starts = []
     real = study_steering.train_soft_prompt

@@ -38,9 +38,9 @@ model scored; :func:`load_steering` reads the installed model back for an
 LLM. While training, the best model so far is checkpointed in
 ``STUDY/.steering-checkpoint/``.
 
-The underscored functions (the folder's files, installing, recovering) are
-shared with :mod:`~persona_engine.steer.study_steering`, which writes these
-folders; nothing else should need them.
+The folder's files (``read_runs``, ``write_holdout``...), installing and
+recovering are public for :mod:`~persona_engine.steer.study_steering`, which
+writes these folders; a reader of a study needs only the loaders above them.
 """
 
 from __future__ import annotations
@@ -86,21 +86,21 @@ def load_steering(study: Study | str | Path, llm, *, refuse_below_chance: bool =
     without loading).
     """
     study = study if isinstance(study, Study) else Study.load(study)
-    _recover(_study_folder(study))
+    recover_steering(saved_study_folder(study))
     folder = steering_folder(study)
     if refuse_below_chance:
         score = steering_status(study).active
         if score is not None and score.at_or_below_chance:
             raise DataError(f"the study's soft-prompting model is no better than chance: {score.summary()}",
                             file=folder, expected="a retrained model, or the previous one restored")
-    return _load_checked(folder, study, llm).eval()
+    return load_checked_model(folder, study, llm).eval()
 
 
 def steering_folder(study: Study) -> Path:
     """``STUDY/steering``; a :class:`DataError` that says how to make it if the study has none."""
     folder = study.steering_path
     if folder is None:
-        raise DataError("this study has no soft-prompting model yet", file=_study_folder(study),
+        raise DataError("this study has no soft-prompting model yet", file=saved_study_folder(study),
                         expected="one trained with 'persona-engine train-steering STUDY'")
     return folder
 
@@ -112,7 +112,7 @@ def steering_base_model(study: Study) -> str:
 
 def load_holdout(study: Study) -> np.ndarray:
     """The answers the study's steering never saw: bool mask ``(n_respondents, n_questions)``."""
-    return _read_holdout(steering_folder(study))
+    return read_holdout(steering_folder(study))
 
 
 def training_runs(study: Study, model: str = "installed") -> list[dict]:
@@ -123,7 +123,7 @@ def training_runs(study: Study, model: str = "installed") -> list[dict]:
     folders = {"installed": STEERING, "candidate": CANDIDATE, "previous": PREVIOUS}
     if model not in folders:
         raise DataError(f"no {model!r} soft prompt", expected=" or ".join(folders))
-    return [] if study.path is None else _read_runs(Path(study.path) / folders[model])
+    return [] if study.path is None else read_runs(Path(study.path) / folders[model])
 
 
 # ------------------------------------------------------------- the model's versions
@@ -202,8 +202,8 @@ def steering_status(study: Study) -> SteeringStatus:
     before the baselines were, the majority and chance accuracies are
     recomputed from the run's recorded options and held-out answers.
     """
-    root = _study_folder(study)
-    _recover(root)
+    root = saved_study_folder(study)
+    recover_steering(root)
     active, candidate, previous = (_folder_score(root / name, study) for name in (STEERING, CANDIDATE, PREVIOUS))
     return SteeringStatus(active, candidate, previous, interrupted=(root / CHECKPOINT / WEIGHTS_NAME).is_file())
 
@@ -215,8 +215,8 @@ def keep_candidate(study: Study) -> SteeringScore:
     Raises a :class:`DataError` giving its accuracy against the majority
     baseline when it does not beat it, or when there is no candidate.
     """
-    root = _study_folder(study)
-    _recover(root)
+    root = saved_study_folder(study)
+    recover_steering(root)
     candidate = root / CANDIDATE
     score = _folder_score(candidate, study)
     if score is None:
@@ -226,21 +226,21 @@ def keep_candidate(study: Study) -> SteeringScore:
         raise DataError(f"the candidate soft prompt is not installed: {score.shortfall()}", file=candidate,
                         expected="a run that beats each question's majority answer: train longer, or "
                                  "continue this one (resume), then keep it")
-    runs = _read_runs(candidate)
+    runs = read_runs(candidate)
     runs[-1] = {**runs[-1], "outcome": "kept"}
 
     def write(target: Path) -> None:
         shutil.copytree(candidate, target, dirs_exist_ok=True, copy_function=shutil.copy)
-        _write_runs(target, runs)
+        write_runs(target, runs)
 
-    _install(root, write)
+    install_model(root, write)
     shutil.rmtree(candidate, ignore_errors=True)
     return replace(score, folder=root / STEERING, why_not_installed="")
 
 
 def discard_candidate(study: Study) -> bool:
     """Delete the candidate soft prompt; whether there was one."""
-    candidate = _study_folder(study) / CANDIDATE
+    candidate = saved_study_folder(study) / CANDIDATE
     found = candidate.is_dir()
     shutil.rmtree(candidate, ignore_errors=True)
     return found
@@ -251,8 +251,8 @@ def restore_previous(study: Study) -> SteeringScore:
 
     Restoring twice swaps them back. Raises a :class:`DataError` if there is no previous model.
     """
-    root = _study_folder(study)
-    _recover(root)
+    root = saved_study_folder(study)
+    recover_steering(root)
     active, previous, staged = root / STEERING, root / PREVIOUS, root / RESTORING
     if _folder_score(previous, study) is None:
         raise DataError("there is no previous soft prompt to restore", file=previous,
@@ -262,11 +262,11 @@ def restore_previous(study: Study) -> SteeringScore:
         return _folder_score(active, study)
     copy_folder_atomically(previous, staged, marker=CONFIG_NAME, kind=FOLDER_KIND)  # survives the next step
     copy_folder_atomically(active, previous, marker=CONFIG_NAME, kind=FOLDER_KIND)
-    _recover(root)  # installs the staged copy
+    recover_steering(root)  # installs the staged copy
     return _folder_score(active, study)
 
 
-def _install(root: Path, write: Callable[[Path], None]) -> None:
+def install_model(root: Path, write: Callable[[Path], None]) -> None:
     """Write ``STUDY/steering`` with ``write(folder)``, first copying the installed model to ``steering.previous``.
 
     Each of the two writes is atomic; a crash between them leaves the old
@@ -278,7 +278,7 @@ def _install(root: Path, write: Callable[[Path], None]) -> None:
     write_folder_atomically(active, write, marker=CONFIG_NAME, kind=FOLDER_KIND)
 
 
-def _recover(root: Path) -> None:
+def recover_steering(root: Path) -> None:
     """Finish what a crash interrupted: a folder swap, or a restore of the previous model."""
     for name in (STEERING, CANDIDATE, PREVIOUS, RESTORING):
         recover_interrupted_swap(root / name, marker=CONFIG_NAME)
@@ -292,11 +292,11 @@ def _folder_score(folder: Path, study: Study) -> SteeringScore | None:
     """The score of the soft prompt in ``folder`` from its last run, or None if it holds none."""
     if not (folder / CONFIG_NAME).is_file():
         return None
-    runs = _read_runs(folder)
-    return _run_score(runs[-1] if runs else {}, folder, study)
+    runs = read_runs(folder)
+    return run_score(runs[-1] if runs else {}, folder, study)
 
 
-def _run_score(run: dict, folder: Path, study: Study) -> SteeringScore:
+def run_score(run: dict, folder: Path, study: Study) -> SteeringScore:
     """A run record's validation scores; for an older record, the baselines recomputed from its options."""
     result = run.get("result", {})
     accuracy, majority, chance = (_number(result.get(f"val_{name}")) for name in
@@ -319,7 +319,7 @@ def _recomputed_baselines(run: dict, folder: Path, study: Study) -> tuple[float,
     """``(majority, chance)`` on the validation answers the run's options drew (as train_soft_prompt draws them)."""
     options = {**SteeringSettings().to_dict(), **run.get("options", {})}
     try:
-        train_answers = np.where(_read_holdout(folder), MISSING, study.data.answers)
+        train_answers = np.where(read_holdout(folder), MISSING, study.data.answers)
     except (DataError, ValueError):
         return math.nan, math.nan
     _, question, answer = answer_examples(train_answers)
@@ -328,13 +328,13 @@ def _recomputed_baselines(run: dict, folder: Path, study: Study) -> tuple[float,
     return majority_baseline(study.data.questions, question, answer, rest, val)
 
 
-def _study_folder(study: Study) -> Path:
+def saved_study_folder(study: Study) -> Path:
     if study.path is None:
         raise DataError("the study has not been saved yet", expected="study.save(folder) before steering")
     return Path(study.path)
 
 
-def _config(folder: Path) -> dict:
+def read_spm_config(folder: Path) -> dict:
     """The soft prompt's ``config.json`` in ``folder``; ``{}`` if there is none (or it is unreadable)."""
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
@@ -344,10 +344,10 @@ def _config(folder: Path) -> dict:
 
 
 def _base_model(folder: Path) -> str:
-    return _config(folder).get("base_model", "")
+    return read_spm_config(folder).get("base_model", "")
 
 
-def _load_checked(folder: Path, study: Study, llm) -> SoftPromptModel:
+def load_checked_model(folder: Path, study: Study, llm) -> SoftPromptModel:
     recover_interrupted_swap(folder, marker=CONFIG_NAME)
     spm = SoftPromptModel.from_pretrained(folder, llm)
     if spm.config.study_fingerprint != study.fingerprint:
@@ -357,22 +357,22 @@ def _load_checked(folder: Path, study: Study, llm) -> SoftPromptModel:
     return spm
 
 
-def _write_holdout(folder: Path, test_mask: np.ndarray) -> None:
+def write_holdout(folder: Path, test_mask: np.ndarray) -> None:
     save_file({"test_mask": np.ascontiguousarray(test_mask, dtype=np.uint8)}, str(folder / HOLDOUT_FILE))
 
 
-def _read_holdout(folder: Path) -> np.ndarray:
+def read_holdout(folder: Path) -> np.ndarray:
     file = folder / HOLDOUT_FILE
     if not file.is_file():
         raise DataError("the soft prompt's held-out answers are missing", file=file)
     return load_file(str(file))["test_mask"].astype(bool)
 
 
-def _write_runs(folder: Path, runs: Sequence[dict]) -> None:
+def write_runs(folder: Path, runs: Sequence[dict]) -> None:
     (folder / TRAINING_FILE).write_text(json.dumps({"runs": list(runs)}, indent=2) + "\n")
 
 
-def _read_runs(folder: Path | None) -> list[dict]:
+def read_runs(folder: Path | None) -> list[dict]:
     file = None if folder is None else folder / TRAINING_FILE
     if file is None or not file.is_file():
         return []

@@ -36,9 +36,10 @@ from persona_engine.progress import Progress
 from persona_engine.steer.examples import example_counts
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
-from persona_engine.steer.steering_folder import (CANDIDATE, CHECKPOINT, FOLDER_KIND, PREVIOUS, _config, _install,
-                                                  _load_checked, _read_holdout, _read_runs, _recover, _run_score,
-                                                  _study_folder, _write_holdout, _write_runs)
+from persona_engine.steer.steering_folder import (CANDIDATE, CHECKPOINT, FOLDER_KIND, PREVIOUS, install_model,
+                                                  load_checked_model, read_holdout, read_runs, read_spm_config,
+                                                  recover_steering, run_score, saved_study_folder, write_holdout,
+                                                  write_runs)
 from persona_engine.steer.training import TrainingResult, estimate_training_seconds, total_steps, train_soft_prompt
 from persona_engine.study import STEERING, Study
 from persona_engine.study.folder import to_jsonable, write_folder_atomically
@@ -140,8 +141,8 @@ def train_steering(
     # Long only for its docstring: start (fresh or resumed), checkpoint, train, judge, install or keep as candidate.
     asked_kind = overrides.get("kind")
     settings = _settings(settings, overrides)
-    root = _study_folder(study)
-    _recover(root)
+    root = saved_study_folder(study)
+    recover_steering(root)
     checkpoint = root / CHECKPOINT
     if resume:
         spm, test_mask, runs = _resumed(study, llm, asked_kind, holdout)
@@ -162,13 +163,13 @@ def train_steering(
               "options": settings.to_dict(), "result": to_jsonable(asdict(result))}
     installed = _judge_run(record, result, checkpoint, study)
     runs.append(record)
-    _write_runs(checkpoint, runs)
+    write_runs(checkpoint, runs)
 
     def write(target: Path) -> None:
         _write_model(target, spm, test_mask, runs)
 
     if installed:
-        _install(root, write)
+        install_model(root, write)
         shutil.rmtree(root / CANDIDATE, ignore_errors=True)  # superseded
     else:
         write_folder_atomically(root / CANDIDATE, write, marker=CONFIG_NAME, kind=FOLDER_KIND)
@@ -179,13 +180,13 @@ def train_steering(
 def _write_model(folder: Path, spm: SoftPromptModel, test_mask: np.ndarray, runs: Sequence[dict]) -> None:
     """A soft-prompting model folder: the model, its held-out answers and its runs."""
     spm.save_pretrained(folder)
-    _write_holdout(folder, test_mask)
-    _write_runs(folder, runs)
+    write_holdout(folder, test_mask)
+    write_runs(folder, runs)
 
 
 def _judge_run(record: dict, result: TrainingResult, checkpoint: Path, study: Study) -> bool:
     """Whether the run is installed: it finished and beats the majority baseline; its ``outcome`` goes in ``record``."""
-    score = _run_score(record, checkpoint, study)
+    score = run_score(record, checkpoint, study)
     installed = result.stopped != "cancelled" and score.beats_majority
     record["outcome"] = "installed" if installed else "candidate"
     if not installed:
@@ -230,17 +231,17 @@ def _resumed(study: Study, llm, kind, holdout):
         raise DataError("a resumed run keeps its held-out answers", expected="no holdout together with resume")
     start = _resume_source(study)
     if start is None:
-        raise DataError("nothing to resume: this study has no steering yet", file=_study_folder(study),
+        raise DataError("nothing to resume: this study has no steering yet", file=saved_study_folder(study),
                         expected="a first run without resume")
-    spm = _load_checked(start, study, llm)
+    spm = load_checked_model(start, study, llm)
     if kind is not None and kind != spm.config.kind:
         raise DataError(f"the saved soft prompt is '{spm.config.kind}', not '{kind}'",
                         expected="the same kind, or a new run without resume")
-    return spm, _read_holdout(start), _read_runs(start) or _read_runs(study.steering_path)
+    return spm, read_holdout(start), read_runs(start) or read_runs(study.steering_path)
 
 
 def _resume_source(study: Study) -> Path | None:
-    root = _study_folder(study)
+    root = saved_study_folder(study)
     for folder in (root / CHECKPOINT, root / CANDIDATE, root / STEERING):
         if (folder / WEIGHTS_NAME).is_file() and (folder / CONFIG_NAME).is_file():
             return folder
@@ -260,7 +261,7 @@ def estimate_steering_seconds(study: Study, llm, settings: SteeringSettings | No
     settings = _settings(settings, overrides)
     saved = _resume_source(study) if resume else None
     if saved is not None:
-        spm, test_mask = SoftPromptModel.from_pretrained(saved, llm), _read_holdout(saved)
+        spm, test_mask = SoftPromptModel.from_pretrained(saved, llm), read_holdout(saved)
         settings = replace(settings, kind=spm.config.kind, n_virtual_tokens=spm.config.n_virtual_tokens,
                            placement=spm.config.placement)
     else:
@@ -284,11 +285,11 @@ def _measured_seconds(study: Study, llm, settings: SteeringSettings, test_mask: 
     validation checks) are counted once more.
     """
     same = ("batch_size", "words_share", "kind", "n_virtual_tokens", "placement")
-    root, earlier = _study_folder(study), []
+    root, earlier = saved_study_folder(study), []
     for folder in (root / STEERING, root / CANDIDATE, root / PREVIOUS):
-        config = _config(folder)  # older records lack the model's form: it is the folder's
+        config = read_spm_config(folder)  # older records lack the model's form: it is the folder's
         form = {"llm": config.get("base_model", ""), **{k: config[k] for k in same[2:] if k in config}}
-        earlier += [(run, form) for run in _read_runs(folder)]
+        earlier += [(run, form) for run in read_runs(folder)]
     for run, form in sorted(earlier, key=lambda pair: pair[0].get("started", ""), reverse=True):
         result = run.get("result", {})
         options = {**SteeringSettings().to_dict(), **form, **run.get("options", {})}
