@@ -105,7 +105,8 @@ def test_steering_options_state_the_settings_defaults(capsys):
 
 
 def test_chat_offers_the_grounding_sources_of_the_package():
-    from persona_engine.cli import GROUNDING_SOURCES, _build_parser
+    from persona_engine.cli import _build_parser
+    from persona_engine.cli.persona_commands import GROUNDING_SOURCES
     from persona_engine.steer.grounding import SOURCES
 
     assert GROUNDING_SOURCES == SOURCES

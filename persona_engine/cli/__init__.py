@@ -17,7 +17,6 @@ from persona_engine.cli import (codebook_command, evaluation_commands, persona_c
 from persona_engine.cli.options import common_arguments, data_arguments, llm_arguments, soft_prompt_arguments
 from persona_engine.errors import DataError, DataWarning
 
-GROUNDING_SOURCES = persona_commands.GROUNDING_SOURCES
 """The chat's ``--source`` choices."""
 
 

@@ -30,7 +30,7 @@ from persona_engine.progress import Progress, no_progress
 from persona_engine.evaluation.protocol import holdout_split
 from persona_engine.evaluation.metrics import macro_accuracy
 from persona_engine.evaluation.references import question_majority
-from persona_engine.study import fit_embedding_and_cohorts
+from persona_engine.study.fitting import FIT_DEFAULTS, fit_embedding_and_cohorts
 
 METHODS = {
     "question majority": "each question's most common answer",
@@ -67,7 +67,7 @@ def quality_table(
     """
     report = progress or no_progress
     ours = {**(parameters or {}), "model": "softmax"}
-    dim = int(ours.get("dim", 16))
+    dim = int(ours.get("dim", FIT_DEFAULTS["dim"]))
     scores: dict[str, list[float]] = {name: [] for name in METHODS}
     n_options = data.n_options
     scored = 0

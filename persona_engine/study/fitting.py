@@ -131,7 +131,7 @@ def fit_embedding_and_cohorts(
     :class:`CohortFinder`, the points it clustered ``(n_respondents, d)``
     and the :class:`~persona_engine.cohorts.space.CohortSpaceChoice`.
     """
-    given = {**_FIT_DEFAULTS, **{k: v for k, v in parameters.items() if k in _FIT_DEFAULTS}}
+    given = {**FIT_DEFAULTS, **{k: v for k, v in parameters.items() if k in FIT_DEFAULTS}}
     report = progress or no_progress
     matrix = answers.answers if isinstance(answers, OpinionData) else np.asarray(answers)
     if questions is None and isinstance(answers, OpinionData):
@@ -151,7 +151,7 @@ def fit_embedding_and_cohorts(
     return embedder, cohorts, points, space
 
 
-_FIT_DEFAULTS = {"model": "softmax", "dim": 16, "n_cohorts": "auto", "cohort_method": "kmeans",
+FIT_DEFAULTS = {"model": "softmax", "dim": 16, "n_cohorts": "auto", "cohort_method": "kmeans",
                  "cohort_space": "auto", "min_cohort_size": None, "random_state": 0}
 """What :func:`fit_embedding_and_cohorts` reads of a study's parameters, with :func:`fit_study`'s defaults."""
 
