@@ -61,6 +61,12 @@ class Question:
     def n_options(self) -> int:
         return len(self.options)
 
+    def reordered(self, order) -> Question:
+        """This question with its options shown in ``order`` (``order[k]``: the option shown ``k``-th)."""
+        values = self.option_values
+        return Question(self.id, self.text, tuple(self.options[k] for k in order), self.ordinal,
+                        None if values is None else tuple(values[k] for k in order))
+
     def scaled_values(self) -> np.ndarray:
         """Each option's position on [0, 1], shape ``(n_options,)``.
 

@@ -37,6 +37,7 @@ SLOW = (
     "tests/test_app.py::test_who_is_in_a_cohort_says_so_in_words_when_there_is_no_metadata",  # 13 (fits a study)
     "tests/test_unseen_questions.py::test_no_held_out_question_reaches_anything_learned",  # these two share an 11 s
     "tests/test_unseen_questions.py::test_every_method_is_scored_on_every_question_once",  # fixture
+    "tests/test_unseen_questions.py::test_dropout_and_shuffled_training_keep_held_out_questions_out_and_rearrange_the_examples",  # 35 under load
     "tests/test_messages.py::test_the_minimum_is_real",  # 4
     "tests/test_subsampling.py::test_nothing_is_subsampled_below_the_caps",  # 4
     "tests/test_study.py::test_optional_3d_map_is_saved_and_loaded",  # 4

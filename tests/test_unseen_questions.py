@@ -254,3 +254,60 @@ def test_shuffled_prompts_put_their_scores_back_in_each_questions_order():
     np.testing.assert_array_equal(back[::2], np.tile([4, 4, 4], (20, 1)))
     np.testing.assert_array_equal(back[1::2, :2], np.tile([2, 3], (20, 1)))
     assert shuffled(questions, None) == (questions, None)
+
+
+def test_dropout_and_shuffled_training_keep_held_out_questions_out_and_rearrange_the_examples():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_llm import tiny_llm
+
+    from persona_engine.evaluation import EvaluationSettings, unseen_harness
+    from persona_engine.evaluation.stages import respondent_split
+    from persona_engine.study import Study
+
+    study = Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending")
+    settings = EvaluationSettings(train_examples=32, train_steps=2, val_examples=16, max_respondents=20,
+                                  max_text_respondents=4, calibration_prompts=4, n_bootstrap=50)
+    seen = []
+    real_train = unseen_harness.train_soft_prompt
+
+    def train_spy(llm, spm, embeddings, questions, answers, **options):
+        seen.append((np.array(embeddings), list(questions), np.array(answers), options))
+        return real_train(llm, spm, embeddings, questions, answers, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(unseen_harness, "train_soft_prompt", train_spy)
+        result = unseen_harness.evaluate_unseen_questions(study, tiny_llm(), settings, n_folds=2,
+                                                          question_dropout=True, train_shuffled=True)
+    assert result.settings["question_dropout"] and result.settings["train_shuffled_options"]
+    folds = question_folds(study.data.n_questions, 2, settings.random_state)
+    ids = [q.id for q in study.data.questions]
+    trained = np.flatnonzero(respondent_split(study.data.answers, settings).trained)
+    n_trained = len(trained)
+    assert n_trained == result.facts["training_respondents"]
+    for fold, (embeddings, questions, answers, options) in zip(folds, seen):
+        kept = [ids[j] for j in range(len(ids)) if j not in fold]
+        assert set(q.id for q in questions) == set(kept)  # no held-out question, in any order
+        assert len(questions) == 6 * len(kept)  # three options: every order of each
+        assert embeddings.shape[0] == 9 * n_trained  # one placement per group of one question
+        assert answers.shape == (9 * n_trained, len(questions))
+        assert options["teacher"].shape[:2] == answers.shape
+        by_question = {q: [v for v, asked in enumerate(questions) if asked.id == q] for q in kept}
+        known = (answers != MISSING).reshape(9, n_trained, -1)
+        # each training answer is taught once: by one group's copy of its respondent, in one order
+        per_cell = np.stack([known[..., cols].any(axis=2) for cols in by_question.values()], axis=2)
+        assert per_cell.sum(axis=0).max() == 1
+        columns = [ids.index(q) for q in kept]
+        assert per_cell.sum() == (study.data.answers[np.ix_(trained, columns)] != MISSING).sum()
+    scored = result.accuracy.set_index("method")
+    assert scored.loc["SPM (individual)", "answers"] > 0
+
+
+def test_the_options_for_questions_never_asked_need_split_questions(capsys):
+    from persona_engine.cli import main
+
+    assert main(["evaluate-steering", "no-such-study", "--question-dropout", "--shuffle-options"]) == 2
+    error = capsys.readouterr().err
+    assert "--shuffle-options, --question-dropout only applies" in error and "--split questions" in error

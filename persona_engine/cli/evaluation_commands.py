@@ -10,6 +10,7 @@ import time
 import pandas as pd
 
 from persona_engine.cli.progress import ProgressBars
+from persona_engine.errors import DataError
 
 
 def run_evaluate_steering(args: argparse.Namespace) -> int:
@@ -18,6 +19,12 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
     from persona_engine.llm import load_llm
     from persona_engine.study import Study
 
+    unseen_only = [flag for flag, given in (("--shuffle-options", args.shuffle_options),
+                                            ("--question-dropout", args.question_dropout),
+                                            ("--train-shuffled-options", args.train_shuffled_options)) if given]
+    if unseen_only and args.split != "questions":
+        raise DataError(f"{', '.join(unseen_only)} only applies to questions never asked",
+                        expected="--split questions")
     study = Study.load(args.study)
     settings = evaluation_settings(args)
     llm = load_llm(args.model, dtype=args.dtype)
@@ -60,7 +67,9 @@ def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
 
     with ProgressBars(leave=False) as bars:
         result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds,
-                                           shuffle_options=args.shuffle_options, progress=bars)
+                                           shuffle_options=args.shuffle_options,
+                                           question_dropout=args.question_dropout,
+                                           train_shuffled=args.train_shuffled_options, progress=bars)
     out = args.out or study.path / "evaluation-questions"
     command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
     write_unseen_report(result, out, command=command)
@@ -118,6 +127,12 @@ def add_parser(sub, parents) -> None:
                           help="with --split questions: also ask the SPM and the text prompts with each prompt's "
                                "options in a random order (on the text prompts' respondents); the report shows "
                                "both orders")
+    evaluate.add_argument("--question-dropout", action="store_true",
+                          help="with --split questions: teach the soft prompt each answer from the respondent's "
+                               "vector placed without that question, as for a question never asked")
+    evaluate.add_argument("--train-shuffled-options", action="store_true",
+                          help="with --split questions: teach the soft prompt each answer with its options in a "
+                               "random order, so that letters carry no stance")
     evaluate.add_argument("--unweighted", action="store_true",
                           help="compare each cohort's answer distribution unweighted, even if the study has "
                                "survey weights (the training is never weighted)")

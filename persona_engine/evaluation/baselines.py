@@ -146,9 +146,7 @@ def shuffled(prompts: Sequence[Question], rng: np.random.Generator | None):
     if rng is None:
         return list(prompts), None
     perms = [rng.permutation(q.n_options) for q in prompts]
-    variants = [Question(q.id, q.text, tuple(q.options[k] for k in perm), q.ordinal,
-                         None if q.option_values is None else tuple(q.option_values[k] for k in perm))
-                for q, perm in zip(prompts, perms)]
+    variants = [q.reordered(perm) for q, perm in zip(prompts, perms)]
     return variants, perms
 
 

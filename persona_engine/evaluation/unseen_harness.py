@@ -48,6 +48,7 @@ from persona_engine.progress import Progress, as_stage, no_progress
 from persona_engine.cohorts.statistics import uses_weights
 from persona_engine.evaluation.references import question_majority
 from persona_engine.steer.answering import score_options
+from persona_engine.steer.augmentation import TrainingInputs, question_dropout, shuffled_orders
 from persona_engine.steer.prompts import encode_questions
 from persona_engine.steer.training import train_soft_prompt
 
@@ -64,19 +65,24 @@ class UnseenQuestionsResult(EvaluationTables):
 
 
 def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = None, *,
-                              n_folds: int = 3, shuffle_options: bool = False,
+                              n_folds: int = 3, shuffle_options: bool = False, question_dropout: bool = False,
+                              train_shuffled: bool = False,
                               progress: Progress | None = None) -> UnseenQuestionsResult:
     """Hold out whole questions in ``n_folds`` folds and score every method on them (module docstring).
 
     ``shuffle_options``: also ask the SPM and the text prompts with each prompt's options in a random
     order of its own, on the text prompts' respondents (rows with ``options`` "shuffled"), since a fixed
     order and letter labels can fake alignment (Dominguez-Olmedo et al., 2023).
+    ``question_dropout`` and ``train_shuffled``: train the soft prompt on answers taught from vectors
+    folded in without their question, and with each answer's options in a random order
+    (:mod:`persona_engine.steer.augmentation`), to make training look like a question never asked.
     ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`) is called as each fold's
     stages advance (``"fold 1 of 3: training"``, ...).
     """
     settings = settings or EvaluationSettings()
     started = time.perf_counter()
-    run = _UnseenQuestions(study, llm, settings, progress or no_progress, shuffle_options)
+    run = _UnseenQuestions(study, llm, settings, progress or no_progress, shuffle_options,
+                           question_dropout=question_dropout, train_shuffled=train_shuffled)
     folds = question_folds(study.data.n_questions, n_folds, settings.random_state)
     records = [run.fold(number, len(folds), held) for number, held in enumerate(folds, start=1)]
 
@@ -104,15 +110,19 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
              "seconds": round(time.perf_counter() - started, 1),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return UnseenQuestionsResult(accuracy, alignment, {**asdict(settings), "question_folds": n_folds,
-                                                       "shuffle_options": shuffle_options}, facts)
+                                                       "shuffle_options": shuffle_options,
+                                                       "question_dropout": question_dropout,
+                                                       "train_shuffled_options": train_shuffled}, facts)
 
 
 class _UnseenQuestions:
     """One run of the evaluation: what its folds share, and every method's scores so far."""
 
-    def __init__(self, study, llm, settings: EvaluationSettings, report: Progress, shuffle_options: bool) -> None:
+    def __init__(self, study, llm, settings: EvaluationSettings, report: Progress, shuffle_options: bool, *,
+                 question_dropout: bool = False, train_shuffled: bool = False) -> None:
         self.study, self.llm, self.settings, self.report = study, llm, settings, report
-        self.shuffle_options = shuffle_options
+        self.shuffle_options, self.question_dropout, self.train_shuffled = shuffle_options, question_dropout, \
+            train_shuffled
         data = study.data
         self.respondents = respondent_split(data.answers, settings)  # the same training group in every fold
         self.trained = np.flatnonzero(self.respondents.trained)
@@ -139,7 +149,7 @@ class _UnseenQuestions:
         seen = data.answers.copy()
         seen[:, held] = MISSING  # nothing below reads a held-out question's answers
         learning = seen[np.ix_(trained, kept)]
-        learned, spm, training = self._learn(stage, kept, learning)
+        learned, spm, training = self._learn(stage, number, kept, learning)
 
         # who is scored on this fold's questions
         fold_cells = np.zeros(data.answers.shape, dtype=bool)
@@ -166,7 +176,7 @@ class _UnseenQuestions:
                 "steps": training.steps, "stopped": training.stopped,
                 "seconds_per_step": round(training.seconds_per_step, 3)}
 
-    def _learn(self, stage: str, kept: np.ndarray, learning: np.ndarray):
+    def _learn(self, stage: str, number: int, kept: np.ndarray, learning: np.ndarray):
         """The filter, the cohorts and the soft prompt, from the training group's answers to the ``kept`` questions."""
         data, trained, n_options = self.study.data, self.trained, self.study.data.n_options
         self.report(f"{stage}: embedding and cohorts", 0, 1, {})
@@ -174,10 +184,15 @@ class _UnseenQuestions:
         learned = fit_on_training(self.study, learning, n_options[kept], kept_questions, trained,
                                   self.settings.random_state)
         spm = new_soft_prompt(self.llm, learned, self.settings, data)
-        teacher = learned.embedder.predict_proba(learned.factors[trained])[..., : int(n_options[kept].max())]
+        inputs = TrainingInputs.of(learned.embedder, learned.factors[trained], kept_questions, learning)
+        rng = np.random.default_rng([self.settings.random_state, 13, number])
+        if self.question_dropout:
+            inputs = question_dropout(inputs, learned.embedder, rng)
+        if self.train_shuffled:
+            inputs = shuffled_orders(inputs, rng)
         training = train_soft_prompt(
-            self.llm, spm, learned.factors[trained], kept_questions, learning,
-            **soft_prompt_options(self.settings, teacher, learning == MISSING,
+            self.llm, spm, inputs.embeddings, inputs.questions, inputs.answers,
+            **soft_prompt_options(self.settings, inputs.teacher, inputs.unanswered,
                                   as_stage(self.report, f"{stage}: training")))
         spm.eval()
         return learned, spm, training
