@@ -98,3 +98,15 @@ def test_shuffled_orders_keep_each_answers_words_and_its_teachers_distribution()
                 assert out.teacher[r, v, shown[option]] == pytest.approx(teacher[r, j, k])
         used = {out.questions[v].options for v in columns if (out.answers[:, v] != MISSING).any()}
         assert len(used) == len(columns)  # every order is taught
+
+
+def test_a_rearrangement_too_large_for_memory_is_refused_with_its_size(fitted, monkeypatch):
+    from persona_engine.errors import DataError
+    from persona_engine.steer import augmentation
+
+    data, embedder, inputs = fitted
+    monkeypatch.setattr(augmentation, "MAX_CELLS", 1000)
+    with pytest.raises(DataError, match="question dropout would make 4,800 training cells"):
+        question_dropout(inputs, embedder, np.random.default_rng(0), max_groups=4)
+    with pytest.raises(DataError, match="shuffled option orders would make"):
+        shuffled_orders(inputs, np.random.default_rng(0))

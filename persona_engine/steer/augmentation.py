@@ -33,12 +33,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING, Question
 
 MAX_GROUPS = 12
 """Most question groups :func:`question_dropout` folds the respondents in without (one fold-in each)."""
 MAX_ORDERS = 6
 """Most option orders :func:`shuffled_orders` teaches a question in (every order of up to 3 options)."""
+MAX_CELLS = 40_000_000
+"""Most cells (rows x questions) a rearrangement may make: its matrices are dense, and a study of
+thousands of respondents and hundreds of questions would not fit in memory."""
 
 
 @dataclass
@@ -61,7 +65,7 @@ class TrainingInputs:
     def of(cls, embedder, embeddings: np.ndarray, questions, answers: np.ndarray) -> TrainingInputs:
         """The plain inputs: ``embeddings`` of the ``answers``' rows, ``embedder``'s predictions as teacher."""
         width = max(q.n_options for q in questions)
-        teacher = embedder.predict_proba(embeddings)[..., :width]
+        teacher = embedder.predict_proba(embeddings)[..., :width].astype(np.float32)
         return cls(np.asarray(embeddings, dtype=np.float32), list(questions), np.asarray(answers), teacher,
                    np.asarray(answers) == MISSING)
 
@@ -80,8 +84,10 @@ def question_dropout(inputs: TrainingInputs, embedder, rng: np.random.Generator,
     ``len(groups) * rows`` rows: group ``g``'s copy of respondent ``r`` is row ``g * rows + r``.
     """
     answers, width = inputs.answers, inputs.teacher.shape[-1] if inputs.teacher is not None else None
+    groups = question_groups(answers.shape[1], rng, max_groups)
+    _check_size(len(groups) * answers.size, "question dropout")
     embeddings, taught, teachers, unanswered = [], [], [], []
-    for group in question_groups(answers.shape[1], rng, max_groups):
+    for group in groups:
         without = answers.copy()
         without[:, group] = MISSING
         placed = np.asarray(embedder.transform(without), dtype=np.float32)
@@ -93,7 +99,7 @@ def question_dropout(inputs: TrainingInputs, embedder, rng: np.random.Generator,
         taught.append(only)
         unanswered.append(cells)
         if width is not None:
-            teachers.append(embedder.predict_proba(placed)[..., :width])
+            teachers.append(embedder.predict_proba(placed)[..., :width].astype(np.float32))
     return TrainingInputs(np.concatenate(embeddings), inputs.questions, np.concatenate(taught),
                           np.concatenate(teachers) if teachers else None, np.concatenate(unanswered))
 
@@ -130,6 +136,7 @@ def shuffled_orders(inputs: TrainingInputs, rng: np.random.Generator, *,
             variants.append(question.reordered(order))
             source.append(j)
             orders.append(order)
+    _check_size(rows * len(variants), "shuffled option orders")
     source = np.array(source)
     first = np.searchsorted(source, np.arange(len(inputs.questions)))
     count = np.bincount(source, minlength=len(inputs.questions))
@@ -137,7 +144,8 @@ def shuffled_orders(inputs: TrainingInputs, rng: np.random.Generator, *,
 
     answers = np.full((rows, len(variants)), MISSING, dtype=inputs.answers.dtype)
     unanswered = np.zeros((rows, len(variants)), dtype=bool)
-    teacher = None if inputs.teacher is None else np.zeros((rows, len(variants), inputs.teacher.shape[-1]))
+    teacher = None if inputs.teacher is None else np.zeros((rows, len(variants), inputs.teacher.shape[-1]),
+                                                           dtype=np.float32)
     r = np.arange(rows)
     for j in range(len(inputs.questions)):
         for v in range(first[j], first[j] + count[j]):
@@ -151,3 +159,9 @@ def shuffled_orders(inputs: TrainingInputs, rng: np.random.Generator, *,
                 teacher[here, v, : len(order)] = inputs.teacher[here, j][:, order]
     return replace(inputs, questions=variants, answers=answers, teacher=teacher, unanswered=unanswered)
 
+
+
+def _check_size(cells: int, what: str) -> None:
+    if cells > MAX_CELLS:
+        raise DataError(f"{what} would make {cells:,} training cells, more than fit in memory",
+                        expected=f"at most {MAX_CELLS:,} cells: a smaller study, or training without this option")
