@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -49,6 +50,16 @@ def tiny_model(tmp_path_factory):
 
 
 def test_four_app_sessions_chatting_at_once_each_keep_their_own_conversation(tiny_model, tmp_path, monkeypatch):
+    # Each AppTest compiles the pages itself (a server compiles each page once), and CPython 3.11's
+    # ast.parse is not thread-safe: parsed at once on four threads it can fail with "AST constructor
+    # recursion depth mismatch" (python/cpython#106905). One parse at a time keeps that out of the test.
+    parse, parsing = ast.parse, threading.Lock()
+
+    def one_at_a_time(*args, **kwargs):
+        with parsing:
+            return parse(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", one_at_a_time)
     monkeypatch.setenv("PERSONA_ENGINE_STUDIES", str(tmp_path / "studies"))
     monkeypatch.setenv("PERSONA_ENGINE_MODEL", tiny_model)
     sessions = []
