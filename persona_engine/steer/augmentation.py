@@ -29,6 +29,7 @@ first, since it needs the study's own questions.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -111,7 +112,7 @@ def option_orders(n_options: int, rng: np.random.Generator, max_orders: int = MA
     ``max_orders - 1`` distinct random others.
     """
     identity = tuple(range(n_options))
-    if np.prod(np.arange(1, n_options + 1), dtype=float) <= max_orders:
+    if math.factorial(n_options) <= max_orders:
         return [identity] + [p for p in itertools.permutations(range(n_options)) if p != identity]
     orders = [identity]
     while len(orders) < max_orders:
