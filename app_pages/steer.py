@@ -137,8 +137,17 @@ def training_form() -> SteeringSettings:
                                 "letters' time, and chat is grounded in the study's answers without them")
     kind = e.selectbox("Soft prompt", list(KINDS), index=KINDS.index(DEFAULTS.kind),
                        help="prefix: the paper's prefix tuning")
+    f, g = st.columns(2)
+    dropout = f.checkbox("Train for questions never asked", DEFAULTS.question_dropout,
+                         help="Question dropout: teach each answer from the persona placed without that "
+                              "question, as a new question's persona is (the Chat page's new questions); "
+                              "measured in docs/results.md")
+    shuffled = g.checkbox("Shuffle the options while training", DEFAULTS.train_shuffled_options,
+                          help="Teach each answer with its options in a random order, so that a letter "
+                               "carries no stance and a new question's options may come in any order")
     return replace(DEFAULTS, max_examples=int(max_examples) or None, epochs=float(epochs) or None,
-                   steps=int(steps) or None, words_share=float(words), kind=kind)
+                   steps=int(steps) or None, words_share=float(words), kind=kind, question_dropout=dropout,
+                   train_shuffled_options=shuffled)
 
 
 def evaluation_section(study) -> None:

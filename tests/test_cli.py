@@ -88,6 +88,12 @@ def test_steering_commands_default_to_the_steering_settings():
                               "0.5", "--no-teacher-fill", "--kind", "prompt", "--max-examples", "400"])
     assert steering_settings(args, max_examples=args.max_examples) == SteeringSettings(
         steps=None, epochs=1.5, words_share=0.5, teacher_fill=False, kind="prompt", max_examples=400)
+    args = parser.parse_args(["evaluate-steering", "STUDY", "--split", "questions", "--question-dropout",
+                              "--train-shuffled-options"])
+    assert evaluation_settings(args) == EvaluationSettings(question_dropout=True, train_shuffled_options=True,
+                                                           max_text_respondents=60)  # each asked every question
+    args = parser.parse_args(["train-steering", "STUDY", "--question-dropout"])
+    assert steering_settings(args, max_examples=args.max_examples) == SteeringSettings(question_dropout=True)
 
 
 def test_steering_options_state_the_settings_defaults(capsys):

@@ -25,7 +25,7 @@ from persona_engine.evaluation import (
     read_report,
     write_report,
 )
-from persona_engine.evaluation import baselines, harness
+from persona_engine.evaluation import baselines, harness, stages
 from persona_engine.ingest import read_opinions
 from persona_engine.opinion_data import MISSING
 from persona_engine.study import Study
@@ -168,7 +168,7 @@ def study(brexit_study, tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(study):
     learned_from = {}
-    real_fit, real_train = EMBEDDERS["softmax"].fit, harness.train_soft_prompt
+    real_fit, real_train = EMBEDDERS["softmax"].fit, stages.train_soft_prompt
 
     def fit_spy(self, X, *args, **kwargs):
         # The first fit is the filter; later ones are the cohort-space choice's inner refits.
@@ -183,7 +183,7 @@ def evaluated(study):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EMBEDDERS["softmax"], "fit", fit_spy)
-        patch.setattr(harness, "train_soft_prompt", train_spy)
+        patch.setattr(stages, "train_soft_prompt", train_spy)
         result = evaluate_steering(study, tiny_llm(), TINY)
     return result, learned_from
 

@@ -121,3 +121,6 @@ def test_the_steer_page_estimates_and_trains_with_the_default_settings(steer_pag
     steer_page.number_input[1].set_value(1.5)
     steer_page.button(key="FormSubmitter:train-Estimate the time").click().run()
     assert asked["estimate"][0] == replace(SteeringSettings(), steps=None, epochs=1.5)
+    steer_page.checkbox[0].check()  # question dropout
+    steer_page.button(key="FormSubmitter:train-Estimate the time").click().run()
+    assert asked["estimate"][0] == replace(SteeringSettings(), steps=None, epochs=1.5, question_dropout=True)

@@ -336,7 +336,7 @@ def test_train_steering_defaults_are_the_steering_settings_and_are_recorded(fitt
 
     monkeypatch.setattr(study_steering, "train_soft_prompt", spy)
     monkeypatch.setattr(study_steering, "estimate_training_seconds",
-                        lambda llm, spm, embeddings, questions, **options: given.update(estimate=options) or 1.0)
+                        lambda llm, spm, **options: given.update(estimate=options) or 1.0)
     defaults = SteeringSettings()
     estimate_steering_seconds(study, llm)
     spm, _ = train_steering(study, llm)
@@ -367,6 +367,42 @@ def test_train_steering_takes_settings_and_overrides_and_records_them(fitted, ll
     assert (resumed.kind, resumed.n_virtual_tokens) == ("prompt", 2) and resumed.steps == SteeringSettings.steps
     with pytest.raises(TypeError, match="steering settings"):
         train_steering(study, llm, epoch=1)
+
+
+def test_train_steering_with_question_dropout_and_shuffled_orders_teaches_each_training_answer_once(
+        camps, llm, tmp_path, monkeypatch):
+    study = Study.load(replace(camps, path=None).save(tmp_path / "camps"))
+    seen = {}
+    real = study_steering.train_soft_prompt
+
+    def spy(llm, soft_prompt, embeddings, questions, answers, **options):
+        seen.update(embeddings=np.array(embeddings), questions=list(questions), answers=np.array(answers),
+                    options=options)
+        return real(llm, soft_prompt, embeddings, questions, answers, **{**options, "max_steps": 1})
+
+    monkeypatch.setattr(study_steering, "train_soft_prompt", spy)
+    train_steering(study, llm, question_dropout=True, train_shuffled_options=True, **FAST)
+    n, ids = study.data.n_respondents, [q.id for q in study.data.questions]
+    embeddings, questions, answers = seen["embeddings"], seen["questions"], seen["answers"]
+    assert embeddings.shape[0] == answers.shape[0] == len(ids) * n  # six groups of one question
+    assert len(questions) == 6 * len(ids) and {q.id for q in questions} == set(ids)  # every order of 3 options
+    test_mask = holdout_split(study.data.answers, fraction=0.2, random_state=0).test_mask  # the default
+    for g in range(len(ids)):
+        rows = answers[g * n:(g + 1) * n]
+        taught = [v for v, q in enumerate(questions) if (rows[:, v] != MISSING).any()]
+        [j] = {ids.index(questions[v].id) for v in taught}  # each copy teaches one question
+        without = np.where(test_mask, MISSING, study.data.answers)
+        without[:, j] = MISSING  # placed without it, and without any held-out answer
+        np.testing.assert_allclose(embeddings[g * n:(g + 1) * n], study.embedder.transform(without), atol=1e-5)
+        for v in taught:  # each answer in its order: the option the respondent chose, by its words
+            asked = rows[:, v] != MISSING
+            words = np.array(questions[v].options)[rows[asked, v]]
+            original = np.array(study.data.questions[j].options)[study.data.answers[asked, j]]
+            assert (words == original).all()
+        counted = sum(int((rows[:, v] != MISSING).sum()) for v in taught)
+        assert counted == int((~test_mask[:, j] & (study.data.answers[:, j] != MISSING)).sum())
+    runs = training_runs(study, "installed") or training_runs(study, "candidate")
+    assert runs[-1]["options"]["question_dropout"] and runs[-1]["options"]["train_shuffled_options"]
 
 
 def test_the_estimate_uses_earlier_runs_speed_else_at_most_two_timed_steps(trained, fitted, llm, tmp_path,

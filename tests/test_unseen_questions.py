@@ -102,7 +102,7 @@ def unseen_run():
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny_llm import tiny_llm
 
-    from persona_engine.evaluation import EvaluationSettings, baselines, unseen_harness
+    from persona_engine.evaluation import EvaluationSettings, baselines, stages, unseen_harness
     from persona_engine.study import Study
 
     study = Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending")
@@ -110,7 +110,7 @@ def unseen_run():
                                   max_text_respondents=8, calibration_prompts=8, n_bootstrap=100)
     seen = {"filter": [], "soft prompt": [], "text-to-factor": [], "context": []}
     real_fit = EMBEDDERS["softmax"].fit
-    real_train, real_ttf = unseen_harness.train_soft_prompt, unseen_harness.TextToFactor.fit
+    real_train, real_ttf = stages.train_soft_prompt, unseen_harness.TextToFactor.fit
     real_context = baselines.describe_answers
 
     def fit_spy(self, X, n_options=None, *args, **kwargs):
@@ -131,7 +131,7 @@ def unseen_run():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EMBEDDERS["softmax"], "fit", fit_spy)
-        patch.setattr(unseen_harness, "train_soft_prompt", train_spy)
+        patch.setattr(stages, "train_soft_prompt", train_spy)
         patch.setattr(unseen_harness.TextToFactor, "fit", ttf_spy)
         patch.setattr(baselines, "describe_answers", context_spy)
         result = unseen_harness.evaluate_unseen_questions(study, tiny_llm(), settings, n_folds=3)
@@ -263,24 +263,24 @@ def test_dropout_and_shuffled_training_keep_held_out_questions_out_and_rearrange
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny_llm import tiny_llm
 
-    from persona_engine.evaluation import EvaluationSettings, unseen_harness
+    from persona_engine.evaluation import EvaluationSettings, stages, unseen_harness
     from persona_engine.evaluation.stages import respondent_split
     from persona_engine.study import Study
 
     study = Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies" / "gss_spending")
     settings = EvaluationSettings(train_examples=32, train_steps=2, val_examples=16, max_respondents=20,
-                                  max_text_respondents=4, calibration_prompts=4, n_bootstrap=50)
+                                  max_text_respondents=4, calibration_prompts=4, n_bootstrap=50,
+                                  question_dropout=True, train_shuffled_options=True)
     seen = []
-    real_train = unseen_harness.train_soft_prompt
+    real_train = stages.train_soft_prompt
 
     def train_spy(llm, spm, embeddings, questions, answers, **options):
         seen.append((np.array(embeddings), list(questions), np.array(answers), options))
         return real_train(llm, spm, embeddings, questions, answers, **options)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(unseen_harness, "train_soft_prompt", train_spy)
-        result = unseen_harness.evaluate_unseen_questions(study, tiny_llm(), settings, n_folds=2,
-                                                          question_dropout=True, train_shuffled=True)
+        patch.setattr(stages, "train_soft_prompt", train_spy)
+        result = unseen_harness.evaluate_unseen_questions(study, tiny_llm(), settings, n_folds=2)
     assert result.settings["question_dropout"] and result.settings["train_shuffled_options"]
     folds = question_folds(study.data.n_questions, 2, settings.random_state)
     ids = [q.id for q in study.data.questions]
@@ -305,9 +305,9 @@ def test_dropout_and_shuffled_training_keep_held_out_questions_out_and_rearrange
     assert scored.loc["SPM (individual)", "answers"] > 0
 
 
-def test_the_options_for_questions_never_asked_need_split_questions(capsys):
+def test_asking_with_shuffled_options_needs_split_questions(capsys):
     from persona_engine.cli import main
 
-    assert main(["evaluate-steering", "no-such-study", "--question-dropout", "--shuffle-options"]) == 2
+    assert main(["evaluate-steering", "no-such-study", "--shuffle-options"]) == 2
     error = capsys.readouterr().err
-    assert "--shuffle-options, --question-dropout only applies" in error and "--split questions" in error
+    assert "--shuffle-options only applies" in error and "--split questions" in error

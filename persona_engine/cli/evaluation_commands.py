@@ -19,12 +19,8 @@ def run_evaluate_steering(args: argparse.Namespace) -> int:
     from persona_engine.llm import load_llm
     from persona_engine.study import Study
 
-    unseen_only = [flag for flag, given in (("--shuffle-options", args.shuffle_options),
-                                            ("--question-dropout", args.question_dropout),
-                                            ("--train-shuffled-options", args.train_shuffled_options)) if given]
-    if unseen_only and args.split != "questions":
-        raise DataError(f"{', '.join(unseen_only)} only applies to questions never asked",
-                        expected="--split questions")
+    if args.shuffle_options and args.split != "questions":
+        raise DataError("--shuffle-options only applies to questions never asked", expected="--split questions")
     study = Study.load(args.study)
     settings = evaluation_settings(args)
     llm = load_llm(args.model, dtype=args.dtype)
@@ -67,9 +63,7 @@ def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
 
     with ProgressBars(leave=False) as bars:
         result = evaluate_unseen_questions(study, llm, settings, n_folds=args.question_folds,
-                                           shuffle_options=args.shuffle_options,
-                                           question_dropout=args.question_dropout,
-                                           train_shuffled=args.train_shuffled_options, progress=bars)
+                                           shuffle_options=args.shuffle_options, progress=bars)
     out = args.out or study.path / "evaluation-questions"
     command = "persona-engine " + " ".join(shlex.quote(a) for a in args.argv)
     write_unseen_report(result, out, command=command)
@@ -92,14 +86,17 @@ def _run_unseen_questions(args, study, llm, settings, started: float) -> int:
 def evaluation_settings(args: argparse.Namespace):
     """The :class:`~persona_engine.evaluation.EvaluationSettings` of the options in ``args``."""
     from persona_engine.evaluation import EvaluationSettings
+    from persona_engine.evaluation.unseen_harness import TEXT_RESPONDENTS
 
     from persona_engine.cli.steering_commands import steering_settings
 
+    text_respondents = args.max_text_respondents or (
+        str(TEXT_RESPONDENTS) if args.split == "questions" else str(EvaluationSettings.max_text_respondents))
     steering = steering_settings(args, max_examples=_limit(args.train_examples),
                                  max_val_examples=EvaluationSettings.val_examples)
     return EvaluationSettings.for_steering(
         steering, respondent_fraction=args.unseen_fraction, max_respondents=_limit(args.max_respondents),
-        max_text_respondents=_limit(args.max_text_respondents),
+        max_text_respondents=_limit(text_respondents),
         max_fold_in_respondents=_limit(args.max_fold_in_respondents), n_bootstrap=args.bootstrap,
         weighted=not args.unweighted)
 
@@ -127,12 +124,6 @@ def add_parser(sub, parents) -> None:
                           help="with --split questions: also ask the SPM and the text prompts with each prompt's "
                                "options in a random order (on the text prompts' respondents); the report shows "
                                "both orders")
-    evaluate.add_argument("--question-dropout", action="store_true",
-                          help="with --split questions: teach the soft prompt each answer from the respondent's "
-                               "vector placed without that question, as for a question never asked")
-    evaluate.add_argument("--train-shuffled-options", action="store_true",
-                          help="with --split questions: teach the soft prompt each answer with its options in a "
-                               "random order, so that letters carry no stance")
     evaluate.add_argument("--unweighted", action="store_true",
                           help="compare each cohort's answer distribution unweighted, even if the study has "
                                "survey weights (the training is never weighted)")
@@ -140,8 +131,9 @@ def add_parser(sub, parents) -> None:
                           help="share of respondents kept out of all training, for the fold-in table (default 0.2)")
     evaluate.add_argument("--max-respondents", default="800", metavar="N",
                           help="training respondents scored by the SPM and the references (default 800)")
-    evaluate.add_argument("--max-text-respondents", default="100", metavar="N",
-                          help="of those, respondents also asked with text prompts (default 100)")
+    evaluate.add_argument("--max-text-respondents", default=None, metavar="N",
+                          help="of those, respondents also asked with text prompts (default 100; with --split "
+                               "questions 60, since each is asked every question)")
     evaluate.add_argument("--max-fold-in-respondents", default="150", metavar="N",
                           help="unseen respondents scored at each K (default 150)")
     evaluate.add_argument("--train-examples", default="20000", metavar="N",

@@ -80,6 +80,15 @@ def soft_prompt_arguments() -> argparse.ArgumentParser:
                           help="when the answers are fewer than the examples asked for (--max-examples, "
                                "--train-examples), make up the difference with cells nobody answered, taught by "
                                f"the collaborative filter alone (default: {'on' if STEERING.teacher_fill else 'off'})")
+    spm_args.add_argument("--question-dropout", action=argparse.BooleanOptionalAction,
+                          default=STEERING.question_dropout,
+                          help="teach each answer from the respondent's vector placed without that question, as "
+                               "for a question the survey never asked (default: "
+                               f"{'on' if STEERING.question_dropout else 'off'})")
+    spm_args.add_argument("--train-shuffled-options", action=argparse.BooleanOptionalAction,
+                          default=STEERING.train_shuffled_options,
+                          help="teach each answer with its options in a random order, so that a letter carries "
+                               f"no stance (default: {'on' if STEERING.train_shuffled_options else 'off'})")
     return spm_args
 
 

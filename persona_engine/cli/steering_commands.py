@@ -135,6 +135,7 @@ def steering_settings(args: argparse.Namespace, **others):
         kind=args.kind or SteeringSettings.kind, n_virtual_tokens=args.virtual_tokens, placement=args.placement,
         steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         words_share=args.words_share, teacher_weight=args.teacher_weight, teacher_fill=args.teacher_fill,
+        question_dropout=args.question_dropout, train_shuffled_options=args.train_shuffled_options,
         random_state=args.seed, **others)
 
 

@@ -160,11 +160,12 @@ def unshuffled(scores: np.ndarray, perms) -> np.ndarray:
     return out
 
 
-def score_prompts(llm, prompts: Sequence[Question], *, batch_size: int = 16,
+def score_prompts(llm, prompts: Sequence[Question], *, batch_size: int = 8,
                   progress: Progress | None = None) -> np.ndarray:
     """Log-probabilities of each option of each prompt, ``(n_prompts, max_options)`` (-inf beyond).
 
     ``progress``: as for :func:`~persona_engine.steer.answering.score_options` (stage ``"scoring"``).
+    Batches of 8 of these long prompts ran 7% faster than 16 on 2 CPU cores (SmolLM2-135M, GSS context prompts).
     """
     if not prompts:
         return np.zeros((0, 0))

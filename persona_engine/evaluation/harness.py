@@ -40,7 +40,7 @@ from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
 from persona_engine.evaluation.protocol import keep_answers, subsample
 from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
-                                              respondent_split, scored_cells, soft_prompt_options,
+                                              respondent_split, scored_cells, train_on_training,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.opinion_data import MISSING
 from persona_engine.progress import Progress, as_stage, no_progress
@@ -49,7 +49,6 @@ from persona_engine.evaluation.references import question_majority
 from persona_engine.steer.answering import score_options
 from persona_engine.steer.prompts import encode_questions
 from persona_engine.steer.settings import SteeringSettings
-from persona_engine.steer.training import train_soft_prompt
 
 TEXT, STEERED, REFERENCE = "LLM, text prompt", "LLM, soft prompt", "no LLM"
 FOLD_IN_COLUMNS = ["k", "method", "accuracy", "low", "high", "respondents", "answers"]
@@ -98,6 +97,8 @@ class EvaluationSettings:
     teacher_fill: bool = STEERING.teacher_fill
     """When the seen answers are fewer than ``train_examples``, cells the respondents never answered (never
     a held-out one) make up the difference, taught by the collaborative filter alone."""
+    question_dropout: bool = STEERING.question_dropout
+    train_shuffled_options: bool = STEERING.train_shuffled_options
     n_context: int = 5
     calibration_prompts: int = 64
     min_alignment_answers: int = 5
@@ -196,9 +197,8 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     untrained.set_embedding_scale(learned.factors[trained])
     # cells nobody answered: held-out cells are answered, so they never qualify
     unanswered = data.answers[trained] == MISSING
-    training = train_soft_prompt(llm, spm, learned.factors[trained], questions, split.training_answers,
-                                 **soft_prompt_options(settings, cf_probs[trained], unanswered,
-                                                       as_stage(report, "training")))
+    training = train_on_training(llm, spm, learned, trained, questions, split.training_answers, unanswered,
+                                 settings, np.random.default_rng([seed, 13]), as_stage(report, "training"))
     spm.eval()
     lap("soft-prompt training")
 

@@ -21,7 +21,9 @@ from persona_engine.evaluation.protocol import EvaluationSplit, evaluation_split
 from persona_engine.opinion_data import MISSING
 from persona_engine.progress import Progress, as_stage, no_progress
 from persona_engine.steer.answering import score_options
+from persona_engine.steer.augmentation import TrainingInputs, rearranged
 from persona_engine.steer.soft_prompt import SoftPromptModel
+from persona_engine.steer.training import TrainingResult, train_soft_prompt
 from persona_engine.study import fit_embedding_and_cohorts
 
 if TYPE_CHECKING:
@@ -91,6 +93,23 @@ def soft_prompt_options(settings: EvaluationSettings, teacher: np.ndarray, unans
     return dict(teacher=teacher if steering.teacher_weight > 0 else None,
                 teacher_cells=unanswered if steering.teacher_fill else None,
                 progress=progress, **steering.training_options())
+
+
+def train_on_training(llm, spm: SoftPromptModel, learned: TrainingFit, trained: np.ndarray, questions,
+                      answers: np.ndarray, unanswered: np.ndarray, settings: EvaluationSettings,
+                      rng: np.random.Generator, progress: Progress | None) -> TrainingResult:
+    """Train ``spm`` on the ``trained`` respondents' ``answers`` ``(len(trained), len(questions))``.
+
+    From their refitted vectors, with the refitted filter as teacher, rearranged as the steering
+    settings ask (question dropout, shuffled option orders: :func:`~persona_engine.steer.augmentation.rearranged`,
+    drawing on ``rng``); ``unanswered``: as for :func:`soft_prompt_options`.
+    """
+    steering = settings.steering()
+    inputs = TrainingInputs.of(learned.embedder, learned.factors[trained], questions, answers,
+                               teacher=steering.teacher_weight > 0, unanswered=unanswered)
+    inputs = rearranged(inputs, learned.embedder, steering, rng)
+    return train_soft_prompt(llm, spm, inputs.embeddings, inputs.questions, inputs.answers,
+                             **soft_prompt_options(settings, inputs.teacher, inputs.unanswered, progress))
 
 
 def scored_cells(cells: np.ndarray, candidates: np.ndarray, settings: EvaluationSettings, seed: int,

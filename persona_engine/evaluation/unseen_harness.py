@@ -39,7 +39,7 @@ from persona_engine.evaluation.harness import EvaluationSettings, EvaluationTabl
 from persona_engine.evaluation.metrics import accuracy_interval
 from persona_engine.evaluation.protocol import EvaluationSplit
 from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
-                                              respondent_split, scored_cells, soft_prompt_options,
+                                              respondent_split, scored_cells, train_on_training,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
@@ -48,10 +48,12 @@ from persona_engine.progress import Progress, as_stage, no_progress
 from persona_engine.cohorts.statistics import uses_weights
 from persona_engine.evaluation.references import question_majority
 from persona_engine.steer.answering import score_options
-from persona_engine.steer.augmentation import TrainingInputs, question_dropout, shuffled_orders
 from persona_engine.steer.prompts import encode_questions
-from persona_engine.steer.training import train_soft_prompt
 
+TEXT_RESPONDENTS = 60
+"""The default ``max_text_respondents`` here: each text respondent is asked every question (one fold
+each), 18 prompts per method on the GSS against about 4 held-out answers on the answers split, and the
+text prompts are the slowest part after the training."""
 STEERED, TEXT, TRANSFER, REFERENCE = "steered LLM", "text prompt", "non-LLM", "reference only"
 PROBABILISTIC = ("SPM (individual)", "SPM (cohort)", "question only", "question only, calibrated",
                  "demographics, calibrated", "context, calibrated")
@@ -65,24 +67,24 @@ class UnseenQuestionsResult(EvaluationTables):
 
 
 def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = None, *,
-                              n_folds: int = 3, shuffle_options: bool = False, question_dropout: bool = False,
-                              train_shuffled: bool = False,
+                              n_folds: int = 3, shuffle_options: bool = False,
                               progress: Progress | None = None) -> UnseenQuestionsResult:
     """Hold out whole questions in ``n_folds`` folds and score every method on them (module docstring).
+
+    ``settings``: default ``EvaluationSettings(max_text_respondents=TEXT_RESPONDENTS)``.
 
     ``shuffle_options``: also ask the SPM and the text prompts with each prompt's options in a random
     order of its own, on the text prompts' respondents (rows with ``options`` "shuffled"), since a fixed
     order and letter labels can fake alignment (Dominguez-Olmedo et al., 2023).
-    ``question_dropout`` and ``train_shuffled``: train the soft prompt on answers taught from vectors
-    folded in without their question, and with each answer's options in a random order
-    (:mod:`persona_engine.steer.augmentation`), to make training look like a question never asked.
+    The settings' ``question_dropout`` and ``train_shuffled_options`` train the soft prompt on answers
+    taught from vectors folded in without their question, and with each answer's options in a random
+    order (:mod:`persona_engine.steer.augmentation`), to make training look like a question never asked.
     ``progress(stage, done, total, info)`` (:mod:`persona_engine.progress`) is called as each fold's
     stages advance (``"fold 1 of 3: training"``, ...).
     """
-    settings = settings or EvaluationSettings()
+    settings = settings or EvaluationSettings(max_text_respondents=TEXT_RESPONDENTS)
     started = time.perf_counter()
-    run = _UnseenQuestions(study, llm, settings, progress or no_progress, shuffle_options,
-                           question_dropout=question_dropout, train_shuffled=train_shuffled)
+    run = _UnseenQuestions(study, llm, settings, progress or no_progress, shuffle_options)
     folds = question_folds(study.data.n_questions, n_folds, settings.random_state)
     records = [run.fold(number, len(folds), held) for number, held in enumerate(folds, start=1)]
 
@@ -110,19 +112,15 @@ def evaluate_unseen_questions(study, llm, settings: EvaluationSettings | None = 
              "seconds": round(time.perf_counter() - started, 1),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return UnseenQuestionsResult(accuracy, alignment, {**asdict(settings), "question_folds": n_folds,
-                                                       "shuffle_options": shuffle_options,
-                                                       "question_dropout": question_dropout,
-                                                       "train_shuffled_options": train_shuffled}, facts)
+                                                       "shuffle_options": shuffle_options}, facts)
 
 
 class _UnseenQuestions:
     """One run of the evaluation: what its folds share, and every method's scores so far."""
 
-    def __init__(self, study, llm, settings: EvaluationSettings, report: Progress, shuffle_options: bool, *,
-                 question_dropout: bool = False, train_shuffled: bool = False) -> None:
+    def __init__(self, study, llm, settings: EvaluationSettings, report: Progress, shuffle_options: bool) -> None:
         self.study, self.llm, self.settings, self.report = study, llm, settings, report
-        self.shuffle_options, self.question_dropout, self.train_shuffled = shuffle_options, question_dropout, \
-            train_shuffled
+        self.shuffle_options = shuffle_options
         data = study.data
         self.respondents = respondent_split(data.answers, settings)  # the same training group in every fold
         self.trained = np.flatnonzero(self.respondents.trained)
@@ -184,16 +182,10 @@ class _UnseenQuestions:
         learned = fit_on_training(self.study, learning, n_options[kept], kept_questions, trained,
                                   self.settings.random_state)
         spm = new_soft_prompt(self.llm, learned, self.settings, data)
-        inputs = TrainingInputs.of(learned.embedder, learned.factors[trained], kept_questions, learning)
         rng = np.random.default_rng([self.settings.random_state, 13, number])
-        if self.question_dropout:
-            inputs = question_dropout(inputs, learned.embedder, rng)
-        if self.train_shuffled:
-            inputs = shuffled_orders(inputs, rng)
-        training = train_soft_prompt(
-            self.llm, spm, inputs.embeddings, inputs.questions, inputs.answers,
-            **soft_prompt_options(self.settings, inputs.teacher, inputs.unanswered,
-                                  as_stage(self.report, f"{stage}: training")))
+        training = train_on_training(self.llm, spm, learned, trained, kept_questions, learning,
+                                     learning == MISSING, self.settings, rng,
+                                     as_stage(self.report, f"{stage}: training"))
         spm.eval()
         return learned, spm, training
 

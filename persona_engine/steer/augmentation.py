@@ -22,7 +22,9 @@ loop itself is unchanged) make training look like that:
   (the fixed order is what Dominguez-Olmedo et al., 2023, found to fake
   alignment).
 
-Both take and return :class:`TrainingInputs`; apply :func:`question_dropout`
+Both take and return :class:`TrainingInputs`; :func:`rearranged` applies
+those that a run's :class:`~persona_engine.steer.settings.SteeringSettings`
+ask for (``question_dropout``, ``train_shuffled_options``), question dropout
 first, since it needs the study's own questions.
 """
 
@@ -63,12 +65,29 @@ class TrainingInputs:
     unanswered: np.ndarray
 
     @classmethod
-    def of(cls, embedder, embeddings: np.ndarray, questions, answers: np.ndarray) -> TrainingInputs:
-        """The plain inputs: ``embeddings`` of the ``answers``' rows, ``embedder``'s predictions as teacher."""
+    def of(cls, embedder, embeddings: np.ndarray, questions, answers: np.ndarray, *,
+           teacher: bool = True, unanswered: np.ndarray | None = None) -> TrainingInputs:
+        """The plain inputs: ``embeddings`` of the ``answers``' rows, ``embedder``'s predictions as teacher.
+
+        ``teacher``: whether there is one (``False`` when the loss has no teacher's share);
+        ``unanswered``: the cells the teacher alone may teach (default: every cell without an answer).
+        """
         width = max(q.n_options for q in questions)
-        teacher = embedder.predict_proba(embeddings)[..., :width].astype(np.float32)
-        return cls(np.asarray(embeddings, dtype=np.float32), list(questions), np.asarray(answers), teacher,
-                   np.asarray(answers) == MISSING)
+        taught = embedder.predict_proba(embeddings)[..., :width].astype(np.float32) if teacher else None
+        answers = np.asarray(answers)
+        return cls(np.asarray(embeddings, dtype=np.float32), list(questions), answers, taught,
+                   answers == MISSING if unanswered is None else np.asarray(unanswered, dtype=bool))
+
+
+def rearranged(inputs: TrainingInputs, embedder, settings, rng: np.random.Generator) -> TrainingInputs:
+    """``inputs`` rearranged as ``settings`` (:class:`~persona_engine.steer.settings.SteeringSettings`) ask:
+    :func:`question_dropout` (with ``embedder``, the filter fitted on ``inputs.answers``) if
+    ``question_dropout``, then :func:`shuffled_orders` if ``train_shuffled_options``."""
+    if settings.question_dropout:
+        inputs = question_dropout(inputs, embedder, rng)
+    if settings.train_shuffled_options:
+        inputs = shuffled_orders(inputs, rng)
+    return inputs
 
 
 def question_groups(n_questions: int, rng: np.random.Generator, max_groups: int = MAX_GROUPS) -> list[np.ndarray]:

@@ -59,6 +59,13 @@ class SteeringSettings:
     teacher_fill: bool = True
     """When the training answers are fewer than ``max_examples``, cells nobody answered (never a held-out
     one) make up the difference, taught by the collaborative filter alone."""
+    question_dropout: bool = False
+    """Teach each answer from the respondent's vector placed without that answer's question (the
+    collaborative filter's question vectors frozen), as the vector of a question never asked is: see
+    :func:`~persona_engine.steer.augmentation.question_dropout`."""
+    train_shuffled_options: bool = False
+    """Teach each answer with its question's options in a random order, so that a letter carries no
+    stance by itself: see :func:`~persona_engine.steer.augmentation.shuffled_orders`."""
     max_examples: int | None = None
     """Training examples: a random subsample of the training answers (``None``: all of them)."""
     max_val_examples: int | None = None
@@ -95,8 +102,10 @@ class SteeringSettings:
         """The keyword arguments of :func:`~persona_engine.steer.train_soft_prompt` these settings fix.
 
         The model's form (``kind``, ``n_virtual_tokens``, ``placement``) is
-        the soft prompt's own, and ``teacher_fill`` is for the caller who
-        knows which cells nobody answered.
+        the soft prompt's own; ``teacher_fill`` is for the caller who knows
+        which cells nobody answered, and ``question_dropout`` and
+        ``train_shuffled_options`` rearrange the training's inputs
+        (:func:`~persona_engine.steer.augmentation.rearranged`).
         """
         return dict(epochs=self.epochs, max_steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                     schedule=self.schedule, max_examples=self.max_examples,

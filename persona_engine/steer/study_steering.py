@@ -33,6 +33,7 @@ from persona_engine.errors import DataError
 from persona_engine.opinion_data import MISSING
 from persona_engine.evaluation.protocol import HoldoutSplit, holdout_split
 from persona_engine.progress import Progress
+from persona_engine.steer.augmentation import TrainingInputs, rearranged
 from persona_engine.steer.examples import example_counts
 from persona_engine.steer.settings import SteeringSettings
 from persona_engine.steer.soft_prompt import CONFIG_NAME, WEIGHTS_NAME, SoftPromptModel
@@ -154,8 +155,7 @@ def train_steering(
 
     _write_model(checkpoint, spm, test_mask, runs)  # the starting point, and the runs before this one
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    result = train_soft_prompt(llm, spm, study.embeddings, study.data.questions,
-                               **_training_inputs(study, settings, test_mask),
+    result = train_soft_prompt(llm, spm, **_training_inputs(study, settings, test_mask),
                                progress=progress, cancel=cancel, checkpoint=checkpoint)
     record = {"started": started.isoformat(timespec="seconds"), "resumed": resume,
               "seconds": round(time.perf_counter() - clock, 2), "llm": llm.name,
@@ -206,12 +206,17 @@ def _settings(settings: SteeringSettings | None, overrides: dict) -> SteeringSet
 
 
 def _training_inputs(study: Study, settings: SteeringSettings, test_mask: np.ndarray) -> dict:
-    """:func:`~persona_engine.steer.train_soft_prompt`'s answers, teacher and options for ``settings``."""
+    """:func:`~persona_engine.steer.train_soft_prompt`'s embeddings, questions, answers, teacher and options
+    for ``settings``: the study's answers less the held-out ones, rearranged as the settings ask
+    (:func:`~persona_engine.steer.augmentation.rearranged`)."""
     train_answers = np.where(test_mask, MISSING, study.data.answers).astype(np.int16)
-    teacher = study.embedder.predict_proba(study.embeddings) if settings.teacher_weight > 0 else None
     # cells nobody answered: held-out answers are answers, so they are never among these
-    unanswered = study.data.answers == MISSING if settings.teacher_fill else None
-    return dict(answers=train_answers, teacher=teacher, teacher_cells=unanswered, **settings.training_options())
+    inputs = TrainingInputs.of(study.embedder, study.embeddings, study.data.questions, train_answers,
+                               teacher=settings.teacher_weight > 0, unanswered=study.data.answers == MISSING)
+    inputs = rearranged(inputs, study.embedder, settings, np.random.default_rng([settings.random_state, 13]))
+    return dict(embeddings=inputs.embeddings, questions=inputs.questions, answers=inputs.answers,
+                teacher=inputs.teacher, teacher_cells=inputs.unanswered if settings.teacher_fill else None,
+                **settings.training_options())
 
 
 def _fresh(study: Study, llm, settings: SteeringSettings, holdout):
@@ -273,8 +278,7 @@ def estimate_steering_seconds(study: Study, llm, settings: SteeringSettings | No
         spm = SoftPromptModel.for_llm(llm, study.embeddings.shape[1], kind=settings.kind,
                                       n_virtual_tokens=settings.n_virtual_tokens, placement=settings.placement,
                                       random_state=settings.random_state)
-    return estimate_training_seconds(llm, spm, study.embeddings, study.data.questions,
-                                     **_training_inputs(study, settings, test_mask))
+    return estimate_training_seconds(llm, spm, **_training_inputs(study, settings, test_mask))
 
 
 def _measured_seconds(study: Study, llm, settings: SteeringSettings, test_mask: np.ndarray) -> float | None:
