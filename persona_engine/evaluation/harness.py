@@ -40,7 +40,7 @@ from persona_engine.evaluation import baselines
 from persona_engine.evaluation.metrics import Interval, accuracy_interval, alignment
 from persona_engine.evaluation.protocol import keep_answers, subsample
 from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
-                                              respondent_split, scored_cells, train_on_training,
+                                              respondent_split, scored_cells, train_on_seen_answers,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.opinion_data import MISSING
 from persona_engine.progress import Progress, as_stage, no_progress
@@ -197,8 +197,8 @@ def evaluate_steering(study, llm, settings: EvaluationSettings | None = None, *,
     untrained.set_embedding_scale(learned.factors[trained])
     # cells nobody answered: held-out cells are answered, so they never qualify
     unanswered = data.answers[trained] == MISSING
-    training = train_on_training(llm, spm, learned, trained, questions, split.training_answers, unanswered,
-                                 settings, np.random.default_rng([seed, 13]), as_stage(report, "training"))
+    training = train_on_seen_answers(llm, spm, learned, trained, questions, split.training_answers, unanswered,
+                                     settings, np.random.default_rng([seed, 13]), as_stage(report, "training"))
     spm.eval()
     lap("soft-prompt training")
 

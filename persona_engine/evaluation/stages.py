@@ -95,9 +95,9 @@ def soft_prompt_options(settings: EvaluationSettings, teacher: np.ndarray, unans
                 progress=progress, **steering.training_options())
 
 
-def train_on_training(llm, spm: SoftPromptModel, learned: TrainingFit, trained: np.ndarray, questions,
-                      answers: np.ndarray, unanswered: np.ndarray, settings: EvaluationSettings,
-                      rng: np.random.Generator, progress: Progress | None) -> TrainingResult:
+def train_on_seen_answers(llm, spm: SoftPromptModel, learned: TrainingFit, trained: np.ndarray, questions,
+                          answers: np.ndarray, unanswered: np.ndarray, settings: EvaluationSettings,
+                          rng: np.random.Generator, progress: Progress | None) -> TrainingResult:
     """Train ``spm`` on the ``trained`` respondents' ``answers`` ``(len(trained), len(questions))``.
 
     From their refitted vectors, with the refitted filter as teacher, rearranged as the steering

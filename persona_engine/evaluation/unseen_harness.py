@@ -39,7 +39,7 @@ from persona_engine.evaluation.harness import EvaluationSettings, EvaluationTabl
 from persona_engine.evaluation.metrics import accuracy_interval
 from persona_engine.evaluation.protocol import EvaluationSplit
 from persona_engine.evaluation.stages import (MethodScores, TrainingFit, fit_on_training, new_soft_prompt,
-                                              respondent_split, scored_cells, train_on_training,
+                                              respondent_split, scored_cells, train_on_seen_answers,
                                               soft_prompt_scores, text_baselines)
 from persona_engine.evaluation.unseen import (TextToFactor, cohort_mean_rho, nearest_question_transfer,
                                               pooled_auc, positions, question_folds, top_option_scores)
@@ -183,9 +183,9 @@ class _UnseenQuestions:
                                   self.settings.random_state)
         spm = new_soft_prompt(self.llm, learned, self.settings, data)
         rng = np.random.default_rng([self.settings.random_state, 13, number])
-        training = train_on_training(self.llm, spm, learned, trained, kept_questions, learning,
-                                     learning == MISSING, self.settings, rng,
-                                     as_stage(self.report, f"{stage}: training"))
+        training = train_on_seen_answers(self.llm, spm, learned, trained, kept_questions, learning,
+                                         learning == MISSING, self.settings, rng,
+                                         as_stage(self.report, f"{stage}: training"))
         spm.eval()
         return learned, spm, training
 
