@@ -210,8 +210,12 @@ def test_the_command_prints_the_table_and_the_verdict_and_writes_the_report(tmp_
                and row["options"] == "fixed order")
     measured = unseen_accuracy(Study.load(study))
     assert measured["spm"] == pytest.approx((spm["accuracy"], spm["low"], spm["high"]))
-    assert unseen_accuracy(Study.load(Path(__file__).resolve().parent.parent / "sample_data" / "studies"
-                                      / "brexit-consensus")) is None
+    studies = Path(__file__).resolve().parent.parent / "sample_data" / "studies"
+    assert unseen_accuracy(Study.load(studies / "brexit-consensus")) is None
+    # the sample study ships its default run (docs/results.md): the Chat page shows it
+    shipped = unseen_accuracy(Study.load(studies / "gss_spending"))
+    assert shipped["spm"] == pytest.approx((0.507, 0.496, 0.517), abs=5e-4)
+    assert shipped["question_only"] == pytest.approx((0.250, 0.229, 0.270), abs=5e-4)
 
 
 def test_ask_every_cohort_a_new_question_with_the_real_model(capsys):
@@ -235,6 +239,7 @@ def test_ask_every_cohort_a_new_question_with_the_real_model(capsys):
     assert sum(shares) == pytest.approx(1) and rows[-1]["share"] is None
     assert "model estimate" in printed["note"]
     assert printed["similar_questions"][0]["question_id"] == "natmass"  # mass transportation
+    assert printed["unseen_question_accuracy"]["spm"][0] == pytest.approx(0.507, abs=5e-4)  # the shipped run
     # the cohorts do not all say the same thing
     assert max(r["too much"] for r in rows[:-1]) - min(r["too much"] for r in rows[:-1]) > 0.05
 
